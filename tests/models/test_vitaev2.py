@@ -1,0 +1,179 @@
+"""ViTAEv2 against the official model's numeric fixtures and checkpoint key layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import rsvit.models  # noqa: F401  (registers vitaev2 with timm)
+from rsvit.models.backbones.vitaev2 import (
+    ViTAEv2,
+    _official_drop_path_rates,
+    checkpoint_filter_fn,
+    official_kwargs_to_ours,
+)
+
+DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def zero_state_dict(tsv: Path) -> dict[str, torch.Tensor]:
+    """A state dict of zeros with the keys, shapes and dtypes of an official key manifest."""
+    sd = {}
+    for line in tsv.read_text().splitlines():
+        key, shape, dtype = line.split("\t")
+        sd[key] = torch.zeros(json.loads(shape), dtype=DTYPES[dtype])
+    return sd
+
+
+@pytest.fixture(scope="module")
+def tiny(reference_dir: Path) -> tuple[ViTAEv2, dict[str, torch.Tensor]]:
+    cfg = json.loads((reference_dir / "fixtures/vitaev2_tiny_config.json").read_text())
+    model = ViTAEv2(**official_kwargs_to_ours(cfg["constructor_kwargs"])).eval()
+    official = load_file(reference_dir / "fixtures/vitaev2_tiny.safetensors")
+    model.load_state_dict(checkpoint_filter_fn(official, model), strict=True)
+    io = load_file(reference_dir / "fixtures/vitaev2_tiny_io.safetensors")
+    return model, io
+
+
+def test_tiny_logits_match_official(tiny):
+    model, io = tiny
+    with torch.no_grad():
+        logits = model(io["x224"])
+    torch.testing.assert_close(logits, io["logits_x224"], atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["x224", "x256", "x256x320"])
+def test_tiny_stage_features_match_official(tiny, name):
+    model, io = tiny
+    with torch.no_grad():
+        feats = model.forward_intermediates(io[name], intermediates_only=True)
+    assert len(feats) == 4
+    for i, feat in enumerate(feats):
+        torch.testing.assert_close(feat, io[f"feat{i}_{name}"], atol=1e-4, rtol=1e-5)
+
+
+def test_tiny_through_features_only_wrapper(tiny, reference_dir):
+    """timm's features_only path returns the same NCHW maps as the direct call."""
+    _, io = tiny
+    cfg = json.loads((reference_dir / "fixtures/vitaev2_tiny_config.json").read_text())
+    kwargs = official_kwargs_to_ours(cfg["constructor_kwargs"])
+    kwargs.pop("num_classes")
+    feat_model = timm.create_model("vitaev2_s", features_only=True, **kwargs).eval()
+    official = load_file(reference_dir / "fixtures/vitaev2_tiny.safetensors")
+    feat_model.model.load_state_dict(checkpoint_filter_fn(official, feat_model.model), strict=True)
+    with torch.no_grad():
+        feats = feat_model(io["x256x320"])
+    assert feat_model.feature_info.reduction() == [4, 8, 16, 32]
+    for i, feat in enumerate(feats):
+        torch.testing.assert_close(feat, io[f"feat{i}_x256x320"], atol=1e-4, rtol=1e-5)
+
+
+def test_parameter_count_matches_spec():
+    # SPEC: 18,870,203 parameters with the 51-class head, of which 1,352 are unused relative-position
+    # tables that we do not create.
+    model = timm.create_model("vitaev2_s")
+    assert sum(p.numel() for p in model.parameters()) == 18_870_203 - 1_352
+
+
+def test_classification_checkpoint_layout_loads_strictly(reference_dir):
+    model = timm.create_model("vitaev2_s", num_classes=51)
+    sd = zero_state_dict(reference_dir / "keys/vitaev2_s_cls51.tsv")
+    model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
+    assert torch.count_nonzero(model.head.weight) == 0
+
+
+@pytest.mark.parametrize("manifest", ["vitaev2_s_upernet_potsdam.tsv", "vitaev2_s_bit_cd.tsv"])
+def test_dense_checkpoint_layouts_load_strictly(reference_dir, manifest):
+    sd = zero_state_dict(reference_dir / "keys" / manifest)
+    assert any(k.startswith("backbone.norm0") for k in sd)  # unused dense norms must be accepted
+    model = timm.create_model("vitaev2_s", num_classes=0)
+    converted = checkpoint_filter_fn(sd, model)
+    model.load_state_dict(converted, strict=True)
+    assert not any(k.startswith(("decode_head", "classifier", "norm0")) for k in converted)
+
+
+def test_filter_rejects_nothing_silently_for_wrong_architecture(reference_dir):
+    """A checkpoint of another architecture must not load strictly."""
+    model = timm.create_model("vitaev2_s", num_classes=51)
+    sd = zero_state_dict(reference_dir / "keys/rsp_resnet50_cls51.tsv")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
+
+
+def test_any_input_size_equals_padded_input():
+    model = timm.create_model("vitaev2_s", num_classes=0).eval()
+    x = torch.randn(1, 3, 70, 100)
+    padded = torch.nn.functional.pad(x, (0, 28, 0, 26))
+    with torch.no_grad():
+        a = model.forward_intermediates(x, intermediates_only=True)
+        b = model.forward_intermediates(padded, intermediates_only=True)
+    assert [tuple(f.shape[2:]) for f in a] == [(24, 32), (12, 16), (6, 8), (3, 4)]
+    for fa, fb in zip(a, b, strict=True):
+        torch.testing.assert_close(fa, fb)
+
+
+def test_wrong_band_count_is_a_clear_error():
+    model = timm.create_model("vitaev2_s", num_classes=0)
+    with pytest.raises(ValueError, match="built for 3 input bands but got 4"):
+        model(torch.zeros(1, 4, 64, 64))
+
+
+def test_multiband_model_runs():
+    model = timm.create_model("vitaev2_s", num_classes=7, in_chans=6).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 6, 64, 64)).shape == (2, 7)
+
+
+def test_official_drop_path_schedule_reproduces_slicing_quirk():
+    rates = _official_drop_path_rates((2, 2, 8, 2), 0.3)
+    dpr = torch.linspace(0, 0.3, 14).tolist()
+    assert rates[0] == dpr[0:2] and rates[1] == dpr[2:4]
+    assert rates[2] == dpr[2:10] and rates[3] == dpr[8:10]
+    assert max(max(r) for r in rates) == pytest.approx(0.2077, abs=1e-4)
+
+
+def test_official_kwargs_refuse_what_we_do_not_reproduce():
+    with pytest.raises(ValueError, match="relative position"):
+        official_kwargs_to_ours({"relative_pos": True})
+    with pytest.raises(ValueError, match="unknown official"):
+        official_kwargs_to_ours({"shift_size": 3})
+
+
+def test_training_step_and_gradient_checkpointing_agree():
+    torch.manual_seed(0)
+    model = timm.create_model("vitaev2_s", num_classes=5).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def grads():
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(x).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.set_grad_checkpointing(True)
+    ckpt = grads()
+    assert plain.keys() == ckpt.keys() and len(plain) > 100
+    for name in plain:
+        torch.testing.assert_close(plain[name], ckpt[name], atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_and_bf16_autocast(tiny):
+    model, io = tiny
+    x = io["x224"]
+    with torch.no_grad():
+        ref = model(x)
+        cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    model.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(cl, ref, atol=2e-5, rtol=0)
+    assert low.dtype == torch.bfloat16
+    # bf16 keeps ~3 significant digits: the ranking of classes barely moves.
+    rel = (low.float() - ref).norm() / ref.norm()
+    assert rel < 0.05, rel
