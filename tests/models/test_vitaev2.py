@@ -132,8 +132,8 @@ def test_multiband_model_runs():
 def test_official_drop_path_schedule_reproduces_slicing_quirk():
     rates = _official_drop_path_rates((2, 2, 8, 2), 0.3)
     dpr = torch.linspace(0, 0.3, 14).tolist()
-    assert rates[0] == dpr[0:2] and rates[1] == dpr[2:4]
-    assert rates[2] == dpr[2:10] and rates[3] == dpr[8:10]
+    for got, want in zip(rates, [dpr[0:2], dpr[2:4], dpr[2:10], dpr[8:10]], strict=True):
+        assert got == pytest.approx(want, abs=1e-7)
     assert max(max(r) for r in rates) == pytest.approx(0.2077, abs=1e-4)
 
 

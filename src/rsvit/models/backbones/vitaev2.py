@@ -252,7 +252,7 @@ def _official_drop_path_rates(depths: Sequence[int], drop_path_rate: float) -> l
     ``depths[i - 1]`` rather than at the cumulative sum. Reproduced so that training recipes match.
     """
     total = sum(depths)
-    dpr = torch.linspace(0, drop_path_rate, total).tolist()
+    dpr = [drop_path_rate * i / (total - 1) for i in range(total)] if total > 1 else [0.0] * total
     rates = []
     for i, depth in enumerate(depths):
         start = 0 if i == 0 else depths[i - 1]

@@ -1,0 +1,116 @@
+"""Backbone throughput on this machine: forward and training step, fp32 and bf16 autocast.
+
+    bash scripts/in-env python benchmarks/backbones.py [--batch-size 8] [--iters 5] [--models ...]
+
+Absolute img/s swing with machine load; the ratios to swin_tiny, measured in the same run, are the
+figures to compare. Targets for ViTAEv2-S are stated relative to swin_tiny using the reference
+measurements of the original ViTAEv2 code on this kind of machine (forward 7.5 img/s fp32 and training
+2.1 img/s, against 8.8 and 3.07 img/s for swin_tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+import rsvit.models  # noqa: F401  (registers vitaev2_s with timm)
+from rsvit.models.backbones.factory import BACKBONE_ALIASES
+
+ORIGINAL_VITAE_FWD = 7.5 / 8.8  # original ViTAEv2-S fp32 forward / swin_tiny fp32 forward
+ORIGINAL_VITAE_TRAIN = 2.1 / 3.07  # original ViTAEv2-S training / swin_tiny training
+TARGETS = {
+    "fwd fp32": 1.1,  # >= 1.1x swin_tiny
+    "train fp32": 1.3 * ORIGINAL_VITAE_TRAIN,  # >= 1.3x the original
+    "fwd bf16": 2.5 * ORIGINAL_VITAE_FWD,  # >= 2.5x the original fp32, in swin_tiny fp32 units
+}
+
+
+def _timed(fn, iters: int) -> float:
+    fn()  # warm-up (allocations, oneDNN primitive creation)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(name: str, batch: int, iters: int, size: int, channels_last: bool) -> dict[str, float]:
+    import timm
+
+    model = timm.create_model(BACKBONE_ALIASES.get(name, name), num_classes=51)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    y = torch.randint(0, 51, (batch,))
+    out: dict[str, float] = {}
+    for precision in ("fp32", "bf16"):
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+        model.eval()
+
+        def forward(ctx=ctx):
+            with torch.inference_mode(), ctx():
+                model(x)
+
+        out[f"fwd {precision}"] = batch / _timed(forward, iters)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(ctx=ctx, opt=opt):
+            with ctx():
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out[f"train {precision}"] = batch / _timed(step, max(2, iters // 2))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--models", nargs="+", default=["swin_t", "vitaev2_s", "resnet50", "vit_b"])
+    parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    models = ["swin_t", *[m for m in args.models if m != "swin_t"]]
+    print(
+        f"batch {args.batch_size}, {args.size}x{args.size}, {args.threads} threads, "
+        f"channels_last={args.channels_last}, torch {torch.__version__}"
+    )
+    results = {m: measure(m, args.batch_size, args.iters, args.size, args.channels_last) for m in models}
+    base = results["swin_t"]
+    cols = ["fwd fp32", "fwd bf16", "train fp32", "train bf16"]
+    print(f"\n{'img/s':<12}" + "".join(f"{c:>12}" for c in cols) + "   ratio to swin_t fp32 (fwd, train)")
+    for name, res in results.items():
+        ratios = f"{res['fwd fp32'] / base['fwd fp32']:.2f}x, {res['train fp32'] / base['train fp32']:.2f}x"
+        print(f"{name:<12}" + "".join(f"{res[c]:>12.2f}" for c in cols) + f"   {ratios}")
+    if "vitaev2_s" in results:
+        vit = results["vitaev2_s"]
+        print("\nViTAEv2-S targets (ratio to swin_t fp32 in this run):")
+        checks = {
+            "fwd fp32": vit["fwd fp32"] / base["fwd fp32"],
+            "train fp32": vit["train fp32"] / base["train fp32"],
+            "fwd bf16": vit["fwd bf16"] / base["fwd fp32"],
+        }
+        for key, value in checks.items():
+            verdict = "met" if value >= TARGETS[key] else "NOT met"
+            print(f"  {key:<11} {value:5.2f}x  (target >= {TARGETS[key]:.2f}x)  {verdict}")
+        print(
+            f"  vs the original code: fwd fp32 {checks['fwd fp32'] / ORIGINAL_VITAE_FWD:.2f}x, "
+            f"train fp32 {checks['train fp32'] / ORIGINAL_VITAE_TRAIN:.2f}x, "
+            f"fwd bf16 {checks['fwd bf16'] / ORIGINAL_VITAE_FWD:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
