@@ -1,0 +1,29 @@
+"""Exceptions raised while reading, converting and loading weights.
+
+Every error derives from :class:`WeightsError` so callers (the CLI in particular) can report any
+weights problem with one ``except`` clause, while tests and library users can tell the cases apart.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "WeightsError", "WeightsMismatchError"]
+
+
+class WeightsError(Exception):
+    """Base class of all weights errors."""
+
+
+class CheckpointFormatError(WeightsError, ValueError):
+    """The file is not a checkpoint we can read: empty, truncated, another file type, unknown wrapping."""
+
+
+class UnsafeCheckpointError(WeightsError):
+    """The file asks the unpickler to call something outside the allow-list (possible code execution).
+
+    Deliberately not a ``pickle.UnpicklingError``: ``torch.load`` re-wraps those, and this refusal
+    must reach the caller unchanged.
+    """
+
+
+class WeightsMismatchError(WeightsError, ValueError):
+    """The checkpoint does not fit the model: missing, unexpected or differently shaped entries."""
