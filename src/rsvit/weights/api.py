@@ -35,6 +35,7 @@ from rsvit.weights.convert import (
     split_prefix,
 )
 from rsvit.weights.errors import CheckpointFormatError, WeightsError, WeightsMismatchError
+from rsvit.weights.fit import fit_to_model
 from rsvit.weights.formats import read_checkpoint, sniff_file_kind
 
 __all__ = [
@@ -246,6 +247,8 @@ class LoadResult:
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     mismatched_keys: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+    adapted_keys: list[str] = field(default_factory=list)  # input convs adapted to the model's bands
+    ignored_keys: list[str] = field(default_factory=list)  # classifier entries a feature model has no use for
 
     @property
     def ok(self) -> bool:
@@ -261,6 +264,10 @@ class LoadResult:
                 for key, want, got in self.mismatched_keys[:limit]
             )
             lines.append(f"{len(self.mismatched_keys)} shape mismatches, first: {shown}")
+        if self.adapted_keys:
+            lines.append(f"{len(self.adapted_keys)} input convolutions adapted to the model's bands")
+        if self.ignored_keys:
+            lines.append(f"{len(self.ignored_keys)} classifier entries ignored (feature model)")
         if self.missing_keys:
             lines.append(f"{len(self.missing_keys)} missing, e.g. {self.missing_keys[:limit]}")
         if self.unexpected_keys:
@@ -341,7 +348,9 @@ def load(
     )
     if model is None:
         return result
-    result.state_dict = state_dict = align_feature_names(state_dict, model.state_dict().keys())
+    state_dict = align_feature_names(state_dict, model.state_dict().keys())
+    state_dict, result.adapted_keys, result.ignored_keys = fit_to_model(state_dict, model)
+    result.state_dict = state_dict
     result.missing_keys, result.unexpected_keys, result.mismatched_keys = _compare(state_dict, model)
     if strict and not result.ok:
         raise WeightsMismatchError(_mismatch_message(path, result, model, original_keys))
