@@ -52,6 +52,8 @@ class Segmentor(nn.Module):
         self.auxiliary_head = auxiliary_head
         self.align_corners = align_corners
 
+    weights_family = "mmseg"  # official checkpoints of this model type are mmseg EncoderDecoders
+
     @property
     def num_classes(self) -> int:
         return self.decode_head.num_classes

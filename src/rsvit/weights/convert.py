@@ -254,3 +254,39 @@ def align_feature_names(state_dict: StateDict, target_keys: Iterable[str]) -> St
                     break
         out[key] = value
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole task models (the converters live beside the models; imported lazily)
+# ----------------------------------------------------------------------------------------------
+
+
+@register_converter("mmseg")
+def _convert_mmseg(state_dict: StateDict, model: nn.Module | None) -> StateDict:
+    """Official mmseg ``EncoderDecoder`` (UperNet + FCN) -> :class:`rsvit.models.segmentor.Segmentor`.
+
+    The ``backbone.*`` part goes through the converter of the backbone's own family.
+    """
+    from rsvit.models.segmentor import convert_mmseg_state_dict
+
+    def backbone_filter(sd: StateDict, model: nn.Module | None = None) -> StateDict:
+        family = (infer_family(model) if model is not None else None) or guess_family(sd) or "vitaev2"
+        return convert_state_dict(sd, family, model)
+
+    return convert_mmseg_state_dict(state_dict, model=model, backbone_filter=backbone_filter)
+
+
+@register_converter("bit")
+def _convert_bit(state_dict: StateDict, model: nn.Module | None) -> StateDict:
+    """Official BIT_CD ``model_G_state_dict`` (ResNet-18 variants) -> :class:`rsvit.models.change.BIT`."""
+    from rsvit.models.change.bit import convert_official_bit_state_dict
+
+    return convert_official_bit_state_dict(state_dict, model)
+
+
+@register_converter("rsp_bit_cd")
+def _convert_rsp_bit_cd(state_dict: StateDict, model: nn.Module | None) -> StateDict:
+    """RSP change-detection models (BIT on ViTAEv2-S, whole pickled modules) -> our BIT."""
+    from rsvit.models.change.bit import convert_rsp_cd_state_dict
+
+    return convert_rsp_cd_state_dict(state_dict, model)
