@@ -1,0 +1,182 @@
+"""Rotated RoIAlign: average bilinear samples of a rotated grid laid over each region of interest.
+
+Each RoI ``(cx, cy, w, h, angle)`` is cut into ``out_h x out_w`` bins along its own axes; each bin is
+the mean of ``grid_h x grid_w`` bilinear samples at the centres of a regular sub-grid. Sample
+positions are computed in the RoI frame and rotated into the feature map, then all samples of all
+RoIs are gathered at once (chunked to bound memory). Gradients reach the features through the
+gather and the RoI coordinates through the bilinear weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["RotatedRoIAlign", "rotated_roi_align"]
+
+# Upper bound on gathered feature values per chunk (samples x channels).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _rois_to_tensor(rois: Tensor | list[Tensor]) -> Tensor:
+    if isinstance(rois, list | tuple):
+        parts = []
+        for i, r in enumerate(rois):
+            if r.dim() != 2 or r.shape[-1] != 5:
+                raise ValueError(f"rois[{i}] must have shape (K, 5), got {tuple(r.shape)}")
+            parts.append(torch.cat([torch.full_like(r[:, :1], i), r], dim=1))
+        if not parts:
+            raise ValueError("rois is an empty list")
+        return torch.cat(parts, dim=0)
+    if rois.dim() != 2 or rois.shape[-1] != 6:
+        raise ValueError(
+            f"rois must have shape (K, 6) or be a list of (K_i, 5) tensors, got {tuple(rois.shape)}"
+        )
+    return rois
+
+
+def _bilinear(flat: Tensor, batch: Tensor, y: Tensor, x: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear samples ``(S, C)`` from ``flat`` ``(N*H*W, C)`` at points ``(S,)`` of images ``batch``."""
+    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+    y = y.clamp(min=0)
+    x = x.clamp(min=0)
+    y0 = torch.floor(y).long()
+    x0 = torch.floor(x).long()
+    y_edge = y0 >= height - 1
+    x_edge = x0 >= width - 1
+    y0 = torch.where(y_edge, height - 1, y0)
+    x0 = torch.where(x_edge, width - 1, x0)
+    y1 = torch.where(y_edge, y0, y0 + 1)
+    x1 = torch.where(x_edge, x0, x0 + 1)
+    y = torch.where(y_edge, y0.to(y.dtype), y)
+    x = torch.where(x_edge, x0.to(x.dtype), x)
+    ly, lx = y - y0.to(y.dtype), x - x0.to(x.dtype)
+    hy, hx = 1 - ly, 1 - lx
+    base = batch * (height * width)
+    out = (
+        flat[base + y0 * width + x0] * (hy * hx).unsqueeze(-1)
+        + flat[base + y0 * width + x1] * (hy * lx).unsqueeze(-1)
+        + flat[base + y1 * width + x0] * (ly * hx).unsqueeze(-1)
+        + flat[base + y1 * width + x1] * (ly * lx).unsqueeze(-1)
+    )
+    return torch.where(outside.unsqueeze(-1), torch.zeros_like(out), out)
+
+
+def rotated_roi_align(
+    input: Tensor,
+    rois: Tensor | list[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = True,
+) -> Tensor:
+    """Pool a fixed-size feature patch from each rotated region of interest.
+
+    Args:
+        input: ``(N, C, H, W)`` float feature map.
+        rois: ``(K, 6)`` tensor ``(batch_index, cx, cy, w, h, angle)`` in input-image pixels, or a
+            list of ``N`` tensors ``(K_i, 5)`` (the batch index is the list position). ``angle`` is in
+            radians and rotates the RoI's ``w`` axis from +x towards +y (see :mod:`rsvit.ops.rotated_boxes`);
+            output column ``j`` runs along ``w`` and row ``i`` along ``h``.
+        output_size: ``(out_h, out_w)`` or a single int.
+        spatial_scale: factor from image pixels to feature-map pixels (e.g. ``1/16``).
+        sampling_ratio: samples per bin along each axis; ``<= 0`` uses ``ceil(h / out_h)`` and
+            ``ceil(w / out_w)`` per RoI (at least 1).
+        aligned: if True, pixel ``(i, j)`` of the feature map covers ``[j, j + 1)`` and its value sits at
+            ``j + 0.5``, so RoI coordinates are shifted by ``-0.5`` after scaling. If False, no shift and
+            RoI sides are clamped to at least one feature pixel.
+
+    Returns:
+        ``(K, C, out_h, out_w)`` tensor of the input's dtype and device. Samples more than one pixel
+        outside the map contribute zeros; samples within the border band use the nearest edge value.
+    """
+    if input.dim() != 4:
+        raise ValueError(f"input must have shape (N, C, H, W), got {tuple(input.shape)}")
+    rois = _rois_to_tensor(rois).to(dtype=input.dtype, device=input.device)
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    n, c, height, width = input.shape
+    k = rois.shape[0]
+    out = input.new_zeros((k, c, out_h, out_w))
+    if k == 0:
+        return out
+    batch = rois[:, 0].long()
+    if bool(((batch < 0) | (batch >= n)).any()):
+        raise ValueError(
+            f"roi batch indices must be in [0, {n}), got range [{int(batch.min())}, {int(batch.max())}]"
+        )
+    offset = 0.5 if aligned else 0.0
+    cx = rois[:, 1] * spatial_scale - offset
+    cy = rois[:, 2] * spatial_scale - offset
+    rw = rois[:, 3] * spatial_scale
+    rh = rois[:, 4] * spatial_scale
+    if not aligned:
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+    angle = rois[:, 5]
+    if sampling_ratio > 0:
+        grid_h = torch.full((k,), sampling_ratio, dtype=torch.long, device=input.device)
+        grid_w = grid_h
+    else:
+        grid_h = torch.ceil(rh.detach() / out_h).long().clamp(min=1)
+        grid_w = torch.ceil(rw.detach() / out_w).long().clamp(min=1)
+    flat = input.permute(0, 2, 3, 1).reshape(n * height * width, c)
+
+    pieces: list[tuple[Tensor, Tensor]] = []
+    keys = torch.stack([grid_h, grid_w], dim=1)
+    for gh, gw in torch.unique(keys, dim=0).tolist():
+        members = ((grid_h == gh) & (grid_w == gw)).nonzero(as_tuple=True)[0]
+        samples = out_h * gh * out_w * gw
+        per_chunk = max(1, _CHUNK_ELEMENTS // max(1, samples * c))
+        # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
+        iy = (
+            torch.arange(out_h, device=input.device, dtype=input.dtype).view(-1, 1)
+            + (torch.arange(gh, device=input.device, dtype=input.dtype) + 0.5).view(1, -1) / gh
+        ).reshape(-1)
+        ix = (
+            torch.arange(out_w, device=input.device, dtype=input.dtype).view(-1, 1)
+            + (torch.arange(gw, device=input.device, dtype=input.dtype) + 0.5).view(1, -1) / gw
+        ).reshape(-1)
+        for start in range(0, members.numel(), per_chunk):
+            idx = members[start : start + per_chunk]
+            bh = (rh[idx] / out_h).view(-1, 1, 1)
+            bw = (rw[idx] / out_w).view(-1, 1, 1)
+            ly = -rh[idx].view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
+            lx = -rw[idx].view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
+            cos = torch.cos(angle[idx]).view(-1, 1, 1)
+            sin = torch.sin(angle[idx]).view(-1, 1, 1)
+            x = cx[idx].view(-1, 1, 1) + lx * cos - ly * sin
+            y = cy[idx].view(-1, 1, 1) + lx * sin + ly * cos
+            b = batch[idx].view(-1, 1, 1).expand_as(x)
+            vals = _bilinear(flat, b.reshape(-1), y.reshape(-1), x.reshape(-1), height, width)
+            vals = vals.view(-1, out_h, gh, out_w, gw, c).mean(dim=(2, 4))  # (R, out_h, out_w, C)
+            pieces.append((idx, vals.permute(0, 3, 1, 2)))
+    all_idx = torch.cat([p[0] for p in pieces])
+    all_vals = torch.cat([p[1] for p in pieces])
+    return out.index_put((all_idx,), all_vals)
+
+
+class RotatedRoIAlign(torch.nn.Module):
+    """Module form of :func:`rotated_roi_align`."""
+
+    def __init__(
+        self,
+        output_size: int | tuple[int, int],
+        spatial_scale: float = 1.0,
+        sampling_ratio: int = -1,
+        aligned: bool = True,
+    ) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+        return rotated_roi_align(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

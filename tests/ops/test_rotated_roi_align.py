@@ -1,0 +1,142 @@
+"""Rotated RoIAlign against torchvision (no rotation) and a direct per-sample loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from rsvit.ops import RotatedRoIAlign, rotated_roi_align
+
+
+def bilinear_point(fmap: torch.Tensor, y: float, x: float) -> torch.Tensor:
+    """One bilinear sample of a (C, H, W) map with RoIAlign's border rules, written out by hand."""
+    _, height, width = fmap.shape
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+        return torch.zeros(fmap.shape[0], dtype=fmap.dtype)
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = math.floor(y), math.floor(x)
+    if y0 >= height - 1:
+        y0 = y1 = height - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= width - 1:
+        x0 = x1 = width - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    return (
+        fmap[:, y0, x0] * (1 - ly) * (1 - lx)
+        + fmap[:, y0, x1] * (1 - ly) * lx
+        + fmap[:, y1, x0] * ly * (1 - lx)
+        + fmap[:, y1, x1] * ly * lx
+    )
+
+
+def reference(
+    feats: torch.Tensor, rois: torch.Tensor, out: tuple[int, int], scale: float, ratio: int, aligned: bool
+) -> torch.Tensor:
+    """Per-RoI, per-bin, per-sample loops over the definition."""
+    res = torch.zeros(len(rois), feats.shape[1], *out, dtype=feats.dtype)
+    for r, (b, cx, cy, w, h, a) in enumerate(rois.tolist()):
+        off = 0.5 if aligned else 0.0
+        cx, cy, w, h = cx * scale - off, cy * scale - off, w * scale, h * scale
+        if not aligned:
+            w, h = max(w, 1.0), max(h, 1.0)
+        gh = ratio if ratio > 0 else max(1, math.ceil(h / out[0]))
+        gw = ratio if ratio > 0 else max(1, math.ceil(w / out[1]))
+        for i in range(out[0]):
+            for j in range(out[1]):
+                acc = torch.zeros(feats.shape[1], dtype=feats.dtype)
+                for si in range(gh):
+                    for sj in range(gw):
+                        v = -h / 2 + (i + (si + 0.5) / gh) * h / out[0]  # along the RoI's h axis
+                        u = -w / 2 + (j + (sj + 0.5) / gw) * w / out[1]  # along the RoI's w axis
+                        x = cx + u * math.cos(a) - v * math.sin(a)
+                        y = cy + u * math.sin(a) + v * math.cos(a)
+                        acc += bilinear_point(feats[int(b)], y, x)
+                res[r, :, i, j] = acc / (gh * gw)
+    return res
+
+
+def random_rois(n: int, batch: int, size: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat(
+        [
+            torch.randint(0, batch, (n, 1), generator=g).double(),
+            torch.rand(n, 2, generator=g, dtype=torch.float64) * size,
+            torch.rand(n, 2, generator=g, dtype=torch.float64) * size / 2 + 0.5,
+            (torch.rand(n, 1, generator=g, dtype=torch.float64) - 0.5) * 2 * math.pi,
+        ],
+        dim=1,
+    )
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("ratio", [2, 0])
+def test_matches_torchvision_without_rotation(aligned: bool, ratio: int) -> None:
+    feats = torch.randn(2, 3, 17, 23, dtype=torch.float64)
+    rois = random_rois(12, 2, 40.0, seed=1)
+    rois[:, 5] = 0
+    rois[:, 3:5] += 2  # keep sides above one feature pixel, where the two clamp rules agree
+    boxes = torch.stack(
+        [
+            rois[:, 0],
+            rois[:, 1] - rois[:, 3] / 2,
+            rois[:, 2] - rois[:, 4] / 2,
+            rois[:, 1] + rois[:, 3] / 2,
+            rois[:, 2] + rois[:, 4] / 2,
+        ],
+        dim=1,
+    )
+    expected = torchvision.ops.roi_align(feats, boxes, (3, 4), 0.5, ratio, aligned)
+    got = rotated_roi_align(feats, rois, (3, 4), 0.5, ratio, aligned)
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("ratio", [1, 2, -1])
+def test_matches_direct_reference_with_rotation(aligned: bool, ratio: int) -> None:
+    feats = torch.randn(2, 2, 11, 13, dtype=torch.float64)
+    rois = random_rois(8, 2, 26.0, seed=2)
+    rois[0, 1:3] = torch.tensor([-3.0, 30.0], dtype=torch.float64)  # partly outside the map
+    expected = reference(feats, rois, (2, 3), 0.5, ratio, aligned)
+    got = rotated_roi_align(feats, rois, (2, 3), 0.5, ratio, aligned)
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+def test_quarter_turn_reads_the_transposed_patch() -> None:
+    # A w x h RoI turned by +pi/2 runs its w axis down the image and its h axis right-to-left.
+    feats = torch.arange(64, dtype=torch.float64).reshape(1, 1, 8, 8)
+    roi = torch.tensor([[0, 4.0, 4.0, 8.0, 8.0, math.pi / 2]], dtype=torch.float64)
+    got = rotated_roi_align(feats, roi, 8, sampling_ratio=1, aligned=True)[0, 0]
+    expected = feats[0, 0].t().flip(0)  # row i = image column 7 - i, column j = image row j
+    assert torch.allclose(got, expected, atol=1e-9)
+
+
+def test_gradients() -> None:
+    feats = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 3.1, 2.7, 4.3, 2.9, 0.4], [0, 4.2, 3.3, 3.1, 3.7, -1.1]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: rotated_roi_align(f, rois, (2, 2), 1.0, 2, True), (feats,))
+    rois.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda r: rotated_roi_align(feats.detach(), r, (2, 2), 1.0, 2, True), (rois,)
+    )
+
+
+def test_list_input_module_and_errors() -> None:
+    feats = torch.randn(2, 3, 9, 9)
+    per_image = [torch.tensor([[4.0, 4.0, 5.0, 3.0, 0.2]]), torch.tensor([[3.0, 5.0, 4.0, 4.0, -0.7]] * 2)]
+    stacked = torch.cat([torch.tensor([[0.0], [1.0], [1.0]]), torch.cat(per_image)], dim=1)
+    module = RotatedRoIAlign((3, 3), spatial_scale=1.0, sampling_ratio=2)
+    assert torch.equal(module(feats, per_image), rotated_roi_align(feats, stacked, 3, 1.0, 2))
+    assert module(feats, stacked).shape == (3, 3, 3, 3)
+    assert rotated_roi_align(feats, torch.zeros(0, 6), 3).shape == (0, 3, 3, 3)
+    with pytest.raises(ValueError, match="batch indices"):
+        rotated_roi_align(feats, torch.tensor([[2.0, 1, 1, 2, 2, 0]]), 3)
+    with pytest.raises(ValueError, match=r"\(K, 6\)"):
+        rotated_roi_align(feats, torch.zeros(2, 5), 3)
