@@ -68,3 +68,18 @@ def test_rsp_change_detection_state_dict(reference_dir, tmp_path):
     model = bit_rsp("vitaev2_s")
     report = load_into(model, path, strict=True)
     assert report.family == "rsp_bit_cd" and report.ok
+
+
+def test_dpt_midas_file_loads_through_weights(reference_dir, tmp_path):
+    """A MiDaS-layout file (plain state dict) loads strictly into DPT-Hybrid via its weights family."""
+    from rsvit.models.dpt import dpt_hybrid
+
+    sd = random_state_dict(reference_dir / "keys/dpt_hybrid_midas.tsv")
+    path = tmp_path / "dpt_hybrid-midas.pt"
+    torch.save(sd, path)
+    model = dpt_hybrid()
+    report = load_into(model, path, strict=True)
+    assert report.family == "dpt" and report.ok
+    torch.testing.assert_close(
+        model.backbone.vit.blocks[11].attn.qkv.weight, sd["pretrained.model.blocks.11.attn.qkv.weight"]
+    )

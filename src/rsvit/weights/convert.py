@@ -290,3 +290,11 @@ def _convert_rsp_bit_cd(state_dict: StateDict, model: nn.Module | None) -> State
     from rsvit.models.change.bit import convert_rsp_cd_state_dict
 
     return convert_rsp_cd_state_dict(state_dict, model)
+
+
+@register_converter("dpt")
+def _convert_dpt(state_dict: StateDict, model: nn.Module | None) -> StateDict:
+    """Official DPT / MiDaS files (``pretrained.*``, ``scratch.*``, ``auxlayer.*``) -> our DPT."""
+    from rsvit.models.dpt import convert_official_dpt_state_dict
+
+    return convert_official_dpt_state_dict(state_dict, model)
