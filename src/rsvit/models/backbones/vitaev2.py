@@ -410,7 +410,8 @@ class ViTAEv2(nn.Module):
     def _stage_tokens(self, x: Tensor, last: int) -> list[Tensor]:
         """Runs stages 0..last and returns each stage's (B, H, W, C) tokens."""
         out = []
-        image = self._pad_input(x)
+        # Channels-last from the start: every convolution then reads and writes token-ordered memory.
+        image = self._pad_input(x).contiguous(memory_format=torch.channels_last)
         for stage in self.stages[: last + 1]:
             tokens = stage(image)
             out.append(tokens)
