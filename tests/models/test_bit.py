@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from manifests import manifest_state_dict
 from rsvit.metrics import ChangeDetectionMetrics, confusion_matrix_scores
 from rsvit.models.change import (
     BIT,
@@ -27,7 +28,6 @@ from rsvit.models.change import (
 )
 
 FIXTURE = "fixtures/bit_base_transformer_pos_s4_dd8"
-DTYPES = {"float32": torch.float32, "int64": torch.int64}
 # Parameters of the official models minus the never-run resnet.layer4.* / resnet.fc.* (SPEC §1).
 UNUSED_OFFICIAL_PARAMS = 8_906_728
 
@@ -53,14 +53,6 @@ def _decode_q4(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return (nibbles[: int(np.prod(shape))] - 8).to(torch.int8).reshape(shape)
 
 
-def zero_state_dict(tsv: Path) -> dict[str, torch.Tensor]:
-    sd = {}
-    for line in tsv.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        sd[key] = torch.zeros(json.loads(shape), dtype=DTYPES[dtype])
-    return sd
-
-
 def load_png(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
@@ -80,7 +72,7 @@ def fixture(reference_dir: Path) -> tuple[BIT, dict[str, torch.Tensor], dict]:
     official = decode_fixture_weights(reference_dir / f"{FIXTURE}_weights.safetensors")
     meta = json.loads(safe_open(reference_dir / f"{FIXTURE}_weights.safetensors", "pt").metadata()["json"])
     # The fixture omits the unused keys; fill them with zeros as a real checkpoint would carry them.
-    manifest = zero_state_dict(reference_dir / "keys/bit_base_transformer_pos_s4_dd8.tsv")
+    manifest = manifest_state_dict(reference_dir, "bit_base_transformer_pos_s4_dd8")
     assert set(meta["omitted_unused_keys"]) == set(manifest) - set(official)
     full = {**manifest, **official}
     model = bit_resnet18_dd8().eval()
@@ -184,7 +176,7 @@ def test_official_cross_entropy_values(reference_dir, fixture):
 )
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_official_manifests_load_strictly(reference_dir, caplog, tsv, builder, params, prefix):
-    manifest = zero_state_dict(reference_dir / "keys" / tsv)
+    manifest = manifest_state_dict(reference_dir, tsv)
     model = builder(official_init=False)
     with caplog.at_level(logging.INFO, logger="rsvit.models.change.bit"):
         converted = convert_official_bit_state_dict({prefix + k: v for k, v in manifest.items()})
@@ -195,7 +187,7 @@ def test_official_manifests_load_strictly(reference_dir, caplog, tsv, builder, p
 
 
 def test_rsp_vitaev2_manifest_loads_strictly(reference_dir):
-    manifest = zero_state_dict(reference_dir / "keys/vitaev2_s_bit_cd.tsv")
+    manifest = manifest_state_dict(reference_dir, "vitaev2_s_bit_cd")
     model = bit_rsp("vitaev2_s")
     converted = convert_rsp_cd_state_dict({"module." + k: v for k, v in manifest.items()})
     model.load_state_dict(converted, strict=True)

@@ -11,23 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 import rsvit.models  # noqa: F401  (registers vitaev2 with timm)
+from manifests import manifest_state_dict
 from rsvit.models.backbones.vitaev2 import (
     ViTAEv2,
     _official_drop_path_rates,
     checkpoint_filter_fn,
     official_kwargs_to_ours,
 )
-
-DTYPES = {"float32": torch.float32, "int64": torch.int64}
-
-
-def zero_state_dict(tsv: Path) -> dict[str, torch.Tensor]:
-    """A state dict of zeros with the keys, shapes and dtypes of an official key manifest."""
-    sd = {}
-    for line in tsv.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        sd[key] = torch.zeros(json.loads(shape), dtype=DTYPES[dtype])
-    return sd
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +72,14 @@ def test_parameter_count_matches_spec():
 
 def test_classification_checkpoint_layout_loads_strictly(reference_dir):
     model = timm.create_model("vitaev2_s", num_classes=51)
-    sd = zero_state_dict(reference_dir / "keys/vitaev2_s_cls51.tsv")
+    sd = manifest_state_dict(reference_dir, "vitaev2_s_cls51")
     model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
     assert torch.count_nonzero(model.head.weight) == 0
 
 
 @pytest.mark.parametrize("manifest", ["vitaev2_s_upernet_potsdam.tsv", "vitaev2_s_bit_cd.tsv"])
 def test_dense_checkpoint_layouts_load_strictly(reference_dir, manifest):
-    sd = zero_state_dict(reference_dir / "keys" / manifest)
+    sd = manifest_state_dict(reference_dir, manifest)
     assert any(k.startswith("backbone.norm0") for k in sd)  # unused dense norms must be accepted
     model = timm.create_model("vitaev2_s", num_classes=0)
     converted = checkpoint_filter_fn(sd, model)
@@ -100,7 +90,7 @@ def test_dense_checkpoint_layouts_load_strictly(reference_dir, manifest):
 def test_filter_rejects_nothing_silently_for_wrong_architecture(reference_dir):
     """A checkpoint of another architecture must not load strictly."""
     model = timm.create_model("vitaev2_s", num_classes=51)
-    sd = zero_state_dict(reference_dir / "keys/rsp_resnet50_cls51.tsv")
+    sd = manifest_state_dict(reference_dir, "rsp_resnet50_cls51")
     with pytest.raises(RuntimeError, match="Missing key"):
         model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
 

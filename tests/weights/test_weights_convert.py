@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 import rsvit.models  # noqa: F401  (registers vitaev2_* with timm)
+from manifests import manifest_rows, zero_views
 from rsvit.models.backbones.vitaev2 import ViTAEv2, official_kwargs_to_ours
 from rsvit.weights import (
     WeightsError,
@@ -28,20 +28,8 @@ from rsvit.weights import (
 )
 
 
-def manifest(reference_dir: Path, name: str) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    rows = []
-    for line in (reference_dir / "keys" / f"{name}.tsv").read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        rows.append((key, tuple(json.loads(shape)), getattr(torch, dtype)))
-    return rows
-
-
-def zero_state_dict(rows: list[tuple[str, tuple[int, ...], torch.dtype]]) -> OrderedDict[str, torch.Tensor]:
-    return OrderedDict((key, torch.zeros((), dtype=dtype).expand(shape)) for key, shape, dtype in rows)
-
-
 def save_manifest_checkpoint(reference_dir: Path, name: str, path: Path, wrapper: str | None = None) -> Path:
-    state_dict = zero_state_dict(manifest(reference_dir, name))
+    state_dict = zero_views(manifest_rows(reference_dir, name))
     torch.save({wrapper: state_dict, "meta": {}} if wrapper else state_dict, path)
     return path
 

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
+from manifests import manifest_state_dict
 from rsvit.models import create_backbone
 from rsvit.weights import WeightsMetadata, load_into, save
 
-DTYPES = {"float32": torch.float32, "int64": torch.int64}
-
-
-def random_state_dict(tsv: Path) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    sd = {}
-    for line in tsv.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        shape = json.loads(shape)
-        sd[key] = (
-            torch.randn(shape, generator=gen) if dtype == "float32" else torch.zeros(shape, dtype=torch.int64)
-        )
-    return sd
-
 
 def test_rgb_checkpoint_into_five_band_backbone(reference_dir, tmp_path):
-    official = random_state_dict(reference_dir / "keys/vitaev2_s_cls51.tsv")
+    official = manifest_state_dict(reference_dir, "vitaev2_s_cls51", fill="random")
     path = tmp_path / "rsp.pth"
     torch.save({"model": official, "epoch": 1}, path)
     backbone = create_backbone("vitaev2_s", in_chans=5)
@@ -42,7 +26,7 @@ def test_rgb_checkpoint_into_five_band_backbone(reference_dir, tmp_path):
 
 
 def test_exported_classifier_weights_load_strictly_into_backbone(reference_dir, tmp_path):
-    sd = random_state_dict(reference_dir / "keys/rsp_resnet50_cls51.tsv")
+    sd = manifest_state_dict(reference_dir, "rsp_resnet50_cls51", fill="random")
     path = save(tmp_path / "r50.safetensors", sd, WeightsMetadata(architecture="resnet50"), family="resnet")
     backbone = create_backbone("resnet50")
     report = load_into(backbone, path, strict=True)

@@ -17,21 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from manifests import manifest_rows, zero_views
 from rsvit.weights import CheckpointFormatError, read_checkpoint
 from rsvit.weights.formats import sniff_file_kind
-
-
-def manifest(reference_dir: Path, name: str) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    rows = []
-    for line in (reference_dir / "keys" / f"{name}.tsv").read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        rows.append((key, tuple(json.loads(shape)), getattr(torch, dtype)))
-    return rows
-
-
-def zero_state_dict(rows: list[tuple[str, tuple[int, ...], torch.dtype]]) -> OrderedDict[str, torch.Tensor]:
-    """Zero tensors of the manifest shapes; broadcast views keep the files a few kilobytes."""
-    return OrderedDict((key, torch.zeros((), dtype=dtype).expand(shape)) for key, shape, dtype in rows)
 
 
 def assert_same_layout(state_dict: dict[str, torch.Tensor], rows: list) -> None:
@@ -82,9 +70,9 @@ def save_rsp_classification(
 def test_rsp_classification_checkpoint(
     reference_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest_name: str, model_type: str
 ) -> None:
-    rows = manifest(reference_dir, manifest_name)
+    rows = manifest_rows(reference_dir, manifest_name)
     path = tmp_path / "rsp.pth"
-    save_rsp_classification(zero_state_dict(rows), path, model_type, monkeypatch)
+    save_rsp_classification(zero_views(rows), path, model_type, monkeypatch)
 
     checkpoint = read_checkpoint(path)
     assert "yacs" not in sys.modules
@@ -96,7 +84,7 @@ def test_rsp_classification_checkpoint(
 
 
 def test_mmseg_checkpoint(reference_dir: Path, tmp_path: Path) -> None:
-    rows = manifest(reference_dir, "vitaev2_s_upernet_potsdam")
+    rows = manifest_rows(reference_dir, "vitaev2_s_upernet_potsdam")
     classes = ("impervious_surface", "building", "low_vegetation", "tree", "car")
     meta = {
         "mmcv_version": "1.4.0",
@@ -106,7 +94,7 @@ def test_mmseg_checkpoint(reference_dir: Path, tmp_path: Path) -> None:
         "iter": 80000,
     }
     path = tmp_path / "potsdam.pth"
-    torch.save({"meta": meta, "state_dict": zero_state_dict(rows), "optimizer": {}}, path)
+    torch.save({"meta": meta, "state_dict": zero_views(rows), "optimizer": {}}, path)
 
     checkpoint = read_checkpoint(path)
     assert checkpoint.format == "mmseg"
@@ -122,9 +110,9 @@ def test_mmseg_checkpoint(reference_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "model-key"])
 def test_dpt_checkpoint(reference_dir: Path, tmp_path: Path, wrapped: bool) -> None:
-    rows = manifest(reference_dir, "dpt_hybrid_midas")
+    rows = manifest_rows(reference_dir, "dpt_hybrid_midas")
     path = tmp_path / "dpt.pt"
-    state_dict = zero_state_dict(rows)
+    state_dict = zero_views(rows)
     torch.save({"model": state_dict, "optimizer": {}} if wrapped else state_dict, path)
 
     checkpoint = read_checkpoint(path)
@@ -135,8 +123,8 @@ def test_dpt_checkpoint(reference_dir: Path, tmp_path: Path, wrapped: bool) -> N
 
 @pytest.mark.parametrize("data_parallel", [False, True], ids=["single-gpu", "module-prefix"])
 def test_bit_checkpoint(reference_dir: Path, tmp_path: Path, data_parallel: bool) -> None:
-    rows = manifest(reference_dir, "bit_base_transformer_pos_s4_dd8_dedim8")
-    state_dict = zero_state_dict(rows)
+    rows = manifest_rows(reference_dir, "bit_base_transformer_pos_s4_dd8_dedim8")
+    state_dict = zero_views(rows)
     if data_parallel:
         state_dict = OrderedDict((f"module.{k}", v) for k, v in state_dict.items())
     path = tmp_path / "best_ckpt.pt"
@@ -213,7 +201,7 @@ torch.save(root, sys.argv[2])
 
 
 def test_rsp_change_detection_pickled_module(reference_dir: Path, tmp_path: Path) -> None:
-    rows = manifest(reference_dir, "vitaev2_s_bit_cd")
+    rows = manifest_rows(reference_dir, "vitaev2_s_bit_cd")
     path = tmp_path / "cd_model.pth"
     subprocess.run(
         [

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
+from manifests import manifest_state_dict
 from rsvit.models import create_backbone
 from rsvit.models.change.bit import bit_resnet18_dd8_dedim8, bit_rsp
 from rsvit.models.segmentor import build_upernet_segmentor
 from rsvit.weights import load_into
 
-DTYPES = {"float32": torch.float32, "int64": torch.int64}
-
-
-def random_state_dict(tsv: Path) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    sd = {}
-    for line in tsv.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        shape = json.loads(shape)
-        sd[key] = (
-            torch.randn(shape, generator=gen) if dtype == "float32" else torch.zeros(shape, dtype=torch.int64)
-        )
-    return sd
-
 
 @pytest.mark.parametrize(("manifest", "classes"), [("vitaev2_s_upernet_potsdam.tsv", 5)])
 def test_mmseg_checkpoint_loads_strictly_into_segmentor(reference_dir, tmp_path, manifest, classes):
-    sd = random_state_dict(reference_dir / "keys" / manifest)
+    sd = manifest_state_dict(reference_dir, manifest, fill="random")
     path = tmp_path / "mmseg.pth"
     torch.save({"meta": {"CLASSES": ["a"] * classes}, "state_dict": sd}, path)
     model = build_upernet_segmentor(create_backbone("vitaev2_s"), num_classes=classes)
@@ -43,7 +27,7 @@ def test_mmseg_checkpoint_loads_strictly_into_segmentor(reference_dir, tmp_path,
 
 
 def test_wrong_class_count_is_named(reference_dir, tmp_path):
-    sd = random_state_dict(reference_dir / "keys/vitaev2_s_upernet_potsdam.tsv")
+    sd = manifest_state_dict(reference_dir, "vitaev2_s_upernet_potsdam", fill="random")
     path = tmp_path / "mmseg.pth"
     torch.save({"meta": {}, "state_dict": sd}, path)
     model = build_upernet_segmentor(create_backbone("vitaev2_s"), num_classes=16)
@@ -53,7 +37,7 @@ def test_wrong_class_count_is_named(reference_dir, tmp_path):
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_official_bit_checkpoint(reference_dir, tmp_path, prefix):
-    sd = random_state_dict(reference_dir / "keys/bit_base_transformer_pos_s4_dd8_dedim8.tsv")
+    sd = manifest_state_dict(reference_dir, "bit_base_transformer_pos_s4_dd8_dedim8", fill="random")
     path = tmp_path / "best_ckpt.pt"
     torch.save({"epoch_id": 3, "model_G_state_dict": {prefix + k: v for k, v in sd.items()}}, path)
     model = bit_resnet18_dd8_dedim8()
@@ -62,7 +46,7 @@ def test_official_bit_checkpoint(reference_dir, tmp_path, prefix):
 
 
 def test_rsp_change_detection_state_dict(reference_dir, tmp_path):
-    sd = random_state_dict(reference_dir / "keys/vitaev2_s_bit_cd.tsv")
+    sd = manifest_state_dict(reference_dir, "vitaev2_s_bit_cd", fill="random")
     path = tmp_path / "cd.pth"
     torch.save(sd, path)
     model = bit_rsp("vitaev2_s")
@@ -74,7 +58,7 @@ def test_dpt_midas_file_loads_through_weights(reference_dir, tmp_path):
     """A MiDaS-layout file (plain state dict) loads strictly into DPT-Hybrid via its weights family."""
     from rsvit.models.dpt import dpt_hybrid
 
-    sd = random_state_dict(reference_dir / "keys/dpt_hybrid_midas.tsv")
+    sd = manifest_state_dict(reference_dir, "dpt_hybrid_midas", fill="random")
     path = tmp_path / "dpt_hybrid-midas.pt"
     torch.save(sd, path)
     model = dpt_hybrid()
