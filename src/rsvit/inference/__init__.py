@@ -1,0 +1,43 @@
+"""Large-scene inference: any GeoTIFF in, georeferenced maps out, in bounded memory.
+
+>>> from rsvit.inference import predict_raster
+>>> report = predict_raster("runs/seg", "scene.tif", "map.tif", vector="map.geojson")  # doctest: +SKIP
+>>> print(report.summary())  # doctest: +SKIP
+
+The command line is ``rsvit predict-raster`` (see :mod:`rsvit.inference.cli`). Names are imported on first
+use, so that building the ``rsvit`` parser does not load torch or GDAL.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GridMismatchError": "rsvit.inference.change",
+    "check_same_grid": "rsvit.inference.change",
+    "grid_differences": "rsvit.inference.change",
+    "PredictionReport": "rsvit.inference.engine",
+    "predict_raster": "rsvit.inference.engine",
+    "resolve_model": "rsvit.inference.engine",
+    "Window": "rsvit.inference.plan",
+    "WindowPlan": "rsvit.inference.plan",
+    "InputError": "rsvit.inference.reader",
+    "SceneReader": "rsvit.inference.reader",
+    "polygonize_raster": "rsvit.inference.vector",
+    "default_palette": "rsvit.inference.writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rsvit.inference' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,128 @@
+"""``rsvit predict-raster``: a whole scene through a dense model, maps out.
+
+Also runnable on its own: ``python -m rsvit.inference.cli --model run/ --input scene.tif --output map.tif``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["add_predict_raster_arguments", "main", "run_predict_raster"]
+
+
+def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``predict-raster`` options to ``parser``."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN_OR_CHECKPOINT",
+        help="a training run folder (holding model.safetensors) or a .safetensors file from save_model",
+    )
+    parser.add_argument(
+        "--input", required=True, metavar="SCENE", help="input raster (GeoTIFF or any GDAL raster)"
+    )
+    parser.add_argument(
+        "--input-b", default=None, metavar="SCENE_B", help="second date, on the same grid, for change models"
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="MAP", help="class map to write (Cloud-Optimized GeoTIFF)"
+    )
+    parser.add_argument(
+        "--probabilities",
+        nargs="?",
+        const="uint8",
+        default=None,
+        choices=("uint8", "float16"),
+        help="also write per-class probabilities to MAP_probabilities.tif (default uint8: p*254, 255 nodata)",
+    )
+    parser.add_argument("--vector", default=None, metavar="GEOJSON", help="also write polygons per class")
+    parser.add_argument(
+        "--vector-crs", default="raster", choices=("raster", "EPSG:4326"), help="CRS of the GeoJSON polygons"
+    )
+    parser.add_argument(
+        "--simplify", type=float, default=1.0, help="polygon simplification tolerance in pixels (0: none)"
+    )
+    parser.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
+    parser.add_argument(
+        "--overlap", type=int, default=128, help="minimum window overlap in pixels (default 128)"
+    )
+    parser.add_argument(
+        "--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all but alpha)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run with the same settings"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes (or GPUs) sharing the work through Lightning (default 1)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        default="cpu",
+        help="Lightning accelerator when --devices > 1 (cpu, gpu; default cpu)",
+    )
+    parser.add_argument("--num-workers", type=int, default=0, help="reader processes ahead of the model")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_predict_raster(args: argparse.Namespace) -> int:
+    """Runs ``predict-raster`` from parsed arguments; prints a summary and returns the exit code."""
+    from rsvit.inference.engine import predict_raster
+
+    try:
+        report = predict_raster(
+            args.model,
+            args.input,
+            args.output,
+            input_b=args.input_b,
+            window=args.window,
+            overlap=args.overlap,
+            bands=args.bands,
+            batch_size=args.batch_size,
+            device=args.device,
+            bf16=args.bf16,
+            probabilities=args.probabilities,
+            vector=args.vector,
+            vector_crs=args.vector_crs,
+            vector_simplify=args.simplify,
+            resume=args.resume,
+            progress=not args.quiet,
+            devices=args.devices,
+            accelerator=args.accelerator,
+            num_workers=args.num_workers,
+        )
+    except KeyboardInterrupt:
+        print(
+            "predict-raster: interrupted; nothing was written under the output name. "
+            "Finished strips are kept "
+            "beside it: run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print(report.summary())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rsvit predict-raster",
+        description="Predict a whole scene window by window and write georeferenced maps in bounded memory.",
+    )
+    add_predict_raster_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_predict_raster(args)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"rsvit predict-raster: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

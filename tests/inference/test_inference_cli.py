@@ -1,0 +1,97 @@
+"""``predict-raster`` on the command line (``python -m rsvit.inference.cli`` and the parser functions)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import rasterio
+
+from rsvit.inference.cli import add_predict_raster_arguments, main
+from rsvit.models import ModelSpec, build_model, save_model
+from rsvit.weights import WeightsMetadata
+
+
+def _model(tmp_path):
+    spec = ModelSpec("segmentation", "resnet18", head="fcn", num_classes=2, head_kwargs={"channels": 16})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(run / "model.safetensors", build_model(spec), spec, WeightsMetadata(classes=("land", "water")))
+    return run
+
+
+def test_cli_writes_map_probabilities_and_polygons(tmp_path, data_dir, capsys):
+    run = _model(tmp_path)
+    out = tmp_path / "out" / "map.tif"
+    code = main(
+        [
+            "--model",
+            str(run),
+            "--input",
+            str(data_dir / "geotiff" / "RGB.byte.tif"),
+            "--output",
+            str(out),
+            "--probabilities",
+            "--vector",
+            str(tmp_path / "out" / "map.geojson"),
+            "--window",
+            "512",
+            "--overlap",
+            "64",
+            "--batch-size",
+            "2",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"map: {out}" in printed and "polygons" in printed
+    with rasterio.open(out.with_name("map_probabilities.tif")) as p:
+        assert p.count == 2 and p.dtypes[0] == "uint8"
+    assert (tmp_path / "out" / "map.geojson").stat().st_size > 0
+
+
+def test_cli_reports_input_errors_and_exits_1(tmp_path, data_dir, capsys):
+    run = _model(tmp_path)
+    code = main(
+        [
+            "--model",
+            str(run / "model.safetensors"),
+            "--input",
+            str(data_dir / "geotiff" / "rgb1_fake_nir_epsg3857.tif"),
+            "--output",
+            str(tmp_path / "map.tif"),
+            "--quiet",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "expects 3" in err and "--bands" in err
+    code = main(
+        ["--model", str(tmp_path / "nothing"), "--input", "x.tif", "--output", str(tmp_path / "m.tif")]
+    )
+    assert code == 1 and "not found" in capsys.readouterr().err
+
+
+def test_parser_defaults_and_module_entry_point():
+    parser = argparse.ArgumentParser()
+    add_predict_raster_arguments(parser)
+    args = parser.parse_args(["--model", "m", "--input", "a.tif", "--output", "b.tif"])
+    assert (args.window, args.overlap, args.batch_size, args.probabilities, args.vector_crs) == (
+        512,
+        128,
+        4,
+        None,
+        "raster",
+    )
+    assert (
+        parser.parse_args(
+            ["--model", "m", "--input", "a", "--output", "b", "--probabilities", "float16"]
+        ).probabilities
+        == "float16"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "rsvit.inference.cli", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--input-b" in done.stdout and "--resume" in done.stdout
