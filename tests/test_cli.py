@@ -24,10 +24,10 @@ def test_models_lists_backbones_with_parameter_counts(capsys):
 
 
 def test_demo_on_bundled_multispectral_sample(tmp_path, capsys):
-    assert main(["demo", "--no-table", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--no-table", "--backbone-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "4 bands, 256x256" in out
-    assert "stride 32: (1, 512, 8, 8)" in out
+    assert "4 bands, 512x640" in out
+    assert "stride 32: (1, 512, 16, 20)" in out
     png = tmp_path / "features.png"
     with Image.open(png) as img:
         assert img.width > 600 and img.height > 200
@@ -79,7 +79,7 @@ def test_feature_pca_separates_two_regions():
 def test_console_script_help():
     done = subprocess.run([sys.executable, "-m", "rsvit.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    for command in ("models", "demo", "convert"):
+    for command in ("models", "demo", "convert", "predict-raster"):
         assert command in done.stdout
 
 
@@ -87,3 +87,22 @@ def test_console_script_help():
 def test_bad_usage_exits_nonzero(argv):
     with pytest.raises(SystemExit) if argv else pytest.raises(AssertionError):
         assert main(argv) == 0
+
+
+def test_full_demo_trains_maps_and_previews(tmp_path, capsys):
+    """The README's main job, shortened to a few training steps: every promised output appears."""
+    import json
+
+    import rasterio
+
+    assert main(["demo", "--no-table", "--steps", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"demo outputs in {tmp_path.resolve()}" in out
+    with rasterio.open(sample_image_path()) as src, rasterio.open(tmp_path / "map.tif") as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert dst.read(1).max() < 6  # six Dubai classes
+    features = json.loads((tmp_path / "map.geojson").read_text())["features"]
+    assert features and all(f["geometry"]["type"] in ("Polygon", "MultiPolygon") for f in features)
+    with Image.open(tmp_path / "preview.png") as img:
+        assert img.width > img.height
+    assert list(tmp_path.glob("training/**/model.safetensors"))

@@ -50,10 +50,120 @@ def _add_demo(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     return run_demo
 
 
-_SUBCOMMANDS = [_add_models, _add_demo, _add_convert]
+def _add_predict_raster(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.inference.cli import add_predict_raster_arguments, run_predict_raster
+
+    parser = sub.add_parser(
+        "predict-raster",
+        help="run a dense model over a whole GeoTIFF: class map, probabilities, polygons",
+        description="Stream any size of raster through a trained model in windows with seamless blending; "
+        "write a georeferenced Cloud-Optimized GeoTIFF (and optionally probabilities and GeoJSON).",
+    )
+    add_predict_raster_arguments(parser)
+    return run_predict_raster
+
+
+def _add_split(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.tasks.cli import add_split_arguments, run_split
+
+    parser = sub.add_parser(
+        "split",
+        help="write train/val split files for a published scene-recognition protocol",
+        description="Deterministic, stratified, seeded splits (UCM 8:2, AID 2:8 / 5:5, NWPU 1:9 / 2:8) "
+        "written as RSP label files, so a run can be reproduced from files alone.",
+    )
+    add_split_arguments(parser)
+    return run_split
+
+
+def _add_repeat(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.tasks.cli import add_repeat_arguments, run_repeat
+
+    parser = sub.add_parser("repeat", help="fit one scene config with N seeds and tabulate mean ± std")
+    add_repeat_arguments(parser)
+    return run_repeat
+
+
+def _add_export_backbone(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.tasks.cli import add_export_backbone_arguments, run_export_backbone
+
+    parser = sub.add_parser(
+        "export-backbone", help="write a trained run's backbone to safetensors with its preprocessing"
+    )
+    add_export_backbone_arguments(parser)
+    return run_export_backbone
+
+
+_SUBCOMMANDS = [
+    _add_models,
+    _add_demo,
+    _add_convert,
+    _add_predict_raster,
+    _add_split,
+    _add_repeat,
+    _add_export_backbone,
+]
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _config_files(argv: Sequence[str]) -> list[str]:
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def lightning_task_of(argv: Sequence[str]) -> str:
+    """Which Lightning task a ``fit|validate|test|predict`` call is for, read from its config files.
+
+    Segmentation configs describe their network as ``model.model.task: segmentation``; everything
+    else is scene classification. ``--task NAME`` before the config decides explicitly.
+    """
+    if "--task" in argv:
+        i = list(argv).index("--task")
+        if i + 1 >= len(argv) or argv[i + 1] not in ("classification", "segmentation"):
+            raise ValueError("--task takes 'classification' or 'segmentation'")
+        return argv[i + 1]
+    import yaml
+
+    for path in _config_files(argv):
+        try:
+            with open(path) as fh:
+                config = yaml.safe_load(fh) or {}
+        except OSError as err:
+            raise FileNotFoundError(f"cannot read config {path}: {err}") from err
+        inner = (config.get("model") or {}).get("model") if isinstance(config.get("model"), dict) else None
+        if isinstance(inner, dict) and inner.get("task") == "segmentation":
+            return "segmentation"
+    return "classification"
+
+
+def _run_lightning(argv: list[str]) -> int:
+    task = lightning_task_of(argv)
+    if "--task" in argv:
+        i = argv.index("--task")
+        argv = argv[:i] + argv[i + 2 :]
+    if task == "segmentation":
+        from rsvit.tasks.seg_runner import run_segmentation_cli
+
+        return run_segmentation_cli(argv)
+    from rsvit.tasks.cli import run_lightning_cli
+
+    return run_lightning_cli(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        # LightningCLI parses its own arguments (configs, dotted overrides, --help).
+        try:
+            return _run_lightning(argv)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"rsvit {argv[0]}: error: {err}", file=sys.stderr)
+            return 1
     parser = argparse.ArgumentParser(
         prog="rsvit",
         description="Remote Sensing Vision Transformers: backbones, tasks, large-scene inference.",
@@ -61,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rsvit import __version__
 
     parser.add_argument("--version", action="version", version=f"rsvit {__version__}")
+    parser.epilog = (
+        "Training: rsvit fit|validate|test|predict --config CONFIG.yaml [--trainer.max_epochs=N ...] "
+        "(LightningCLI; scene classification or segmentation, read from the config)."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}
     for add in _SUBCOMMANDS:

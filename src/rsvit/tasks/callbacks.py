@@ -1,0 +1,262 @@
+"""Run reports: ``metrics.json``, confusion-matrix PNGs and prediction CSVs, written atomically.
+
+Everything lands in the run folder (``trainer.log_dir``, e.g. ``runs/scene/rsscn7_quick/version_0``)
+next to the checkpoints and the ``config.yaml`` that LightningCLI saves, so one folder tells what was
+run and what came out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+__all__ = [
+    "MetricsReport",
+    "PredictionWriter",
+    "plot_confusion_matrix",
+    "run_dir",
+    "write_json",
+    "write_text",
+]
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The folder of this run: the logger's version folder, else ``default_root_dir``.
+
+    Call it on every process: ``trainer.log_dir`` broadcasts from the main one.
+    """
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def _atomic_path(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def _replace(tmp: str, path: Path) -> None:
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes ``text`` beside ``path`` and renames it into place (readers never see half a file)."""
+    fd, tmp = _atomic_path(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        _replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def plot_confusion_matrix(
+    confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Row-normalised confusion matrix (rows: true class) with counts, saved as PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(confusion, dtype=np.int64)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    n = len(classes)
+    size = max(4.0, 0.35 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), labels=list(classes), rotation=90, fontsize=8 if n > 20 else 10)
+    ax.set_yticks(range(n), labels=list(classes), fontsize=8 if n > 20 else 10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    colour = "white" if share[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fd, tmp = _atomic_path(path)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        _replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+class MetricsReport(Callback):
+    """Writes ``metrics.json`` (last and best validation, history, test) and confusion-matrix PNGs.
+
+    Reads the results the task keeps in ``pl_module.evaluation``. Only the main process writes. Its
+    state (history, best) is saved in checkpoints, so a resumed run continues the same report.
+
+    Args:
+        filename: report name inside the run folder.
+        monitor: validation entry that decides the best epoch.
+        confusion: write ``confusion_{val,test}.png``.
+    """
+
+    def __init__(self, filename: str = "metrics.json", monitor: str = "acc1", confusion: bool = True) -> None:
+        self.filename = filename
+        self.monitor = monitor
+        self.confusion = confusion
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.last: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.best = state_dict.get("best")
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = run_dir(trainer)  # on every process (a collective), before the rank check
+        if not trainer.is_global_zero:
+            return
+        report = {
+            "classes": list(getattr(pl_module, "class_names", [])),
+            "val": self.last.get("val"),
+            "best_val": self.best,
+            "history": self.history,
+            "test": self.last.get("test"),
+        }
+        write_json(folder / self.filename, report)
+
+    def _confusion(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        result = self.last.get(stage)
+        if not (self.confusion and result):
+            return
+        folder = run_dir(trainer)  # on every process (a collective), before the rank check
+        if not trainer.is_global_zero:
+            return
+        title = f"{stage}: top-1 {100 * result['acc1']:.2f} % (epoch {result['epoch']})"
+        plot_confusion_matrix(
+            result["confusion"], pl_module.class_names, folder / f"confusion_{stage}.png", title
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        result = getattr(pl_module, "evaluation", {}).get("val")
+        if result is None:
+            return
+        self.last["val"] = result
+        if trainer.state.fn == "fit":
+            entry = {k: v for k, v in result.items() if k not in ("per_class", "confusion")}
+            self.history = [h for h in self.history if h["epoch"] != entry["epoch"]] + [entry]
+            if self.best is None or result[self.monitor] > self.best[self.monitor]:
+                self.best = entry
+        else:
+            self._confusion(trainer, pl_module, "val")
+        self._write(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._confusion(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = getattr(pl_module, "evaluation", {}).get("test")
+        if result is None:
+            return
+        self.last["test"] = result
+        self._confusion(trainer, pl_module, "test")
+        self._write(trainer, pl_module)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv``: file, top-k classes and their probabilities, one row per image.
+
+    Rows are streamed to a temporary file batch by batch and renamed when prediction ends. With several
+    processes each writes its own ``predictions.rank{N}.csv``.
+
+    Args:
+        output: CSV path (default ``<run folder>/predictions.csv``).
+        top_k: classes per row.
+    """
+
+    def __init__(self, output: str | None = None, top_k: int = 5) -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.top_k = top_k
+        self.path: Path | None = None
+        self._file: Any = None
+        self._tmp: str | None = None
+        self._writer: Any = None
+
+    def _target(self, trainer: L.Trainer) -> Path:
+        path = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        return path
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path = self._target(trainer)
+        fd, self._tmp = _atomic_path(self.path)
+        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file)
+        k = min(self.top_k, len(pl_module.class_names))
+        header = ["file"]
+        for i in range(1, k + 1):
+            header += [f"class_{i}", f"prob_{i}"]
+        self._writer.writerow(header)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if prediction is None:
+            return
+        probs: torch.Tensor = prediction["probs"]
+        k = min(self.top_k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        names = pl_module.class_names
+        for path, vals, idx in zip(prediction["path"], values.tolist(), indices.tolist(), strict=True):
+            row: list[Any] = [path]
+            for v, i in zip(vals, idx, strict=True):
+                row += [names[i], f"{v:.6f}"]
+            self._writer.writerow(row)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._file is None or self._tmp is None or self.path is None:
+            return
+        self._file.close()
+        _replace(self._tmp, self.path)
+        self._file = self._tmp = self._writer = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if self._file is not None and self._tmp is not None:
+            self._file.close()
+            Path(self._tmp).unlink(missing_ok=True)
+            self._file = self._tmp = self._writer = None
