@@ -80,12 +80,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--models", nargs="+", default=["swin_t", "vitaev2_s", "resnet50", "vit_b"])
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    parser.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="do not flush denormal floats to zero (by default they are flushed, as CPU inference runtimes "
+        "do; tiny activations of randomly initialised networks otherwise slow bf16 kernels down)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(not args.keep_denormals)
     models = ["swin_t", *[m for m in args.models if m != "swin_t"]]
     print(
         f"batch {args.batch_size}, {args.size}x{args.size}, {args.threads} threads, "
-        f"channels_last={args.channels_last}, torch {torch.__version__}"
+        f"channels_last={args.channels_last}, flush denormals={not args.keep_denormals}, "
+        f"torch {torch.__version__}"
     )
     results = {m: measure(m, args.batch_size, args.iters, args.size, args.channels_last) for m in models}
     base = results["swin_t"]
