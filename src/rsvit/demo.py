@@ -9,14 +9,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from rsvit.atomic import save_figure
 
 __all__ = ["add_demo_arguments", "feature_pca_image", "run_demo", "sample_image_path"]
 
@@ -65,18 +65,6 @@ def _display_rgb(image: np.ndarray) -> np.ndarray:
     rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     lo, hi = np.percentile(rgb, (2, 98))
     return np.clip((rgb - lo) / max(hi - lo, 1e-12), 0, 1).transpose(1, 2, 0)
-
-
-def _save_figure(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -142,7 +130,7 @@ def _feature_pyramid(args: argparse.Namespace) -> None:
         ax.set_axis_off()
     fig.suptitle(f"{args.backbone} feature pyramid")
     out = args.out / "features.png"
-    _save_figure(fig, out)
+    save_figure(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     print(f"wrote {out}")
 
@@ -194,7 +182,7 @@ def _map_scene(args: argparse.Namespace, run: Path) -> None:
         prediction=np.where(classes == 255, 0, classes),
         title="bundled NAIP scene through the demo model (trained on Dubai tiles; expect a rough map)",
     )
-    _save_figure(fig, args.out / "preview.png")
+    save_figure(fig, args.out / "preview.png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

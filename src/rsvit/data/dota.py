@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from rsvit.atomic import atomic_write_text
 from rsvit.ops.rotated_boxes import AngleConvention, obb_to_poly, poly_to_obb, regularize_obb
 
 __all__ = [
@@ -41,8 +41,6 @@ __all__ = [
     "DotaLabels",
     "HrscAnnotation",
     "LabelIssue",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "concat_labels",
     "format_labels",
     "pair_images_and_labels",
@@ -367,25 +365,6 @@ def format_labels(labels: DotaLabels, header: bool = True) -> str:
             raise ValueError(f"class name {name!r} cannot be written to a labelTxt line")
         out.append(" ".join([*(_fmt(v) for v in poly), name, str(int(diff))]))
     return "\n".join(out) + ("\n" if out else "")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` via a temporary file in the same folder and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_labels(path: str | os.PathLike[str], labels: DotaLabels, header: bool = True) -> None:

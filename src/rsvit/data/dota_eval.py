@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from rsvit.data.dota import DotaLabels, atomic_write_text
+from rsvit.atomic import atomic_write_text
+from rsvit.data.dota import DotaLabels
 
 __all__ = [
     "ClassAP",

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rsvit.data.dota import DOTA_V2_0_CLASSES, DotaLabels, atomic_write_bytes
+from rsvit.atomic import atomic_write_bytes
+from rsvit.data.dota import DOTA_V2_0_CLASSES, DotaLabels
 
 __all__ = ["class_colors", "draw_labels", "draw_polygons", "save_drawing"]
 

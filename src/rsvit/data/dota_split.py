@@ -26,9 +26,9 @@ import shapely
 import torch
 from PIL import Image
 
+from rsvit.atomic import atomic_write_bytes
 from rsvit.data.dota import (
     DotaLabels,
-    atomic_write_bytes,
     pair_images_and_labels,
     read_labels,
     write_labels,

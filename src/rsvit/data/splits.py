@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rsvit.atomic import atomic_write_text
 from rsvit.data.scene import FolderSceneDataset, MillionAIDDataset, SceneDataset
 
 __all__ = [
@@ -93,21 +93,6 @@ def stratified_split(
     return sorted(train), sorted(valid)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_label_file(path: str | os.PathLike[str], entries: Sequence[tuple[str, str, int]]) -> Path:
     """Writes ``(file name, class name, class id)`` lines atomically; names may not contain spaces."""
     path = Path(path)
@@ -116,7 +101,7 @@ def write_label_file(path: str | os.PathLike[str], entries: Sequence[tuple[str, 
         if any(ch.isspace() for ch in name + class_name):
             raise ValueError(f"{name!r} / {class_name!r}: the label-file format cannot hold white space")
         lines.append(f"{name} {class_name} {class_id}\n")
-    _atomic_write_text(path, "".join(lines))
+    atomic_write_text(path, "".join(lines))
     return path
 
 

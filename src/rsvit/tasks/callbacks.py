@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+from rsvit.atomic import atomic_write_text, commit_temp, reserve_temp, save_figure
 
 __all__ = [
     "MetricsReport",
@@ -37,26 +38,9 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def _atomic_path(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def _replace(tmp: str, path: Path) -> None:
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_text(path: Path, text: str) -> None:
     """Writes ``text`` beside ``path`` and renames it into place (readers never see half a file)."""
-    fd, tmp = _atomic_path(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        _replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -93,18 +77,10 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        _replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return save_figure(fig, path, format="png", dpi=100)
     finally:
         plt.close(fig)
-    return path
 
 
 class MetricsReport(Callback):
@@ -215,8 +191,8 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.path = self._target(trainer)
-        fd, self._tmp = _atomic_path(self.path)
-        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._tmp = reserve_temp(self.path)
+        self._file = open(self._tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed at the end)
         self._writer = csv.writer(self._file)
         k = min(self.top_k, len(pl_module.class_names))
         header = ["file"]
@@ -250,7 +226,7 @@ class PredictionWriter(BasePredictionWriter):
         if self._file is None or self._tmp is None or self.path is None:
             return
         self._file.close()
-        _replace(self._tmp, self.path)
+        commit_temp(self._tmp, self.path)
         self._file = self._tmp = self._writer = None
 
     def on_exception(

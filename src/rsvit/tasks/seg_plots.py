@@ -14,7 +14,6 @@ rename), so a reader never sees half a file:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
+from rsvit.atomic import atomic_path, save_figure
 from rsvit.data.segmentation import Colour, default_palette, segmentation_figure
 from rsvit.tasks.callbacks import run_dir, write_json
 
@@ -34,18 +34,6 @@ __all__ = [
     "save_index_png",
     "save_prediction_png",
 ]
-
-
-def _temp_beside(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
-def _commit(tmp: str, path: Path) -> None:
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def save_prediction_png(
@@ -63,17 +51,10 @@ def save_prediction_png(
     colours: list[Colour] = [tuple(int(v) for v in c) for c in (palette or default_palette(len(classes)))]  # type: ignore[misc]
     image_array = torch.as_tensor(image).cpu().numpy()
     fig = segmentation_figure(image_array, classes, colours, mask=mask, prediction=prediction, title=title)
-    path = Path(path)
-    tmp = _temp_beside(path)
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        _commit(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return save_figure(fig, path, format="png", dpi=100)
     finally:
         plt.close(fig)
-    return path
 
 
 def save_index_png(path: str | os.PathLike[str], labels: np.ndarray | torch.Tensor) -> Path:
@@ -83,13 +64,8 @@ def save_index_png(path: str | os.PathLike[str], labels: np.ndarray | torch.Tens
     array = torch.as_tensor(labels).cpu().numpy()
     array = array.astype(np.uint8) if array.max(initial=0) < 256 else array.astype(np.uint16)
     path = Path(path)
-    tmp = _temp_beside(path)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-        _commit(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
