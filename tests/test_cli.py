@@ -106,3 +106,26 @@ def test_full_demo_trains_maps_and_previews(tmp_path, capsys):
     with Image.open(tmp_path / "preview.png") as img:
         assert img.width > img.height
     assert list(tmp_path.glob("training/**/model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("config", "task"),
+    [
+        ("configs/scene/rsscn7_quick.yaml", "classification"),
+        ("configs/segmentation/dubai_quick.yaml", "segmentation"),
+        ("configs/change/levir_quick.yaml", "change"),
+    ],
+)
+def test_training_commands_find_their_task_from_the_config(config, task):
+    from rsvit.cli import lightning_task_of
+
+    repo = sample_image_path().parents[3]
+    assert lightning_task_of(["fit", "--config", str(repo / config)]) == task
+    assert (
+        lightning_task_of(["fit", "--task", "segmentation", "--config", str(repo / config)]) == "segmentation"
+    )
+
+
+def test_unknown_task_is_refused(capsys):
+    assert main(["fit", "--task", "detection", "--config", "x.yaml"]) == 1
+    assert "--task takes one of" in capsys.readouterr().err

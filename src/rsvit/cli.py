@@ -6,6 +6,7 @@ Subcommands import their dependencies lazily so that ``rsvit --help`` stays fast
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -116,16 +117,25 @@ def _config_files(argv: Sequence[str]) -> list[str]:
     return paths
 
 
+# Lightning command line of each task: (module, function taking the argument list).
+_TASK_CLIS = {
+    "classification": ("rsvit.tasks.cli", "run_lightning_cli"),
+    "segmentation": ("rsvit.tasks.seg_runner", "run_segmentation_cli"),
+    "change": ("rsvit.tasks.change_runner", "run_change_cli"),
+}
+
+
 def lightning_task_of(argv: Sequence[str]) -> str:
     """Which Lightning task a ``fit|validate|test|predict`` call is for, read from its config files.
 
-    Segmentation configs describe their network as ``model.model.task: segmentation``; everything
-    else is scene classification. ``--task NAME`` before the config decides explicitly.
+    Task configs other than scene classification describe their network as ``model.model.task``
+    (``segmentation``, ``change``); everything else is scene classification. ``--task NAME`` decides
+    explicitly.
     """
     if "--task" in argv:
         i = list(argv).index("--task")
-        if i + 1 >= len(argv) or argv[i + 1] not in ("classification", "segmentation"):
-            raise ValueError("--task takes 'classification' or 'segmentation'")
+        if i + 1 >= len(argv) or argv[i + 1] not in _TASK_CLIS:
+            raise ValueError(f"--task takes one of {', '.join(_TASK_CLIS)}")
         return argv[i + 1]
     import yaml
 
@@ -136,8 +146,8 @@ def lightning_task_of(argv: Sequence[str]) -> str:
         except OSError as err:
             raise FileNotFoundError(f"cannot read config {path}: {err}") from err
         inner = (config.get("model") or {}).get("model") if isinstance(config.get("model"), dict) else None
-        if isinstance(inner, dict) and inner.get("task") == "segmentation":
-            return "segmentation"
+        if isinstance(inner, dict) and inner.get("task") in _TASK_CLIS:
+            return str(inner["task"])
     return "classification"
 
 
@@ -146,13 +156,8 @@ def _run_lightning(argv: list[str]) -> int:
     if "--task" in argv:
         i = argv.index("--task")
         argv = argv[:i] + argv[i + 2 :]
-    if task == "segmentation":
-        from rsvit.tasks.seg_runner import run_segmentation_cli
-
-        return run_segmentation_cli(argv)
-    from rsvit.tasks.cli import run_lightning_cli
-
-    return run_lightning_cli(argv)
+    module, function = _TASK_CLIS[task]
+    return int(getattr(importlib.import_module(module), function)(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"rsvit {__version__}")
     parser.epilog = (
         "Training: rsvit fit|validate|test|predict --config CONFIG.yaml [--trainer.max_epochs=N ...] "
-        "(LightningCLI; scene classification or segmentation, read from the config)."
+        "(LightningCLI; scene classification, segmentation or change detection, read from the config)."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}

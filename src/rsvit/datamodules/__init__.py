@@ -8,6 +8,7 @@ from typing import Any
 _EXPORTS = {
     "SceneDataModule": "rsvit.datamodules.scene",
     "SegmentationDataModule": "rsvit.datamodules.segmentation",
+    "ChangeDataModule": "rsvit.datamodules.change",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,6 @@
-"""Lightning tasks (scene classification / RSP pretraining, segmentation), their reports and command lines.
+"""Lightning tasks (scene classification and RSP pretraining, segmentation, change detection).
+
+Each comes with its reports and command line.
 
 Names are imported on first use, so ``import rsvit.tasks.<module>`` loads only what that module needs.
 """
@@ -16,6 +18,8 @@ _EXPORTS = {
     "SegmentationReport": "rsvit.tasks.seg_plots",
     "SegmentationPredictionWriter": "rsvit.tasks.seg_plots",
     "train_from_config": "rsvit.tasks.seg_runner",
+    "ChangeDetectionTask": "rsvit.tasks.change",
+    "ChangeReport": "rsvit.tasks.change",
 }
 
 __all__ = sorted(_EXPORTS)

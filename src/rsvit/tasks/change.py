@@ -1,0 +1,386 @@
+"""``ChangeDetectionTask``: bitemporal change detection (BIT and its RSP variants) in Lightning.
+
+What the task adds to the network built from a :class:`~rsvit.models.ModelSpec`:
+
+* loss: the official BIT cross-entropy (:func:`~rsvit.models.change.bit_cross_entropy`, mean over
+  labelled pixels, ``ignore_index`` 255);
+* optimiser from config (official BIT: SGD lr 0.01, momentum 0.9, weight decay 5e-4) with BIT's linear
+  schedule ``lr = base * (1 - epoch / (max_epochs + 1))``, stepped per epoch; a run bounded by
+  ``max_steps`` only gets the same rule per optimiser step;
+* validation/test scores from :class:`~rsvit.metrics.change.ChangeDetectionMetrics` (one global
+  confusion matrix, the BIT paper's definition), logged as ``val/F1``, ``val/IoU``,
+  ``val/precision``, ``val/recall``, ``val/OA`` and the per-image means ``val/per_image/F1`` ...
+
+Model selection uses a named validation metric only (:class:`ChangeReport` ``monitor``, and the
+checkpoint callback's ``monitor`` in the configs), never test scores. :class:`ChangeReport` writes
+``metrics.json``, A | B | prediction | label PNGs and, at the end of fit, ``model.safetensors``
+(:meth:`ChangeDetectionTask.export_model`, readable by :func:`rsvit.models.load_model`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from rsvit.metrics.change import ChangeDetectionMetrics
+from rsvit.models.change import bit_cross_entropy
+from rsvit.models.factory import ModelSpec, build_model, save_model
+from rsvit.tasks.callbacks import run_dir, write_json
+
+__all__ = ["CHANGE_METRICS", "ChangeDetectionTask", "ChangeReport", "linear_lr_factor"]
+
+DEFAULT_CLASSES = ("no change", "change")
+# Names of the logged validation/test scores (``val/<name>``) a report or checkpoint may monitor.
+CHANGE_METRICS = (
+    "F1",
+    "IoU",
+    "precision",
+    "recall",
+    "OA",
+    "per_image/F1",
+    "per_image/IoU",
+    "per_image/precision",
+    "per_image/recall",
+    "per_image/OA",
+)
+
+
+def _default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
+    """The official BIT optimiser."""
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def linear_lr_factor(index: int, total: int) -> float:
+    """BIT's linear rule: ``1 - index / (total + 1)`` (``index`` = epoch, or step without max_epochs)."""
+    return max(0.0, 1.0 - index / float(total + 1))
+
+
+class ChangeDetectionTask(L.LightningModule):
+    """Change detection on image pairs (see the module docstring).
+
+    Args:
+        model: a :class:`~rsvit.models.ModelSpec` (or its dict; ``task`` may be left out, default
+            backbone ``bit_resnet18``) or a ready ``nn.Module`` with ``forward(a, b) -> logits``.
+        num_classes, in_chans: override the spec's (linked from the data by the command line).
+        weights: whole-model weights to start from (e.g. an exported ``model.safetensors``).
+        ignore_index: label ignored by loss and metrics.
+        optimizer: optimiser factory from config (default: official BIT SGD).
+        lr_decay: apply BIT's linear decay to 0 (``False``: constant lr).
+        class_names: ``["no change", "change"]`` (linked from the data).
+        mean, std: the data's normalisation (linked), to show the inputs in plots and to export.
+        num_plots: validation pairs kept for the report's PNGs.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec | dict[str, Any] | nn.Module | None = None,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        weights: str | None = None,
+        ignore_index: int = 255,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_decay: bool = True,
+        class_names: list[str] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        num_plots: int = 4,
+    ) -> None:
+        super().__init__()
+        self.spec: ModelSpec | None
+        if isinstance(model, nn.Module):
+            self.spec = getattr(model, "spec", None)
+            self.model = model
+            n_classes = (
+                num_classes or getattr(model, "num_classes", None) or len(class_names or DEFAULT_CLASSES)
+            )
+        else:
+            spec = (
+                model
+                if isinstance(model, ModelSpec)
+                else ModelSpec.from_dict({"task": "change", "backbone": "bit_resnet18", **(model or {})})
+            )
+            if spec.task != "change":
+                raise ValueError(f"ChangeDetectionTask needs a change model spec, got task {spec.task!r}")
+            changes = {"num_classes": num_classes, "in_chans": in_chans}
+            spec = ModelSpec.from_dict(
+                {**spec.to_dict(), **{k: v for k, v in changes.items() if v is not None}}
+            )
+            self.spec = spec
+            self.model = build_model(spec)
+            n_classes = spec.num_classes
+        self.num_classes = int(n_classes)
+        names = list(class_names) if class_names else list(DEFAULT_CLASSES)
+        if len(names) != self.num_classes:
+            raise ValueError(f"{len(names)} class names for {self.num_classes} classes")
+        self.class_names = names
+        self.save_hyperparameters(ignore=["optimizer", "model"])
+        if self.spec is not None:
+            self.hparams["model"] = self.spec.to_dict()
+        self.optimizer_factory = optimizer
+        self.mean = list(mean) if mean is not None else None
+        self.std = list(std) if std is not None else None
+        if weights:
+            from rsvit.weights import load_into
+
+            load_into(self.model, weights)
+        for stage in ("val", "test"):
+            setattr(self, f"{stage}_metrics", ChangeDetectionMetrics(self.num_classes))
+            setattr(self, f"{stage}_loss", MeanMetric())
+        self.evaluation: dict[str, dict[str, Any]] = {}
+        self.examples: list[dict[str, Any]] = []
+
+    def forward(self, image_a: Tensor, image_b: Tensor) -> Tensor:
+        """Change logits ``(B, num_classes, H, W)``."""
+        return self.model(image_a, image_b)
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return bit_cross_entropy(logits.float(), mask, ignore_index=int(self.hparams.ignore_index))
+
+    # -- steps --------------------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        logits = self(batch["image_a"], batch["image_b"])
+        loss = self.loss(logits, batch["mask"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        return loss
+
+    def _undo_normalisation(self, image: Tensor) -> Tensor:
+        if self.mean is None or self.std is None:
+            return image
+        mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=image.dtype, device=image.device)[:, None, None]
+        return image * std + mean
+
+    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+        logits = self(batch["image_a"], batch["image_b"]).float()
+        mask = batch["mask"]
+        getattr(self, f"{stage}_loss").update(self.loss(logits, mask), weight=logits.shape[0])
+        prediction = logits.argmax(1)
+        getattr(self, f"{stage}_metrics").update(prediction, mask)
+        if stage == "val" and not self.trainer.sanity_checking:
+            for i in range(prediction.shape[0]):
+                if len(self.examples) >= int(self.hparams.num_plots):
+                    break
+                self.examples.append(
+                    {
+                        "image_a": self._undo_normalisation(batch["image_a"][i]).cpu(),
+                        "image_b": self._undo_normalisation(batch["image_b"][i]).cpu(),
+                        "prediction": prediction[i].cpu(),
+                        "mask": mask[i].cpu(),
+                        "path": str(batch["path"][i]) if "path" in batch else "",
+                    }
+                )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self.examples = []
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics: ChangeDetectionMetrics = getattr(self, f"{stage}_metrics")
+        loss_metric: MeanMetric = getattr(self, f"{stage}_loss")
+        scores = {k: float(v) for k, v in metrics.compute().items()}
+        confusion = metrics.confmat.clone()
+        loss = float(loss_metric.compute())
+        metrics.reset()
+        loss_metric.reset()
+        if self.trainer.sanity_checking:
+            return
+        for name, value in scores.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "F1", sync_dist=False)
+        self.log(f"{stage}/loss", loss, sync_dist=False)
+        self.evaluation[stage] = {
+            "epoch": int(self.current_epoch),
+            "step": int(self.global_step),
+            "loss": loss if math.isfinite(loss) else None,
+            **scores,
+            "confusion": confusion.long().tolist(),
+        }
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- optimisation -------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)
+        if not self.hparams.lr_decay:
+            return optimizer
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0:
+            total, interval = int(max_epochs), "epoch"
+        else:
+            steps = self.trainer.estimated_stepping_batches
+            if steps <= 0 or steps == math.inf:
+                raise ValueError("the linear lr decay needs max_epochs or max_steps")
+            total, interval = int(steps), "step"
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: linear_lr_factor(i, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    # -- export ----------------------------------------------------------------------------------------
+
+    def export_model(self, path: str | os.PathLike[str], preprocessing: dict[str, Any] | None = None) -> Path:
+        """Writes the network with its spec, classes and per-date normalisation (``load_model`` reads it).
+
+        ``preprocessing`` (``input_size``, ``mean``, ``std``, ``bands``) defaults to the datamodule's,
+        else the task's ``mean``/``std``.
+        """
+        from rsvit.weights import WeightsMetadata
+
+        if self.spec is None:
+            raise ValueError(
+                "cannot export a model given as nn.Module without a ModelSpec ('spec' attribute)"
+            )
+        if preprocessing is None:
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if hasattr(datamodule, "preprocessing"):
+                preprocessing = datamodule.preprocessing()
+            else:
+                preprocessing = {"mean": self.mean, "std": self.std}
+        bands = preprocessing.get("bands")
+        metadata = WeightsMetadata(
+            input_size=preprocessing.get("input_size"),
+            mean=preprocessing.get("mean"),
+            std=preprocessing.get("std"),
+            band_names=tuple(f"band_{b}" for b in bands) if bands else None,
+            classes=tuple(self.class_names),
+            extra={
+                "inputs": ["image_a", "image_b"],
+                "ignore_index": int(self.hparams.ignore_index),
+                "global_step": int(self.global_step) if self._trainer is not None else 0,
+            },
+        )
+        path = Path(path)
+        save_model(path, self.model, self.spec, metadata)
+        return path
+
+
+def _safe_name(path: str, index: int) -> str:
+    stem = Path(path).stem if path else f"pair_{index:04d}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+class ChangeReport(Callback):
+    """Writes ``metrics.json``, validation A | B | prediction | label PNGs and ``model.safetensors``.
+
+    Reads ``evaluation`` and ``examples`` of :class:`ChangeDetectionTask`; only the main process writes,
+    atomically. The best validation entry is chosen by ``monitor`` (higher is better). History and best
+    are kept in checkpoints.
+
+    Args:
+        filename: report name inside the run folder.
+        monitor: validation score deciding the best entry (one of :data:`CHANGE_METRICS`).
+        export: file name of the exported model ('' to skip).
+        plots: write the validation PNGs (``val_predictions/``).
+    """
+
+    def __init__(
+        self,
+        filename: str = "metrics.json",
+        monitor: str = "F1",
+        export: str = "model.safetensors",
+        plots: bool = True,
+    ) -> None:
+        if monitor not in CHANGE_METRICS:
+            raise ValueError(
+                f"monitor must be a validation score, one of {', '.join(CHANGE_METRICS)}; got {monitor!r}"
+            )
+        self.filename = filename
+        self.monitor = monitor
+        self.export = export
+        self.plots = plots
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.last: dict[str, Any] = {}
+        self.exported: Path | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.best = state_dict.get("best")
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        report = {
+            "classes": list(getattr(pl_module, "class_names", DEFAULT_CLASSES)),
+            "monitor": self.monitor,
+            "val": self.last.get("val"),
+            "best_val": self.best,
+            "history": self.history,
+            "test": self.last.get("test"),
+            "model": str(self.exported) if self.exported else None,
+        }
+        write_json(run_dir(trainer) / self.filename, report)
+
+    def _plots(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not (self.plots and trainer.is_global_zero):
+            return
+        from rsvit.data.change_plots import change_figure, save_change_figure
+
+        folder = run_dir(trainer) / "val_predictions"
+        ignore = int(getattr(pl_module.hparams, "ignore_index", 255))
+        for i, ex in enumerate(getattr(pl_module, "examples", [])):
+            figure = change_figure(
+                ex["image_a"].clamp(0, 1),
+                ex["image_b"].clamp(0, 1),
+                prediction=ex["prediction"],
+                mask=ex["mask"],
+                title=Path(ex["path"]).name,
+                ignore_index=ignore,
+            )
+            save_change_figure(figure, folder / f"{i:02d}_{_safe_name(ex['path'], i)}.png")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        result = getattr(pl_module, "evaluation", {}).get("val")
+        if result is None:
+            return
+        self.last["val"] = result
+        if trainer.state.fn == "fit":
+            entry = {k: v for k, v in result.items() if k != "confusion"}
+            self.history = [h for h in self.history if h["step"] != entry["step"]] + [entry]
+            score = entry.get(self.monitor)
+            best = None if self.best is None else self.best.get(self.monitor)
+            if score is not None and (best is None or score > best):
+                self.best = entry
+        else:
+            self._plots(trainer, pl_module)
+        self._write(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._plots(trainer, pl_module)
+        if self.export and trainer.is_global_zero and hasattr(pl_module, "export_model"):
+            if getattr(pl_module, "spec", None) is None:
+                rank_zero_warn("model given as nn.Module without a ModelSpec: model.safetensors not exported")
+            else:
+                self.exported = pl_module.export_model(run_dir(trainer) / self.export)
+        self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = getattr(pl_module, "evaluation", {}).get("test")
+        if result is None:
+            return
+        self.last["test"] = result
+        self._write(trainer, pl_module)

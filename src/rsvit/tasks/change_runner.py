@@ -1,0 +1,104 @@
+"""Command line of the change-detection task: LightningCLI with the data linked into the model.
+
+* ``run_change_cli(["fit", "--config", "configs/change/levir_quick.yaml"])`` (also ``validate`` and
+  ``test``): the data's classes, normalisation, ignore index and band count are linked into the task;
+  every run gets ``metrics.json``, validation PNGs and, after fit, ``model.safetensors`` in its run
+  folder (:class:`~rsvit.tasks.change.ChangeReport`).
+* :func:`train_from_config`: fit from a YAML file (plus overrides) and return the run folder.
+
+``python -m rsvit.tasks.change_runner <fit|validate|test> --config ...`` runs it without the ``rsvit``
+entry point.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_change_cli", "main", "run_change_cli", "train_from_config"]
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+
+
+def _cli_class() -> type:
+    from lightning.pytorch.cli import LightningCLI
+
+    from rsvit.datamodules.change import ChangeDataModule
+    from rsvit.tasks.change import ChangeDetectionTask, ChangeReport
+
+    class _ChangeCLI(LightningCLI):
+        """LightningCLI with the data linked into the task and the report callback always on."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+            super().__init__(ChangeDetectionTask, ChangeDataModule, *args, **kwargs)
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+            parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+            parser.link_arguments("data.ignore_index", "model.ignore_index")
+            parser.link_arguments("data.in_chans", "model.in_chans")
+            parser.link_arguments("data.mean", "model.mean")
+            parser.link_arguments("data.std", "model.std")
+            parser.add_lightning_class_args(ChangeReport, "report")
+
+    return _ChangeCLI
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ChangeCLI":  # built lazily: importing Lightning costs seconds
+        return _cli_class()
+    raise AttributeError(name)
+
+
+def build_change_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
+    """Parses ``args`` with the change-detection LightningCLI; ``run=False`` only instantiates."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
+        return _cli_class()(args=list(args), run=run, **kwargs)
+
+
+def run_change_cli(args: list[str]) -> int:
+    """``fit|validate|test --config ...``. Returns the exit status."""
+    if not args or (args[0] not in LIGHTNING_SUBCOMMANDS and args[0] not in ("-h", "--help")):
+        print(f"expected one of {', '.join(LIGHTNING_SUBCOMMANDS)} first, got {args[:1]}", file=sys.stderr)
+        return 2
+    try:
+        build_change_cli(args, run=True)
+    except SystemExit as exc:  # jsonargparse exits on --help and on bad arguments
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+def train_from_config(config_path: str | Path, overrides: list[str] | None = None) -> Path:
+    """Fits the run a change-detection YAML config describes and returns its run folder.
+
+    ``overrides`` are further LightningCLI arguments (``["--trainer.max_steps=20"]``). The folder holds
+    ``config.yaml``, ``metrics.json``, ``val_predictions/`` and ``model.safetensors``
+    (load it with :func:`rsvit.models.load_model`).
+    """
+    from rsvit.tasks.callbacks import run_dir
+    from rsvit.tasks.change import ChangeReport
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"config not found: {config_path}")
+    cli = build_change_cli(["--config", str(config_path), *(overrides or [])], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    folder = run_dir(cli.trainer)
+    report = next((cb for cb in cli.trainer.callbacks if isinstance(cb, ChangeReport)), None)
+    if report is None or report.exported is None or not report.exported.is_file():
+        raise RuntimeError(f"the run in {folder} did not export its model (report.export disabled?)")
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rsvit.tasks.change_runner fit --config ...``."""
+    return run_change_cli(list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
