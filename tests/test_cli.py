@@ -114,6 +114,7 @@ def test_full_demo_trains_maps_and_previews(tmp_path, capsys):
         ("configs/scene/rsscn7_quick.yaml", "classification"),
         ("configs/segmentation/dubai_quick.yaml", "segmentation"),
         ("configs/change/levir_quick.yaml", "change"),
+        ("configs/regression/height_quick.yaml", "regression"),
     ],
 )
 def test_training_commands_find_their_task_from_the_config(config, task):

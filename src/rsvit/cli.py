@@ -122,6 +122,7 @@ _TASK_CLIS = {
     "classification": ("rsvit.tasks.cli", "run_lightning_cli"),
     "segmentation": ("rsvit.tasks.seg_runner", "run_segmentation_cli"),
     "change": ("rsvit.tasks.change_runner", "run_change_cli"),
+    "regression": ("rsvit.tasks.regression_runner", "run_regression_cli"),
 }
 
 
@@ -129,8 +130,8 @@ def lightning_task_of(argv: Sequence[str]) -> str:
     """Which Lightning task a ``fit|validate|test|predict`` call is for, read from its config files.
 
     Task configs other than scene classification describe their network as ``model.model.task``
-    (``segmentation``, ``change``); everything else is scene classification. ``--task NAME`` decides
-    explicitly.
+    (``segmentation``, ``change``, ``regression``); everything else is scene classification.
+    ``--task NAME`` decides explicitly.
     """
     if "--task" in argv:
         i = list(argv).index("--task")
@@ -178,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"rsvit {__version__}")
     parser.epilog = (
         "Training: rsvit fit|validate|test|predict --config CONFIG.yaml [--trainer.max_epochs=N ...] "
-        "(LightningCLI; scene classification, segmentation or change detection, read from the config)."
+        "(LightningCLI; classification, segmentation, change detection or height regression, "
+        "read from the config)."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}

@@ -9,6 +9,7 @@ _EXPORTS = {
     "SceneDataModule": "rsvit.datamodules.scene",
     "SegmentationDataModule": "rsvit.datamodules.segmentation",
     "ChangeDataModule": "rsvit.datamodules.change",
+    "HeightDataModule": "rsvit.datamodules.regression",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,5 @@
-"""Lightning tasks (scene classification and RSP pretraining, segmentation, change detection).
+"""Lightning tasks (scene classification and RSP pretraining, segmentation, change detection,
+dense regression).
 
 Each comes with its reports and command line.
 
@@ -20,6 +21,8 @@ _EXPORTS = {
     "train_from_config": "rsvit.tasks.seg_runner",
     "ChangeDetectionTask": "rsvit.tasks.change",
     "ChangeReport": "rsvit.tasks.change",
+    "DenseRegressionTask": "rsvit.tasks.regression",
+    "HeightReport": "rsvit.tasks.regression",
 }
 
 __all__ = sorted(_EXPORTS)

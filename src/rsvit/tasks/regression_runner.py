@@ -1,0 +1,92 @@
+"""Command line of the height / depth regression task: LightningCLI with the data linked into the model.
+
+* ``run_regression_cli(["fit", "--config", "configs/regression/height_quick.yaml"])`` (also
+  ``validate``, ``test``, ``predict``): the data's band count and pixel size are linked into the task;
+  every run gets ``metrics.json``, preview PNGs and, after fit, ``model.safetensors`` in its run folder
+  (:class:`~rsvit.tasks.regression.HeightReport`).
+* :func:`train_from_config`: fit from a YAML file (plus overrides) and return the run folder.
+
+``python -m rsvit.tasks.regression_runner fit --config ...`` runs it without the ``rsvit`` entry point.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_regression_cli", "main", "run_regression_cli", "train_from_config"]
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _cli_class() -> type:
+    from lightning.pytorch.cli import LightningCLI
+
+    from rsvit.datamodules.regression import HeightDataModule
+    from rsvit.tasks.regression import DenseRegressionTask, HeightReport
+
+    class _RegressionCLI(LightningCLI):
+        """LightningCLI with the data linked into the task and the report callback always on."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+            super().__init__(DenseRegressionTask, HeightDataModule, *args, **kwargs)
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            parser.link_arguments("data.in_chans", "model.in_chans")
+            parser.link_arguments("data.pixel_size", "model.pixel_size", apply_on="instantiate")
+            parser.add_lightning_class_args(HeightReport, "report")
+
+    return _RegressionCLI
+
+
+def build_regression_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
+    """Parses ``args`` with the regression LightningCLI; ``run=False`` only instantiates."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
+        return _cli_class()(args=list(args), run=run, **kwargs)
+
+
+def run_regression_cli(args: list[str]) -> int:
+    """``fit|validate|test|predict --config ...``. Returns the exit status."""
+    if not args or (args[0] not in LIGHTNING_SUBCOMMANDS and args[0] not in ("-h", "--help")):
+        print(f"expected one of {', '.join(LIGHTNING_SUBCOMMANDS)} first, got {args[:1]}", file=sys.stderr)
+        return 2
+    try:
+        build_regression_cli(args, run=True)
+    except SystemExit as exc:  # jsonargparse exits on --help and on bad arguments
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+def train_from_config(config_path: str | Path, overrides: list[str] | None = None) -> Path:
+    """Fits the run a regression YAML config describes and returns its run folder.
+
+    ``overrides`` are further LightningCLI arguments (``["--trainer.max_steps=20"]``). The folder holds
+    ``config.yaml``, ``metrics.json``, ``val_predictions/`` and ``model.safetensors``.
+    """
+    from rsvit.tasks.callbacks import run_dir
+    from rsvit.tasks.regression import HeightReport
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"config not found: {config_path}")
+    cli = build_regression_cli(["--config", str(config_path), *(overrides or [])], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    folder = run_dir(cli.trainer)
+    report = next((cb for cb in cli.trainer.callbacks if isinstance(cb, HeightReport)), None)
+    if report is None or report.exported is None or not report.exported.is_file():
+        raise RuntimeError(f"the run in {folder} did not export its model (report.export disabled?)")
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rsvit.tasks.regression_runner fit --config ...``."""
+    return run_regression_cli(list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
