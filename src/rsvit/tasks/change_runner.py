@@ -13,10 +13,11 @@ entry point.
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from rsvit.tasks.runner import fit_config, instantiate_cli, run_cli
 
 __all__ = ["build_change_cli", "main", "run_change_cli", "train_from_config"]
 
@@ -56,21 +57,12 @@ def __getattr__(name: str) -> Any:
 
 def build_change_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
     """Parses ``args`` with the change-detection LightningCLI; ``run=False`` only instantiates."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
-        return _cli_class()(args=list(args), run=run, **kwargs)
+    return instantiate_cli(_cli_class(), args, run, **kwargs)
 
 
 def run_change_cli(args: list[str]) -> int:
     """``fit|validate|test --config ...``. Returns the exit status."""
-    if not args or (args[0] not in LIGHTNING_SUBCOMMANDS and args[0] not in ("-h", "--help")):
-        print(f"expected one of {', '.join(LIGHTNING_SUBCOMMANDS)} first, got {args[:1]}", file=sys.stderr)
-        return 2
-    try:
-        build_change_cli(args, run=True)
-    except SystemExit as exc:  # jsonargparse exits on --help and on bad arguments
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+    return run_cli(build_change_cli, args, LIGHTNING_SUBCOMMANDS)
 
 
 def train_from_config(config_path: str | Path, overrides: list[str] | None = None) -> Path:
@@ -80,19 +72,9 @@ def train_from_config(config_path: str | Path, overrides: list[str] | None = Non
     ``config.yaml``, ``metrics.json``, ``val_predictions/`` and ``model.safetensors``
     (load it with :func:`rsvit.models.load_model`).
     """
-    from rsvit.tasks.callbacks import run_dir
     from rsvit.tasks.change import ChangeReport
 
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        raise FileNotFoundError(f"config not found: {config_path}")
-    cli = build_change_cli(["--config", str(config_path), *(overrides or [])], run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    folder = run_dir(cli.trainer)
-    report = next((cb for cb in cli.trainer.callbacks if isinstance(cb, ChangeReport)), None)
-    if report is None or report.exported is None or not report.exported.is_file():
-        raise RuntimeError(f"the run in {folder} did not export its model (report.export disabled?)")
-    return folder
+    return fit_config(build_change_cli, config_path, overrides, ChangeReport)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
