@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 import rsvit.models  # noqa: F401  (registers vitaev2 with timm)
 from manifests import manifest_state_dict
 from rsvit.models.backbones.vitaev2 import (
+    SHORT_SEQUENCE_CPU,
     ViTAEv2,
     _official_drop_path_rates,
+    attend,
     checkpoint_filter_fn,
     official_kwargs_to_ours,
 )
@@ -167,3 +169,22 @@ def test_channels_last_and_bf16_autocast(tiny):
     # bf16 keeps ~3 significant digits: the ranking of classes barely moves.
     rel = (low.float() - ref).norm() / ref.norm()
     assert rel < 0.05, rel
+
+
+@pytest.mark.parametrize("tokens", [SHORT_SEQUENCE_CPU - 15, SHORT_SEQUENCE_CPU + 132])
+def test_attention_paths_agree_with_the_fused_kernel_in_value_and_gradient(tokens):
+    """Short CPU sequences take the explicit product, long ones the fused kernel: both must be the same
+    attention, forward and backward."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, tokens, 16, requires_grad=True) for _ in range(3))
+    out = attend(q, k, v)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = attend(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, atol=3e-2, rtol=3e-2)
