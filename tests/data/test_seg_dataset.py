@@ -204,3 +204,12 @@ def test_plot_returns_figure(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+@pytest.mark.parametrize("n", [1, 6, 20, 21, 150])
+def test_default_palette_gives_distinct_valid_colours(n):
+    from rsvit.data.segmentation import default_palette
+
+    colours = default_palette(n)
+    assert len(colours) == n and len(set(colours)) == n
+    assert all(len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colours)

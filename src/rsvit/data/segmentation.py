@@ -21,6 +21,7 @@ when it is built. Images smaller than the training crop are padded by the transf
 
 from __future__ import annotations
 
+import colorsys
 import os
 import warnings
 from collections import Counter
@@ -82,14 +83,21 @@ def parse_colour(value: str | Sequence[int]) -> Colour:
     return rgb  # type: ignore[return-value]
 
 
-def default_palette(num_classes: int) -> list[Colour]:
-    """Distinct display colours for index masks without a palette (matplotlib's tab20, then hsv)."""
-    import matplotlib
+# The "tab20" qualitative scheme: 20 colours that stay distinguishable on imagery and in legends.
+_TAB20 = (
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
+    "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
+    "#17becf", "#9edae5",
+)  # fmt: skip
 
-    cmap = matplotlib.colormaps["tab20" if num_classes <= 20 else "hsv"]
-    steps = max(num_classes, 1)
+
+def default_palette(num_classes: int) -> list[Colour]:
+    """Distinct display colours for index masks without a palette: tab20, or evenly spaced hues beyond
+    20 classes. Plain Python on purpose: the inference engine needs it and must not pay for matplotlib."""
+    if num_classes <= len(_TAB20):
+        return [parse_colour(c) for c in _TAB20[:num_classes]]
     return [
-        tuple(round(255 * c) for c in cmap(i if num_classes <= 20 else i / steps)[:3])  # type: ignore[misc]
+        tuple(round(255 * v) for v in colorsys.hsv_to_rgb(i / num_classes, 1.0, 1.0))  # type: ignore[misc]
         for i in range(num_classes)
     ]
 

@@ -110,40 +110,44 @@ class Job:
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
-class WindowDataset(Dataset):
-    """Model-ready windows (one per item) of the given plan indices, read on demand."""
+class WindowBatches(Dataset):
+    """Model-ready batches of windows of the given plan indices, read on demand.
+
+    Each item is a whole batch: windows are read straight into their slot of one preallocated tensor
+    per date, so no collate step copies them again.
+    """
 
     def __init__(self, job: Job, indices: Sequence[int]) -> None:
         self.job = job
-        self.indices = indices
+        self.indices = list(indices)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return -(-len(self.indices) // self.job.batch_size)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        win = self.job.plan.window(self.indices[i])
-        images, valid = [], None
-        for reader in self.job.readers:
-            image, v = reader.read(win.y0, win.x0, win.height, win.width)
-            images.append(torch.from_numpy(image))
-            if v is not None:
-                valid = v if valid is None else valid & v  # two dates: valid where both are
+        bs = self.job.batch_size
+        chosen = self.indices[i * bs : (i + 1) * bs]
+        plan = self.job.plan
+        images = [
+            torch.empty(len(chosen), len(reader.bands), plan.window_height, plan.window_width)
+            for reader in self.job.readers
+        ]
+        valids: list[np.ndarray | None] = []
+        for slot, index in enumerate(chosen):
+            win = plan.window(index)
+            valid = None
+            for reader, batch in zip(self.job.readers, images, strict=True):
+                target = batch[slot, :, : win.height, : win.width].numpy()
+                _, v = reader.read(win.y0, win.x0, win.height, win.width, out=target)
+                if v is not None:
+                    valid = v if valid is None else valid & v  # two dates: valid where both are
+            valids.append(valid)
         return {
-            "index": win.index,
+            "index": torch.tensor(chosen),
             "images": images,
-            "valid": valid,
-            "skip": valid is not None and not bool(valid.any()),
+            "valid": valids,
+            "skip": torch.tensor([v is not None and not bool(v.any()) for v in valids], dtype=torch.bool),
         }
-
-
-def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stacks the images of a batch; validity masks stay a list (``None`` = all valid, the common case)."""
-    return {
-        "index": torch.tensor([item["index"] for item in items]),
-        "images": [torch.stack(dates) for dates in zip(*(item["images"] for item in items), strict=True)],
-        "valid": [item["valid"] for item in items],
-        "skip": torch.tensor([item["skip"] for item in items], dtype=torch.bool),
-    }
 
 
 class WindowPredictor:
@@ -221,13 +225,17 @@ class ShareRunner:
         self.sink.close()
 
 
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch  # masks stay numpy arrays (the default conversion would turn them into tensors)
+
+
 def loader_for(job: Job, indices: Sequence[int]) -> DataLoader:
     return DataLoader(
-        WindowDataset(job, indices),
-        batch_size=job.batch_size,
+        WindowBatches(job, indices),
+        batch_size=None,
         num_workers=job.num_workers,
         shuffle=False,
-        collate_fn=collate_windows,
+        collate_fn=_as_is,
     )
 
 

@@ -98,8 +98,13 @@ class SceneReader:
                     f"the model's {name} has {len(values)} values but {n} bands are read from {self.path}; "
                     "select matching bands with --bands"
                 )
-        self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(n, 1, 1)
-        self.std = None if std is None else np.asarray(std, np.float32).reshape(n, 1, 1)
+        # scale, mean and std folded into one multiply-add per pixel: x * gain + offset
+        mean_arr = np.zeros(n, np.float64) if mean is None else np.asarray(mean, np.float64)
+        std_arr = np.ones(n, np.float64) if std is None else np.asarray(std, np.float64)
+        if not (std_arr > 0).all():
+            raise InputError(f"the model's std must be positive, got {list(std_arr)}")
+        self.gain = (1.0 / (self.scale * std_arr)).astype(np.float32).reshape(n, 1, 1)
+        self.offset = (-mean_arr / std_arr).astype(np.float32).reshape(n, 1, 1)
         from rasterio.enums import MaskFlags
 
         # A mask needs reading only if some band has nodata, alpha or a mask; floats may also hold NaN.
@@ -147,8 +152,13 @@ class SceneReader:
             self._dataset = rasterio.open(self.path)
         return self._dataset
 
-    def read(self, y0: int, x0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(image (C, h, w) float32, valid (h, w) bool or None when every pixel is valid)``."""
+    def read(
+        self, y0: int, x0: int, height: int, width: int, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(image (C, h, w) float32, valid (h, w) bool or None when every pixel is valid)``.
+
+        ``out``: a float32 ``(C, h, w)`` array to fill instead of allocating one (a slot of a batch).
+        """
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
@@ -162,18 +172,14 @@ class SceneReader:
                 f"cannot read rows {y0}..{y0 + height - 1}, columns {x0}..{x0 + width - 1} of {self.path}: "
                 f"{err}. The file is damaged or truncated; re-download or re-export it"
             ) from err
-        image = raw.astype(np.float32)
-        if self.scale != 1.0:
-            image *= np.float32(1.0 / self.scale)
         valid = None if masks is None else (masks > 0).any(axis=0)
         if self._is_float:
-            finite = np.isfinite(image).all(axis=0)
+            finite = np.isfinite(raw).all(axis=0)
             if not finite.all():
                 valid = finite if valid is None else valid & finite
-        if self.mean is not None:
-            image -= self.mean
-        if self.std is not None:
-            image /= self.std
+        image = np.empty(raw.shape, np.float32) if out is None else out
+        np.multiply(raw, self.gain, out=image, casting="unsafe")
+        image += self.offset
         if valid is not None:
             image[:, ~valid] = 0.0
         return image, valid
