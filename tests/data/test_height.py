@@ -12,7 +12,7 @@ from rasterio.transform import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
-from rsvit.data.height import GridMismatchError, HeightPairDataset, read_height_pair
+from rsvit.data.height import GridMismatchError, HeightPairDataset, read_height_image, read_height_pair
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,38 @@ def test_dataset_returns_tensors(elevation: Path) -> None:
     torch.testing.assert_close(flipped["target"], torch.flip(sample["target"], dims=[-1]))
     with pytest.raises(ValueError, match="at least one"):
         HeightPairDataset([])
+
+
+def test_image_alone_masks_nodata_and_nan(elevation: Path, tmp_path: Path) -> None:
+    """Images read for prediction: nodata and NaN pixels are invalid and zeroed, the rest as in pairs."""
+    dsm, profile = _read(elevation / "dsm.tif")
+    holed = dsm.copy()
+    holed[10:20, 30:50] = -9999.0
+    holed[100, 100] = np.nan
+    path = _write(tmp_path / "dsm_holed.tif", holed, profile)
+    read = read_height_image(path)
+    bad = (holed == -9999.0) | np.isnan(holed)
+    assert bad.sum() == 201
+    np.testing.assert_array_equal(read.valid, ~bad)
+    assert (read.image[0][bad] == 0).all()
+    np.testing.assert_array_equal(read.image[0][~bad], dsm[~bad])
+    assert read.crs.to_epsg() == 26918 and read.transform == profile["transform"]
+    pair = read_height_pair(elevation / "dsm.tif", elevation / "hag.tif")
+    np.testing.assert_array_equal(read_height_image(elevation / "dsm.tif").image, pair.image)
+    with pytest.raises(ValueError, match="cannot read bands"):
+        read_height_image(path, image_bands=[2])
+    with pytest.raises(FileNotFoundError, match="raster not found"):
+        read_height_image(tmp_path / "missing.tif")
+
+
+def test_datamodule_refuses_mismatched_grids_at_setup(elevation: Path, data_dir: Path) -> None:
+    """A pair on different grids fails when the data are set up, naming the difference, not mid-training."""
+    from rsvit.datamodules.regression import HeightDataModule
+
+    naip = data_dir / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
+    data = HeightDataModule([[str(naip), str(elevation / "hag.tif")]], in_chans=4)
+    with pytest.raises(GridMismatchError, match="CRS EPSG:26914 != EPSG:26918"):
+        data.setup("fit")
+    reprojected = HeightDataModule([[str(naip), str(elevation / "hag.tif")]], in_chans=4, reproject=True)
+    with pytest.raises(ValueError, match="no valid height pixels on the image grid"):
+        reprojected.setup("fit")  # the elevation rasters lie elsewhere: nothing overlaps the NAIP tile

@@ -416,3 +416,35 @@ def test_bad_configuration_errors() -> None:
         DPT(_tiny_vit(), DPTHead([8, 16, 24, 32], task="segmentation", num_classes=3), invert=True)
     with pytest.raises(ValueError, match="hybrid widths"):
         DPTViTBackbone(768, 1, 12, taps=(0, 1, 0, 0), widths=(64, 512, 768, 768), resnet_layers=(1, 1, 1))
+
+
+def test_hybrid_stem_adaptation_keeps_the_rgb_model(reference_dir: Path) -> None:
+    """Standardised stem: RGB (repeated for complete repeats) plus any leftover band gives the RGB output."""
+    from timm.models import adapt_input_conv
+
+    from rsvit.weights.fit import fit_to_model
+
+    sd = convert_official_dpt_state_dict(official_fixture_state_dict(reference_dir))
+    rgb_model = dpt_hybrid_reduced().eval()
+    rgb_model.load_state_dict(sd)
+    torch.manual_seed(3)
+    rgb = torch.randn(1, 3, 32, 64)
+    nir = 2.0 * torch.randn(1, 1, 32, 64)  # arbitrary content in the band the RGB kernel does not cover
+    with torch.no_grad():
+        expected = rgb_model(rgb)
+    assert float(expected.abs().max()) > 1.0
+    models = {}
+    for bands, x in ((4, torch.cat([rgb, nir], 1)), (6, torch.cat([rgb, rgb], 1))):
+        model = models[bands] = dpt_hybrid_reduced(in_chans=bands).eval()
+        fitted, adapted, _ = fit_to_model(sd, model)
+        assert adapted == ["backbone.vit.patch_embed.backbone.stem.conv.weight"]
+        model.load_state_dict(fitted)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), expected, atol=1e-2, rtol=1e-3)
+    # timm's plain rule ([R, G, B, R] x 3/4) is not output-preserving once the conv re-standardises.
+    model = models[4]
+    naive = dict(sd)
+    naive[adapted[0]] = adapt_input_conv(4, sd[adapted[0]])
+    model.load_state_dict(naive)
+    with torch.no_grad():
+        assert float((model(torch.cat([rgb, rgb[:, :1]], 1)) - expected).abs().max()) > 0.5

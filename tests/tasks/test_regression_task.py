@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from rasterio.transform import Affine
 
 from rsvit.datamodules.regression import HeightDataModule, find_height_pairs
 from rsvit.models.factory import load_model
-from rsvit.tasks.regression import DenseRegressionTask, HeightReport
-from rsvit.tasks.regression_runner import train_from_config
+from rsvit.tasks.regression import DenseRegressionTask, HeightReport, WarmupDecay
+from rsvit.tasks.regression_runner import build_regression_cli, train_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 NODATA = -9999.0
@@ -96,7 +97,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = _synthetic_pairs(tmp_path_factory.mktemp("pairs"))
     out = tmp_path_factory.mktemp("run")
     data = _datamodule(root, train_repeats=12)  # 9 steps per epoch, validation after the 4th
-    task = DenseRegressionTask(SPEC, in_chans=3, loss="l1", pixel_size=data.pixel_size, num_plots=2)
+    task = DenseRegressionTask(
+        SPEC, in_chans=3, loss="l1", pixel_size=data.pixel_size, num_plots=2,
+        encoder_lr_factor=1.0, schedule="constant", warmup=0,
+    )  # fmt: skip
     task.optimizer_factory = lambda params: torch.optim.AdamW(params, lr=2e-3)
     log, report = _LossLog(), HeightReport(monitor="metric/rmse")
     trainer = L.Trainer(
@@ -238,3 +242,132 @@ def test_real_elevation_pair_gives_masked_batches(data_dir: Path, tmp_path: Path
         assert float(batch["target"].max()) <= float(hag.max())
     # Some random crop hits the hole and some pixel in it is masked.
     assert any((~b["valid"]).any() for b in crops)
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning-rate groups and schedule
+# ------------------------------------------------------------------------------------------------
+
+
+class _LrLog(L.Callback):
+    """Learning rate of every parameter group as used by each optimiser step."""
+
+    def __init__(self) -> None:
+        self.lrs: list[dict[str, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append({g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups})
+
+
+def test_default_groups_follow_the_paper_rates() -> None:
+    """Adam(W) lr 1e-4 for the decoder and 1e-5 for the encoder (DPT paper), covering every parameter once."""
+    task = DenseRegressionTask(SPEC, in_chans=3, schedule="constant", warmup=0)
+    optimizer = task.configure_optimizers()
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"encoder", "decoder"}
+    assert groups["decoder"]["lr"] == pytest.approx(1e-4) and groups["encoder"]["lr"] == pytest.approx(1e-5)
+    encoder = {id(p) for p in groups["encoder"]["params"]}
+    assert encoder == {id(p) for p in task.model.backbone.parameters()}
+    decoder = {id(p) for p in groups["decoder"]["params"]}
+    assert decoder == {id(p) for p in task.model.head.parameters()} and not encoder & decoder
+
+
+def test_warmup_decay_factors() -> None:
+    cosine = WarmupDecay(total_steps=110, warmup_steps=10, schedule="cosine", min_ratio=0.1)
+    assert [cosine(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert cosine(10) == pytest.approx(1.0)
+    assert cosine(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the decay
+    assert cosine(110) == pytest.approx(0.1) and cosine(500) == pytest.approx(0.1)
+    poly = WarmupDecay(total_steps=100, warmup_steps=0, schedule="poly", min_ratio=0.0, power=0.9)
+    assert poly(50) == pytest.approx(0.5**0.9)
+    assert WarmupDecay(10, 2, "constant")(7) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        WarmupDecay(10, 0, "step")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupDecay(10, 11)
+
+
+def test_quick_config_groups_and_schedule_are_stepped_per_step(tmp_path: Path) -> None:
+    """The quick config's optimiser, groups and warmup + cosine schedule, as Lightning applies them."""
+    import yaml
+
+    config_path = REPO / "configs/regression/height_quick.yaml"
+    config = yaml.safe_load(config_path.read_text())["model"]
+    root = _synthetic_pairs(tmp_path / "pairs", n=2, size=64)
+    steps = 20
+    cli = build_regression_cli(
+        [
+            "--config", str(config_path), f"--data.pairs={root}", f"--trainer.max_steps={steps}",
+            "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--data.train_repeats=10",
+            "--report.export=", "--report.plots=false",
+        ],
+        run=False,
+    )  # fmt: skip
+    log = _LrLog()
+    cli.trainer.callbacks.append(log)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert len(log.lrs) == steps
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    peak = config["optimizer"]["init_args"]["lr"]
+    assert optimizer.param_groups[0]["weight_decay"] == config["optimizer"]["init_args"]["weight_decay"]
+    warmup = round(config["warmup"] * steps)
+    floor = config["min_lr_ratio"]
+    assert config["schedule"] == "cosine" and warmup == 2
+    for step, lrs in enumerate(log.lrs):
+        if step < warmup:
+            factor = (step + 1) / warmup
+        else:
+            progress = (step - warmup) / (steps - warmup)
+            factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        assert lrs["decoder"] == pytest.approx(peak * factor), step
+        assert lrs["encoder"] == pytest.approx(peak * config["encoder_lr_factor"] * factor), step
+    assert log.lrs[1]["decoder"] == pytest.approx(peak)  # the peak right after warmup, then it decays
+    assert log.lrs[-1]["decoder"] < 0.05 * peak
+
+
+# ------------------------------------------------------------------------------------------------
+# The depth head's final ReLU when training from scratch
+# ------------------------------------------------------------------------------------------------
+
+
+def _l1_steps(task: DenseRegressionTask, batch: dict[str, torch.Tensor], steps: int) -> list[float]:
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss, _ = task.compute_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses
+
+
+def test_fresh_head_trains_from_scratch_with_the_default() -> None:
+    spec = {"task": "regression", "backbone": "resnet18", "head_kwargs": {"features": 16}}
+    torch.manual_seed(0)
+    task = DenseRegressionTask(spec, in_chans=3, loss="l1").train()
+    assert task.model.head.output.non_negative is False
+    assert task.spec.head_kwargs["head_kwargs"] == {"non_negative": False}  # exported with the spec
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(np.stack([_smooth_field(rng, 32) for _ in range(3)]))[None].repeat(2, 1, 1, 1)
+    target = 8.0 * image[:, 0] + 4.0 * image[:, 1] + 1.0
+    batch = {
+        "image": (image - 0.5) / 0.25,
+        "target": target,
+        "valid": torch.ones_like(target, dtype=torch.bool),
+    }
+    losses = _l1_steps(task, batch, 15)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+    # What the default avoids: with the final ReLU and a head starting below zero nothing ever moves.
+    torch.manual_seed(0)
+    relu_spec = {**spec, "head_kwargs": {"features": 16, "head_kwargs": {"non_negative": True}}}
+    stuck = DenseRegressionTask(relu_spec, in_chans=3, loss="l1").train()
+    assert stuck.model.head.output.non_negative is True  # an explicit choice is kept
+    with torch.no_grad():
+        stuck.model.head.output.conv3.bias.fill_(-100.0)
+    stuck_losses = _l1_steps(stuck, batch, 3)
+    assert stuck_losses[0] == pytest.approx(stuck_losses[-1])
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in stuck.parameters())

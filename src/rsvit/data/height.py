@@ -11,6 +11,8 @@ Conventions, chosen so a loss never sees a fabricated height:
   (height above ground) they are interpolation noise; ``negative="clip"`` (default) sets them to 0,
   ``"invalid"`` masks them out and ``"keep"`` leaves them.
 * A target with no valid pixel (on the image grid) raises :class:`ValueError`.
+* Images alone (for prediction) are read by :func:`read_height_image` with the same scaling; their
+  validity is "finite in every band and equal to the file's nodata value in none".
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from rsvit.data.image_io import to_unit_range
 
 __all__ = [
     "GridMismatchError",
+    "HeightImage",
     "HeightPair",
     "HeightPairDataset",
     "grid_differences",
+    "read_height_image",
     "read_height_pair",
 ]
 
@@ -58,6 +62,36 @@ class HeightPair:
     valid: np.ndarray
     crs: CRS | None
     transform: Affine
+
+
+@dataclass
+class HeightImage:
+    """An image to predict heights for: ``image`` (C, H, W) float32 (0 where invalid), ``valid`` (H, W)."""
+
+    image: np.ndarray
+    valid: np.ndarray
+    crs: CRS | None
+    transform: Affine
+
+
+def read_height_image(
+    image_path: PathLike, image_bands: Sequence[int] | None = None, scale_image: bool = True
+) -> HeightImage:
+    """Reads an image the way :func:`read_height_pair` does, with its validity mask (nodata, NaN, inf)."""
+    image_path = Path(image_path)
+    if not image_path.is_file():
+        raise FileNotFoundError(f"raster not found: {image_path}")
+    with rasterio.open(image_path) as src:
+        if image_bands is not None and any(not 1 <= b <= src.count for b in image_bands):
+            raise ValueError(f"{image_path} has bands 1..{src.count}; cannot read bands {list(image_bands)}")
+        raw = src.read(list(image_bands) if image_bands is not None else None)
+        nodata, crs, transform = src.nodata, src.crs, src.transform
+    image = to_unit_range(raw) if scale_image else raw.astype(np.float32)
+    valid = np.isfinite(image).all(0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~(raw == raw.dtype.type(nodata)).any(0)
+    image = np.where(valid[None], image, np.float32(0.0)).astype(np.float32)
+    return HeightImage(image=image, valid=valid, crs=crs, transform=transform)
 
 
 def grid_differences(

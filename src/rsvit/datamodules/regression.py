@@ -6,6 +6,9 @@ Pairs come from explicit ``[image, target]`` lists or from a folder holding ``im
 are flagged in ``valid``. Pixels where the *image* is nodata (or not finite) are flagged invalid too:
 a prediction there is made from fabricated input.
 
+Prediction (``rsvit predict``) reads images alone: ``predict_images`` (a folder, one raster or a list),
+by default the images of the test pairs; ``valid`` then flags where the image has data.
+
 Training samples are random crops with flips / 90-degree rotations applied jointly to image, target
 and valid mask; a crop larger than the image is padded with invalid pixels. Evaluation uses whole
 images; a batch of differently sized images is padded (invalid) to the largest.
@@ -24,7 +27,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from rsvit.data.height import HeightKind, HeightPairDataset, NegativePolicy, read_height_pair
+from rsvit.data.height import (
+    HeightKind,
+    HeightPairDataset,
+    NegativePolicy,
+    read_height_image,
+    read_height_pair,
+)
 
 __all__ = ["HeightDataModule", "HeightTransform", "find_height_pairs", "height_collate"]
 
@@ -115,8 +124,9 @@ class HeightTransform:
         image = torch.where(sample["image_valid"], image, 0.0) if "image_valid" in sample else image
         out = {**sample, "image": image.contiguous()}
         out.pop("image_valid", None)
-        out["target"] = out["target"].contiguous()
-        out["valid"] = out["valid"].contiguous()
+        for key in ("target", "valid"):
+            if key in out:
+                out[key] = out[key].contiguous()
         return out
 
     def denormalize(self, image: Tensor) -> Tensor:
@@ -148,6 +158,31 @@ class _MaskedHeightDataset(HeightPairDataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
+class _HeightImageDataset(Dataset):
+    """Images alone for prediction: ``image``, ``valid`` (image has data) and the source ``path``."""
+
+    def __init__(self, paths: Sequence[Path], transform: HeightTransform, image_bands: Sequence[int] | None):
+        if not paths:
+            raise ValueError("no images to predict")
+        self.paths = list(paths)
+        self.transform = transform
+        self.image_bands = image_bands
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        read = read_height_image(self.paths[index], self.image_bands)
+        valid = torch.from_numpy(read.valid)
+        sample = {
+            "image": torch.from_numpy(read.image),
+            "image_valid": valid,
+            "valid": valid,
+            "path": str(self.paths[index]),
+        }
+        return self.transform(sample)
+
+
 def _image_nodata_mask(path: Path, bands: Sequence[int] | None) -> Tensor:
     """``(H, W)`` True where any read band of the raster equals the file's nodata value."""
     with rasterio.open(path) as src:
@@ -159,21 +194,26 @@ def _image_nodata_mask(path: Path, bands: Sequence[int] | None) -> Tensor:
 
 
 def height_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stacks samples, padding smaller ones (image 0, target 0, valid False) to the batch's largest size."""
-    h = max(s["target"].shape[-2] for s in samples)
-    w = max(s["target"].shape[-1] for s in samples)
+    """Stacks samples, padding smaller ones (image 0, target 0, valid False) to the batch's largest size.
+
+    Samples without ``target`` (prediction) give a batch without it.
+    """
+    h = max(s["image"].shape[-2] for s in samples)
+    w = max(s["image"].shape[-1] for s in samples)
 
     def pad(x: Tensor, value: float | bool = 0) -> Tensor:
         ph, pw = h - x.shape[-2], w - x.shape[-1]
         return torch.nn.functional.pad(x, (0, pw, 0, ph), value=value) if ph or pw else x
 
-    return {
+    batch = {
         "image": torch.stack([pad(s["image"]) for s in samples]),
-        "target": torch.stack([pad(s["target"]) for s in samples]),
         "valid": torch.stack([pad(s["valid"], False) for s in samples]),
-        "size": torch.tensor([list(s["target"].shape[-2:]) for s in samples]),
+        "size": torch.tensor([list(s["image"].shape[-2:]) for s in samples]),
         "path": [s.get("path", "") for s in samples],
     }
+    if all("target" in s for s in samples):
+        batch["target"] = torch.stack([pad(s["target"]) for s in samples])
+    return batch
 
 
 class HeightDataModule(L.LightningDataModule):
@@ -191,6 +231,8 @@ class HeightDataModule(L.LightningDataModule):
         image_bands: 1-based bands to read (default all); in_chans: bands the model takes.
         mean, std: per-band normalisation of the image values as read (integer imagery is in [0, 1]).
         reproject: warp targets on another grid onto the image grid.
+        predict_images: images to predict (a folder of rasters, one raster or a list; default: the
+            images of the test pairs).
         num_workers: loader processes; train_repeats: each training pair this many times per epoch.
     """
 
@@ -217,6 +259,7 @@ class HeightDataModule(L.LightningDataModule):
         reproject: bool = False,
         num_workers: int = 0,
         train_repeats: int = 1,
+        predict_images: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -233,7 +276,7 @@ class HeightDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.train_transform = HeightTransform(True, crop_size, hflip, vflip, rot90, mean, std)
         self.eval_transform = HeightTransform(False, None, mean=mean, std=std)
-        self._datasets: dict[str, _MaskedHeightDataset] = {}
+        self._datasets: dict[str, Any] = {}
         self._pixel_size: float | None = None
 
     def _resolve(self, value: PairsArg) -> list[tuple[Path, Path]]:
@@ -278,9 +321,35 @@ class HeightDataModule(L.LightningDataModule):
             "bands": list(hp.image_bands) if hp.image_bands is not None else None,
         }
 
-    def dataset(self, stage: str) -> _MaskedHeightDataset:
-        """The dataset of ``"train"``, ``"val"``, ``"test"`` or ``"predict"`` (= test), built on first use."""
-        stage = "test" if stage == "predict" else stage
+    def predict_paths(self) -> list[Path]:
+        """The images ``predict`` runs on (see ``predict_images``)."""
+        chosen = self.hparams.predict_images
+        if chosen is None:
+            return [image for image, _ in self.pair_list("test")]
+        if isinstance(chosen, str | Path):
+            path = Path(chosen).expanduser()
+            if path.is_dir():
+                found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+                if not found:
+                    raise FileNotFoundError(f"no rasters in {path}")
+                return found
+            if not path.is_file():
+                raise FileNotFoundError(f"predict_images: {path} is neither a raster nor a folder")
+            return [path]
+        return [Path(p).expanduser() for p in chosen]
+
+    def dataset(self, stage: str) -> Dataset:
+        """The dataset of ``"train"``, ``"val"``, ``"test"`` or ``"predict"`` (images alone), built once."""
+        if stage == "predict":
+            if "predict" not in self._datasets:
+                images = _HeightImageDataset(
+                    self.predict_paths(), self.eval_transform, self.hparams.image_bands
+                )
+                bands = images[0]["image"].shape[0]
+                if bands != self.in_chans:
+                    raise ValueError(f"{images.paths[0]} gives {bands} bands but in_chans is {self.in_chans}")
+                self._datasets["predict"] = images
+            return self._datasets["predict"]
         if stage not in self._datasets:
             hp = self.hparams
             dataset = _MaskedHeightDataset(
@@ -301,7 +370,7 @@ class HeightDataModule(L.LightningDataModule):
         return self._datasets[stage]
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for name in wanted.get(stage or "fit", ("train", "val")):
             self.dataset(name)
 
@@ -330,4 +399,4 @@ class HeightDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        return self._loader(self.dataset("predict"), self.eval_batch_size, shuffle=False, drop_last=False)

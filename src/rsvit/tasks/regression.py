@@ -5,7 +5,18 @@ What the task adds to the network built from a :class:`~rsvit.models.ModelSpec` 
 * loss on valid pixels only (``batch["valid"]``): ``"ssi"`` is the MiDaS objective, trimmed
   scale-and-shift invariant loss plus ``alpha`` x multi-scale gradient matching, for relative heights;
   ``"l1"`` and ``"berhu"`` regress metric heights (metres);
-* optimiser (AdamW by default) and optional scheduler from config;
+* optimiser (AdamW, lr 1e-4 by default) with two parameter groups, ``encoder`` (the backbone, at
+  ``encoder_lr_factor`` x the optimiser's lr) and ``decoder`` (the DPT head, at the optimiser's lr): the DPT
+  paper trained Adam with 1e-5 for the backbone and 1e-4 for the decoder, hence the default factor 0.1
+  (use 1.0 when the backbone starts from scratch);
+* a learning-rate schedule stepped after every optimiser step: linear warmup over ``warmup`` (a fraction
+  of the run's optimiser steps when < 1, else a step count), then ``"cosine"`` or ``"poly"`` decay to
+  ``min_lr_ratio`` x the peak, or ``"constant"``. The paper states no schedule for depth (only poly for its
+  segmentation runs); warmup + cosine is the default here. A ``scheduler`` factory from config replaces it;
+* a head that can go negative when the network is built from a spec: the official depth models end in a
+  ReLU (``non_negative``, kept for them), but a fresh head whose output starts below zero gets no gradient
+  through it and the L1 / BerHu losses stall. Specs that do not set ``head_kwargs.head_kwargs.non_negative``
+  get ``False`` written into them (so an exported model rebuilds the same network);
 * two evaluation protocols with :class:`~rsvit.metrics.depth.DepthMetrics`: *relative* (each image's
   prediction least-squares aligned in scale and shift to its target), logged as ``val/abs_rel``,
   ``val/rmse``, ...; and *metric* (unaligned), logged as ``val/metric_abs_rel``, ``val/metric_rmse``, ...
@@ -30,6 +41,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from rsvit.atomic import save_figure
@@ -38,9 +50,17 @@ from rsvit.models.dpt.losses import BerHuLoss, MaskedL1Loss, ScaleShiftInvariant
 from rsvit.models.factory import ModelSpec, build_model, save_model
 from rsvit.tasks.callbacks import run_dir, write_json
 
-__all__ = ["DenseRegressionTask", "HeightReport", "build_regression_loss", "save_height_preview"]
+__all__ = [
+    "DenseRegressionTask",
+    "HeightReport",
+    "WarmupDecay",
+    "build_regression_loss",
+    "parameter_groups",
+    "save_height_preview",
+]
 
 LossName = Literal["ssi", "l1", "berhu"]
+ScheduleName = Literal["cosine", "poly", "constant"]
 LOWER_IS_BETTER = ("abs_rel", "rmse", "mae", "log10")
 
 
@@ -59,6 +79,64 @@ def build_regression_loss(name: LossName, **kwargs: Any) -> nn.Module:
     raise ValueError(f"loss must be 'ssi', 'l1' or 'berhu', got {name!r}")
 
 
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """``encoder`` (``model.backbone``) and ``decoder`` (the rest) parameter groups, empty ones left out.
+
+    A model without a ``backbone`` attribute gives one ``decoder`` group.
+    """
+    backbone = getattr(model, "backbone", None)
+    encoder = list(backbone.parameters()) if isinstance(backbone, nn.Module) else []
+    ids = {id(p) for p in encoder}
+    decoder = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": encoder, "name": "encoder"}, {"params": decoder, "name": "decoder"}]
+    return [g for g in groups if g["params"]]
+
+
+class WarmupDecay:
+    """Learning-rate factor of optimiser step ``s`` (for ``LambdaLR``): linear warmup, then decay.
+
+    Warmup: ``(s + 1) / warmup_steps`` for ``s < warmup_steps``. Then with ``p = (s - warmup_steps) /
+    (total_steps - warmup_steps)`` in [0, 1]: ``"cosine"``: ``r + (1 - r) (1 + cos(pi p)) / 2``; ``"poly"``:
+    ``r + (1 - r) (1 - p) ** power``; ``"constant"``: 1, where ``r`` is ``min_ratio``.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        warmup_steps: int = 0,
+        schedule: ScheduleName = "cosine",
+        min_ratio: float = 0.0,
+        power: float = 0.9,
+    ) -> None:
+        if schedule not in ("cosine", "poly", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'poly' or 'constant', got {schedule!r}")
+        if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"need 0 <= warmup_steps <= total_steps >= 1, got {warmup_steps}, {total_steps}")
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+        self.schedule, self.min_ratio, self.power = schedule, float(min_ratio), float(power)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        p = min((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 1.0)
+        decay = 0.5 * (1.0 + math.cos(math.pi * p)) if self.schedule == "cosine" else (1.0 - p) ** self.power
+        return self.min_ratio + (1.0 - self.min_ratio) * decay
+
+
+def _trainable_from_scratch(spec: ModelSpec) -> ModelSpec:
+    """The spec with the depth head's final ReLU off unless the spec decides (see the module docstring)."""
+    head_kwargs = dict(spec.head_kwargs)
+    inner = dict(head_kwargs.get("head_kwargs") or {})
+    if "non_negative" in inner:
+        return spec
+    head_kwargs["head_kwargs"] = {**inner, "non_negative": False}
+    return ModelSpec.from_dict({**spec.to_dict(), "head_kwargs": head_kwargs})
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return None if math.isnan(value) else value
@@ -75,7 +153,10 @@ class DenseRegressionTask(L.LightningModule):
             ready ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, H, W)`` heights.
         in_chans: overrides the spec's (linked from the data by the command line).
         loss: ``"ssi"``, ``"l1"`` or ``"berhu"``; loss_kwargs: its options (e.g. ``alpha``, ``trim``).
-        optimizer, scheduler: factories from config (scheduler stepped per epoch unless it says otherwise).
+        optimizer: factory from config; it receives the ``encoder`` / ``decoder`` parameter groups.
+        encoder_lr_factor: the encoder group's lr relative to the optimiser's (DPT paper: 0.1).
+        schedule, warmup, min_lr_ratio, poly_power: the default per-step schedule (module docstring).
+        scheduler: a factory from config replacing that schedule (stepped per epoch unless it says otherwise).
         min_value: targets at or below it are left out of the ratio metrics (AbsRel, log10, delta).
         pixel_size: ground size of a pixel in metres (linked from the data) for the preview scale bar.
         num_plots: validation images kept for the previews.
@@ -88,6 +169,11 @@ class DenseRegressionTask(L.LightningModule):
         loss: LossName = "ssi",
         loss_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
+        encoder_lr_factor: float = 0.1,
+        schedule: ScheduleName = "cosine",
+        warmup: float = 0.05,
+        min_lr_ratio: float = 0.01,
+        poly_power: float = 0.9,
         scheduler: LRSchedulerCallable | None = None,
         min_value: float = 1e-3,
         pixel_size: float | None = None,
@@ -108,8 +194,14 @@ class DenseRegressionTask(L.LightningModule):
                 raise ValueError(f"DenseRegressionTask needs a regression model spec, got task {spec.task!r}")
             if in_chans is not None:
                 spec = ModelSpec.from_dict({**spec.to_dict(), "in_chans": int(in_chans)})
+            spec = _trainable_from_scratch(spec)
             self.spec = spec
             self.model = build_model(spec)
+        if encoder_lr_factor <= 0:
+            raise ValueError(f"encoder_lr_factor must be positive, got {encoder_lr_factor}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 (a fraction of the steps or a step count), got {warmup}")
+        WarmupDecay(1, 0, schedule, min_lr_ratio, poly_power)  # checks the schedule arguments early
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "model"])
         if self.spec is not None:
             self.hparams["model"] = self.spec.to_dict()
@@ -138,7 +230,10 @@ class DenseRegressionTask(L.LightningModule):
         loss, _ = self.compute_loss(batch)
         n = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        groups = self.trainer.optimizers[0].param_groups
+        self.log("train/lr", groups[-1]["lr"], batch_size=n)
+        if len(groups) > 1:
+            self.log("train/lr_encoder", groups[0]["lr"], batch_size=n)
         return loss
 
     def _display(self, images: Tensor) -> Tensor:
@@ -191,11 +286,24 @@ class DenseRegressionTask(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[Tensor]:
-        """Heights of each image cropped to its own size."""
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, list[Any]]:
+        """Per image, cropped to its own size: ``prediction`` (heights), ``valid`` (where the image had data),
+        ``image`` (display RGB in [0, 1]) and the source ``path``."""
         pred = self.model(batch["image"]).float().cpu()
-        sizes = batch.get("size", torch.tensor([list(pred.shape[-2:])] * pred.shape[0]))
-        return [pred[i, :h, :w] for i, (h, w) in enumerate(sizes.tolist())]
+        n = pred.shape[0]
+        sizes = batch.get("size", torch.tensor([list(pred.shape[-2:])] * n)).tolist()
+        valid = batch.get("valid")
+        valid = valid.cpu() if valid is not None else torch.ones(pred.shape, dtype=torch.bool)
+        images = self._display(batch["image"])
+        paths = list(batch.get("path", [""] * n))
+        return {
+            "path": paths,
+            "prediction": [pred[i, :h, :w] for i, (h, w) in enumerate(sizes)],
+            "valid": [valid[i, :h, :w] for i, (h, w) in enumerate(sizes)],
+            "image": [images[i, :h, :w] for i, (h, w) in enumerate(sizes)],
+        }
 
     def _eval_epoch_end(self, stage: str) -> None:
         rel_metric, met_metric = getattr(self, f"{stage}_relative"), getattr(self, f"{stage}_metric")
@@ -228,10 +336,28 @@ class DenseRegressionTask(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.model.parameters())
-        if self.scheduler_factory is None:
+        """Optimiser on the encoder / decoder groups and the schedule (see the module docstring)."""
+        groups = parameter_groups(self.model)
+        optimizer = self.optimizer_factory(groups)
+        hp = self.hparams
+        for group in optimizer.param_groups:
+            if group.get("name") == "encoder":
+                group["lr"] = group["lr"] * float(hp.encoder_lr_factor)
+        if self.scheduler_factory is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        if hp.schedule == "constant" and not hp.warmup:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                "the learning-rate schedule needs a finite run: set trainer.max_steps or trainer.max_epochs "
+                "(or model.schedule=constant with model.warmup=0)"
+            )
+        total = max(int(total), 1)
+        warmup_steps = round(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
+        decay = WarmupDecay(total, min(warmup_steps, total), hp.schedule, hp.min_lr_ratio, hp.poly_power)
+        scheduler = LambdaLR(optimizer, decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def export_model(self, path: str | os.PathLike[str], preprocessing: dict[str, Any] | None = None) -> Path:
         """Writes the network with its spec, normalisation, loss and pixel size (``preprocessing`` defaults to
@@ -275,7 +401,7 @@ def _nice_length(limit: float) -> float:
 def save_height_preview(
     path: str | os.PathLike[str],
     image: np.ndarray | Tensor,
-    target: np.ndarray | Tensor,
+    target: np.ndarray | Tensor | None,
     prediction: np.ndarray | Tensor,
     valid: np.ndarray | Tensor | None = None,
     pixel_size: float | None = None,
@@ -285,28 +411,37 @@ def save_height_preview(
     """PNG of image | target | prediction; heights share one colour scale and bar, nodata is grey.
 
     ``image`` is ``(H, W, 3)`` in [0, 1]; with ``pixel_size`` (metres per pixel) a scale bar is drawn.
+    Without ``target`` (plain prediction) the figure is image | prediction, ``valid`` then masking the
+    prediction (image nodata) and the colour scale coming from the prediction.
     """
     import matplotlib
     import matplotlib.pyplot as plt
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     img = np.asarray(torch.as_tensor(image).cpu(), dtype=np.float32)
-    tgt = np.asarray(torch.as_tensor(target).cpu(), dtype=np.float32)
     pred = np.asarray(torch.as_tensor(prediction).detach().cpu(), dtype=np.float32)
-    ok = np.ones_like(tgt, dtype=bool) if valid is None else np.asarray(torch.as_tensor(valid).cpu(), bool)
-    shown = tgt[ok] if ok.any() else pred.ravel()
+    ok = np.ones(pred.shape, dtype=bool) if valid is None else np.asarray(torch.as_tensor(valid).cpu(), bool)
+    tgt = None if target is None else np.asarray(torch.as_tensor(target).cpu(), dtype=np.float32)
+    reference = tgt if tgt is not None else pred
+    ok_values = ok & np.isfinite(reference)
+    shown = reference[ok_values] if ok_values.any() else np.zeros(1, np.float32)
     vmin, vmax = (float(v) for v in np.percentile(shown, [1, 99]))
     vmax = vmax if vmax > vmin else vmin + 1.0
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("0.6")
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), constrained_layout=True)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.6")
+    panels = 3 if tgt is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4.2), constrained_layout=True)
     try:
         axes[0].imshow(img)
         axes[0].set_title("image")
-        axes[1].imshow(np.ma.masked_where(~ok, tgt), cmap=cmap, vmin=vmin, vmax=vmax)
-        axes[1].set_title("target (grey: nodata)")
-        mappable = axes[2].imshow(pred, cmap=cmap, vmin=vmin, vmax=vmax)
-        axes[2].set_title("prediction")
+        if tgt is not None:
+            axes[1].imshow(np.ma.masked_where(~ok, tgt), cmap=cmap, vmin=vmin, vmax=vmax)
+            axes[1].set_title("target (grey: nodata)")
+            mappable = axes[2].imshow(pred, cmap=cmap, vmin=vmin, vmax=vmax)
+            axes[2].set_title("prediction")
+        else:
+            masked = np.ma.masked_where(~ok_values, pred)
+            mappable = axes[1].imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax)
+            axes[1].set_title("prediction (grey: nodata)")
         for ax in axes:
             ax.set_axis_off()
         fig.colorbar(mappable, ax=list(axes), shrink=0.85, label=f"height ({unit})")

@@ -3,7 +3,9 @@
 * ``run_regression_cli(["fit", "--config", "configs/regression/height_quick.yaml"])`` (also
   ``validate``, ``test``, ``predict``): the data's band count and pixel size are linked into the task;
   every run gets ``metrics.json``, preview PNGs and, after fit, ``model.safetensors`` in its run folder
-  (:class:`~rsvit.tasks.regression.HeightReport`).
+  (:class:`~rsvit.tasks.regression.HeightReport`); ``predict`` writes ``predictions/<name>.tif`` (float32
+  heights on the image's grid, NaN nodata) and ``<name>.png`` per image
+  (:class:`~rsvit.tasks.regression_predict.HeightPredictionWriter`; images from ``--data.predict_images``).
 * :func:`train_from_config`: fit from a YAML file (plus overrides) and return the run folder.
 
 ``python -m rsvit.tasks.regression_runner fit --config ...`` runs it without the ``rsvit`` entry point.
@@ -28,6 +30,7 @@ def _cli_class() -> type:
 
     from rsvit.datamodules.regression import HeightDataModule
     from rsvit.tasks.regression import DenseRegressionTask, HeightReport
+    from rsvit.tasks.regression_predict import HeightPredictionWriter
 
     class _RegressionCLI(LightningCLI):
         """LightningCLI with the data linked into the task and the report callback always on."""
@@ -40,6 +43,7 @@ def _cli_class() -> type:
             parser.link_arguments("data.in_chans", "model.in_chans")
             parser.link_arguments("data.pixel_size", "model.pixel_size", apply_on="instantiate")
             parser.add_lightning_class_args(HeightReport, "report")
+            parser.add_lightning_class_args(HeightPredictionWriter, "prediction_writer")
 
     return _RegressionCLI
 

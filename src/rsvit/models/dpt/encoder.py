@@ -49,6 +49,9 @@ class LegacyStdConv2dSame(nn.Conv2d):
     (``p = max((ceil(n / s) - 1) * s + k - n, 0)``, the smaller half on the top/left).
     """
 
+    # Tells weight loading (rsvit.weights.fit) to adapt the standardised kernel to other band counts.
+    weight_standardized = True
+
     def __init__(
         self,
         in_channels: int,
@@ -263,6 +266,10 @@ class DPTViTBackbone(nn.Module):
         self.reductions = [4, 8, 16, 32]
         # Tokens need multiples of the patch size; the stride-32 level and the decoder's x2 steps need 32.
         self.pad_multiple = 32
+        # The RGB input conv of official checkpoints, adapted to ``in_chans`` bands when loading
+        # (rsvit.weights.fit: timm's repeat-and-rescale; the hybrid's standardised stem its own way).
+        stem = "vit.patch_embed.backbone.stem.conv" if self.hybrid else "vit.patch_embed.proj"
+        self.pretrained_cfg = {"first_conv": stem}
 
     @property
     def num_prefix_tokens(self) -> int:

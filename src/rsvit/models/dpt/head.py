@@ -4,6 +4,13 @@
 DPT's own reassembled ViT features as well as on ``rsvit.models.create_backbone(...)`` pyramids (ViTAEv2,
 Swin, ResNet). Each fusion block upsamples to the size of the next finer map (equal to the official fixed
 x2 whenever the strides double, as in every official model), and the last one by x2.
+
+The depth output's final ReLU (``non_negative``) defaults to on, as in every released model, so official
+checkpoints behave exactly as published. For training from scratch it is a trap: a fresh head whose output
+starts below zero passes no gradient through the ReLU and an L1 / BerHu loss never moves it. Hence
+:class:`rsvit.tasks.regression.DenseRegressionTask` builds its spec-described networks with
+``non_negative=False`` unless the spec says otherwise (written into the spec, so exported models rebuild
+identically); heights are then unconstrained, and negative predictions can be clipped after the fact.
 """
 
 from __future__ import annotations
@@ -76,7 +83,8 @@ class FusionBlock(nn.Module):
 class DepthOutput(nn.Module):
     """Depth output: 3x3 conv to F/2, x2 upsample, 3x3 conv to 32, ReLU, 1x1 conv to 1 (+ ReLU).
 
-    The final ReLU (``non_negative``, on in every released model) keeps the relative inverse depth >= 0.
+    The final ReLU (``non_negative``, on in every released model) keeps the relative inverse depth >= 0;
+    turn it off to train a fresh head (see the module docstring).
     """
 
     def __init__(self, features: int = 256, hidden: int = 32, non_negative: bool = True) -> None:
