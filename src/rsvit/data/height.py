@@ -12,7 +12,8 @@ Conventions, chosen so a loss never sees a fabricated height:
   ``"invalid"`` masks them out and ``"keep"`` leaves them.
 * A target with no valid pixel (on the image grid) raises :class:`ValueError`.
 * Images alone (for prediction) are read by :func:`read_height_image` with the same scaling; their
-  validity is "finite in every band and equal to the file's nodata value in none".
+  validity is "finite in every band and not equal to the file's nodata value in all of them" (GDAL's
+  dataset mask, the rule ``predict-raster`` applies too: one dark band alone is data).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def read_height_image(
     image = to_unit_range(raw) if scale_image else raw.astype(np.float32)
     valid = np.isfinite(image).all(0)
     if nodata is not None and not np.isnan(nodata):
-        valid &= ~(raw == raw.dtype.type(nodata)).any(0)
+        valid &= ~(raw == raw.dtype.type(nodata)).all(0)
     image = np.where(valid[None], image, np.float32(0.0)).astype(np.float32)
     return HeightImage(image=image, valid=valid, crs=crs, transform=transform)
 

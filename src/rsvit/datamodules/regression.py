@@ -184,13 +184,13 @@ class _HeightImageDataset(Dataset):
 
 
 def _image_nodata_mask(path: Path, bands: Sequence[int] | None) -> Tensor:
-    """``(H, W)`` True where any read band of the raster equals the file's nodata value."""
+    """``(H, W)`` True where every read band equals the file's nodata value (GDAL's dataset mask)."""
     with rasterio.open(path) as src:
         nodata = src.nodata
         if nodata is None or nodata != nodata:  # unset or NaN (NaN is caught by the finiteness test)
             return torch.zeros(src.height, src.width, dtype=torch.bool)
         raw = src.read(list(bands) if bands is not None else None)
-    return torch.from_numpy(raw == raw.dtype.type(nodata)).any(0)
+    return torch.from_numpy(raw == raw.dtype.type(nodata)).all(0)
 
 
 def height_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
