@@ -291,3 +291,21 @@ def test_real_levir_pairs_against_hand_computed_confusion_matrix(fixture, data_d
     assert scores["F1"].item() == pytest.approx(2 * precision * recall / (precision + recall), rel=1e-6)
     assert scores["IoU"].item() == pytest.approx(tp / (tp + fp + fn), rel=1e-6)
     assert scores["OA"].item() == pytest.approx(np.trace(hand) / hand.sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "vitaev2_s"])
+def test_exported_rsp_model_loads_back_equal(backbone, tmp_path):
+    """A trained ``bit_rsp`` written with save_model (what a change run exports) must load back whole:
+    the exported file is what ``rsvit predict-raster`` and ``--model.weights`` read."""
+    from rsvit.models import ModelSpec, build_model, load_model, save_model
+
+    spec = ModelSpec(task="change", backbone=backbone)
+    torch.manual_seed(1)
+    model = build_model(spec).eval()
+    save_model(tmp_path / "model.safetensors", model, spec)
+    loaded, loaded_spec, _ = load_model(tmp_path / "model.safetensors")
+    assert loaded_spec == spec
+    original = model.state_dict()
+    assert loaded.state_dict().keys() == original.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, original[key]), key

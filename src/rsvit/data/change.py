@@ -39,6 +39,7 @@ __all__ = [
     "ChangeTransform",
     "MissingPartnerError",
     "crop_tiles",
+    "detect_layout",
     "read_change_label",
     "read_list_file",
 ]
@@ -71,7 +72,8 @@ def _index_folder(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _detect_layout(root: Path) -> Layout:
+def detect_layout(root: Path) -> Layout:
+    """``"levir"`` when ``root`` has ``A/`` and ``B/``, ``"whu"`` when it has ``prev/`` and ``curr/``."""
     for name, (a, b, _) in LAYOUTS.items():
         if (root / a).is_dir() and (root / b).is_dir():
             return name  # type: ignore[return-value]
@@ -143,7 +145,7 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingPartnerError(f"dataset folder not found: {self.root}")
-        self.layout: Layout = _detect_layout(self.root) if layout == "auto" else layout
+        self.layout: Layout = detect_layout(self.root) if layout == "auto" else layout
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; expected one of {sorted(LAYOUTS)}")
         self.folders = LAYOUTS[self.layout] if labels else LAYOUTS[self.layout][:2]

@@ -10,7 +10,9 @@ Normalisation is explicit because change models disagree: the official BIT relea
 ``(x - 0.5) / 0.5`` of 0-1 pixels (the defaults here), ImageNet-pretrained backbones want ImageNet
 statistics. Training samples get a random crop plus the same flips/rotation for both dates and the
 mask (:class:`~rsvit.data.change.ChangeTransform`); evaluation uses whole, un-augmented pairs. The test
-set is ``test_split`` when given, else the validation set.
+set is ``test_split`` when given, else the validation set; the predicted set is ``predict_split`` when
+given, else the test set. Predicted pairs need no label: with ``predict_labels`` left unset, labels are
+read when the dataset has a label folder (the prediction PNGs then colour true and false positives).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from rsvit.data.change import ChangeDetectionDataset, ChangeTransform
+from rsvit.data.change import LAYOUTS, ChangeDetectionDataset, ChangeTransform, detect_layout
 
 __all__ = ["ALL_PAIRS", "CHANGE_CLASSES", "ChangeDataModule"]
 
@@ -36,7 +38,9 @@ class ChangeDataModule(L.LightningDataModule):
     Args:
         root: dataset folder (``A/``, ``B/``, ``label/`` or ``prev/``, ``curr/``, ``label/``).
         layout: ``"levir"``, ``"whu"`` or ``"auto"``.
-        train_split, val_split, test_split: list-file name, list of pair names, or ``"*"``.
+        train_split, val_split, test_split, predict_split: list-file name, list of pair names, or ``"*"``.
+        predict_root: folder of the pairs to predict (default ``root``), e.g. new unlabelled dates.
+        predict_labels: read labels of the predicted pairs (default: when the label folder exists).
         crop_size: training crop (official BIT: 256, the LEVIR-CD crop size).
         batch_size: training batch; eval_batch_size: evaluation batch (default: ``batch_size``;
             evaluation pairs of one batch must share a size).
@@ -58,6 +62,9 @@ class ChangeDataModule(L.LightningDataModule):
         train_split: Split = "train",
         val_split: Split = "val",
         test_split: Split = None,
+        predict_split: Split = None,
+        predict_root: str | None = None,
+        predict_labels: bool | None = None,
         crop_size: int = 256,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
@@ -133,21 +140,37 @@ class ChangeDataModule(L.LightningDataModule):
 
     def _split_of(self, stage: str) -> Split:
         hp = self.hparams
-        return {"train": hp.train_split, "val": hp.val_split, "test": hp.test_split or hp.val_split}[stage]
+        test = hp.test_split or hp.val_split
+        if stage == "predict":
+            # another folder has no reason to share this one's list files: default to all its pairs
+            return hp.predict_split or (ALL_PAIRS if hp.predict_root else test)
+        return {"train": hp.train_split, "val": hp.val_split, "test": test}[stage]
+
+    def _predict_labels(self, root: Path) -> bool:
+        if self.hparams.predict_labels is not None:
+            return bool(self.hparams.predict_labels)
+        layout = self.layout if self.layout != "auto" else detect_layout(root)
+        return (root / LAYOUTS[layout][2]).is_dir()
 
     def dataset(self, stage: str) -> ChangeDetectionDataset:
-        """The dataset of ``"train"``, ``"val"`` or ``"test"`` (built on first use)."""
+        """The dataset of ``"train"``, ``"val"``, ``"test"`` or ``"predict"`` (built on first use)."""
+        if stage not in ("train", "val", "test", "predict"):
+            raise ValueError(f"unknown stage {stage!r}; expected train, val, test or predict")
         if stage not in self._datasets:
             split = self._split_of(stage)
             if split is None or split == []:
                 raise ValueError(f"no {stage} data configured (set {stage}_split)")
             names = list(split) if isinstance(split, list) else None
             list_name = split if isinstance(split, str) and split != ALL_PAIRS else None
+            root = self.root
+            if stage == "predict" and self.hparams.predict_root:
+                root = Path(self.hparams.predict_root).expanduser()
             self._datasets[stage] = ChangeDetectionDataset(
-                self.root,
+                root,
                 split=list_name,
                 layout=self.layout,  # type: ignore[arg-type]
                 names=names,
+                labels=self._predict_labels(root) if stage == "predict" else True,
                 ignore_value=self.hparams.ignore_value,
                 transform=self.train_transform if stage == "train" else self.eval_transform,
                 bands=self.hparams.bands,
@@ -155,7 +178,7 @@ class ChangeDataModule(L.LightningDataModule):
         return self._datasets[stage]
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for name in wanted.get(stage or "fit", ("train", "val")):
             self.dataset(name)
 
@@ -183,3 +206,6 @@ class ChangeDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("predict"), self.eval_batch_size, shuffle=False, drop_last=False)

@@ -11,6 +11,13 @@ What the task adds to the network built from a :class:`~rsvit.models.ModelSpec`:
   confusion matrix, the BIT paper's definition), logged as ``val/F1``, ``val/IoU``,
   ``val/precision``, ``val/recall``, ``val/OA`` and the per-image means ``val/per_image/F1`` ...
 
+Evaluation runs on whole pairs (``eval_mode="whole"``) or, for tiles larger than the training crops
+(e.g. the 1024x1024 WHU-CD tiles), in overlapping windows whose logits are averaged
+(``eval_mode="slide"``, :mod:`rsvit.models.sliding_window`): BIT pools its tokens over the whole input, so
+a model trained on 256 px crops sees a different token statistic on a 1024 px tile. The same mode serves
+``predict`` (:meth:`ChangeDetectionTask.predict_step`, written by
+:class:`~rsvit.tasks.change_predict.ChangePredictionWriter`).
+
 Model selection uses a named validation metric only (:class:`ChangeReport` ``monitor``, and the
 checkpoint callback's ``monitor`` in the configs), never test scores. :class:`ChangeReport` writes
 ``metrics.json``, A | B | prediction | label PNGs and, at the end of fit, ``model.safetensors``
@@ -23,7 +30,7 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -36,6 +43,7 @@ from torchmetrics import MeanMetric
 from rsvit.metrics.change import ChangeDetectionMetrics
 from rsvit.models.change import bit_cross_entropy
 from rsvit.models.factory import ModelSpec, build_model, save_model
+from rsvit.models.sliding_window import sliding_window_inference
 from rsvit.tasks.callbacks import run_dir, write_json
 
 __all__ = ["CHANGE_METRICS", "ChangeDetectionTask", "ChangeReport", "linear_lr_factor"]
@@ -74,12 +82,16 @@ class ChangeDetectionTask(L.LightningModule):
             backbone ``bit_resnet18``) or a ready ``nn.Module`` with ``forward(a, b) -> logits``.
         num_classes, in_chans: override the spec's (linked from the data by the command line).
         weights: whole-model weights to start from (e.g. an exported ``model.safetensors``).
+        backbone_weights: backbone-only weights (e.g. an RSP pretrained checkpoint for ``bit_rsp``).
         ignore_index: label ignored by loss and metrics.
         optimizer: optimiser factory from config (default: official BIT SGD).
         lr_decay: apply BIT's linear decay to 0 (``False``: constant lr).
         class_names: ``["no change", "change"]`` (linked from the data).
         mean, std: the data's normalisation (linked), to show the inputs in plots and to export.
         num_plots: validation pairs kept for the report's PNGs.
+        eval_mode: ``"whole"`` (one forward per pair) or ``"slide"`` (windows of ``slide_crop`` every
+            ``slide_stride`` pixels, logits averaged) for validation, test and predict.
+        slide_crop, slide_stride, slide_batch_size: the sliding window (int or ``[height, width]``).
     """
 
     def __init__(
@@ -88,6 +100,7 @@ class ChangeDetectionTask(L.LightningModule):
         num_classes: int | None = None,
         in_chans: int | None = None,
         weights: str | None = None,
+        backbone_weights: str | None = None,
         ignore_index: int = 255,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_decay: bool = True,
@@ -95,8 +108,26 @@ class ChangeDetectionTask(L.LightningModule):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         num_plots: int = 4,
+        eval_mode: Literal["whole", "slide"] = "whole",
+        slide_crop: int | list[int] = 256,
+        slide_stride: int | list[int] = 256,
+        slide_batch_size: int = 4,
     ) -> None:
         super().__init__()
+        if eval_mode not in ("whole", "slide"):
+            raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
+        for name, value in (("slide_crop", slide_crop), ("slide_stride", slide_stride)):
+            sides = [value] if isinstance(value, int) else list(value)
+            if len(sides) not in (1, 2) or min(sides) < 1:
+                raise ValueError(f"{name} must be a positive int or [height, width], got {value!r}")
+        crops = [slide_crop] * 2 if isinstance(slide_crop, int) else list(slide_crop)
+        strides = [slide_stride] * 2 if isinstance(slide_stride, int) else list(slide_stride)
+        if any(s > c for s, c in zip(strides, crops, strict=False)):
+            raise ValueError(
+                f"slide_stride {slide_stride} exceeds slide_crop {slide_crop}: pixels would be missed"
+            )
+        if slide_batch_size < 1:
+            raise ValueError(f"slide_batch_size must be >= 1, got {slide_batch_size}")
         self.spec: ModelSpec | None
         if isinstance(model, nn.Module):
             self.spec = getattr(model, "spec", None)
@@ -134,6 +165,13 @@ class ChangeDetectionTask(L.LightningModule):
             from rsvit.weights import load_into
 
             load_into(self.model, weights)
+        if backbone_weights:
+            from rsvit.weights import load_into
+
+            backbone = getattr(self.model, "backbone", None)
+            if not isinstance(backbone, nn.Module):
+                raise ValueError("backbone_weights given but the model has no 'backbone' module")
+            load_into(backbone, backbone_weights)
         for stage in ("val", "test"):
             setattr(self, f"{stage}_metrics", ChangeDetectionMetrics(self.num_classes))
             setattr(self, f"{stage}_loss", MeanMetric())
@@ -143,6 +181,33 @@ class ChangeDetectionTask(L.LightningModule):
     def forward(self, image_a: Tensor, image_b: Tensor) -> Tensor:
         """Change logits ``(B, num_classes, H, W)``."""
         return self.model(image_a, image_b)
+
+    def _slide(self, image_a: Tensor, image_b: Tensor) -> Tensor:
+        hp = self.hparams
+        channels = image_a.shape[1]
+
+        def pair_logits(stacked: Tensor) -> Tensor:
+            # the window helper takes one image: both dates travel stacked along the channels
+            return self.model(stacked[:, :channels], stacked[:, channels:])
+
+        return sliding_window_inference(
+            pair_logits,
+            torch.cat([image_a, image_b], dim=1),
+            hp.slide_crop,
+            hp.slide_stride,
+            self.num_classes,
+            batch_size=int(hp.slide_batch_size),
+        )
+
+    def infer(self, image_a: Tensor, image_b: Tensor) -> Tensor:
+        """Evaluation logits ``(B, num_classes, H, W)`` (float32) in the configured ``eval_mode``."""
+        if image_a.shape != image_b.shape:
+            raise ValueError(
+                f"the two dates differ in shape: {tuple(image_a.shape)} vs {tuple(image_b.shape)}"
+            )
+        if self.hparams.eval_mode == "slide":
+            return self._slide(image_a, image_b).float()
+        return self(image_a, image_b).float()
 
     def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
         return bit_cross_entropy(logits.float(), mask, ignore_index=int(self.hparams.ignore_index))
@@ -163,7 +228,7 @@ class ChangeDetectionTask(L.LightningModule):
         return image * std + mean
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
-        logits = self(batch["image_a"], batch["image_b"]).float()
+        logits = self.infer(batch["image_a"], batch["image_b"])
         mask = batch["mask"]
         getattr(self, f"{stage}_loss").update(self.loss(logits, mask), weight=logits.shape[0])
         prediction = logits.argmax(1)
@@ -187,6 +252,21 @@ class ChangeDetectionTask(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step("test", batch)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Per pair: ``path``, ``prediction`` (uint8 class map), both dates for display, ``mask`` if known."""
+        image_a, image_b = batch["image_a"], batch["image_b"]
+        prediction = self.infer(image_a, image_b).argmax(1).to(torch.uint8).cpu()
+        n = prediction.shape[0]
+        out: dict[str, Any] = {
+            "path": [str(p) for p in batch.get("path", [""] * n)],
+            "prediction": list(prediction),
+            "image_a": list(self._undo_normalisation(image_a.float()).clamp(0, 1).cpu()),
+            "image_b": list(self._undo_normalisation(image_b.float()).clamp(0, 1).cpu()),
+        }
+        if "mask" in batch:
+            out["mask"] = list(batch["mask"].cpu())
+        return out
 
     def on_validation_epoch_start(self) -> None:
         self.examples = []

@@ -1,12 +1,13 @@
 """Command line of the change-detection task: LightningCLI with the data linked into the model.
 
-* ``run_change_cli(["fit", "--config", "configs/change/levir_quick.yaml"])`` (also ``validate`` and
-  ``test``): the data's classes, normalisation, ignore index and band count are linked into the task;
-  every run gets ``metrics.json``, validation PNGs and, after fit, ``model.safetensors`` in its run
-  folder (:class:`~rsvit.tasks.change.ChangeReport`).
+* ``run_change_cli(["fit", "--config", "configs/change/levir_quick.yaml"])`` (also ``validate``,
+  ``test`` and ``predict``): the data's classes, normalisation, ignore index and band count are linked
+  into the task; every run gets ``metrics.json``, validation PNGs and, after fit, ``model.safetensors``
+  in its run folder (:class:`~rsvit.tasks.change.ChangeReport`), and ``predictions/`` when predicting
+  (:class:`~rsvit.tasks.change_predict.ChangePredictionWriter`).
 * :func:`train_from_config`: fit from a YAML file (plus overrides) and return the run folder.
 
-``python -m rsvit.tasks.change_runner <fit|validate|test> --config ...`` runs it without the ``rsvit``
+``python -m rsvit.tasks.change_runner <fit|validate|test|predict> --config ...`` runs it without the ``rsvit``
 entry point.
 """
 
@@ -21,7 +22,7 @@ from rsvit.tasks.runner import fit_config, instantiate_cli, run_cli
 
 __all__ = ["build_change_cli", "main", "run_change_cli", "train_from_config"]
 
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _cli_class() -> type:
@@ -29,6 +30,7 @@ def _cli_class() -> type:
 
     from rsvit.datamodules.change import ChangeDataModule
     from rsvit.tasks.change import ChangeDetectionTask, ChangeReport
+    from rsvit.tasks.change_predict import ChangePredictionWriter
 
     class _ChangeCLI(LightningCLI):
         """LightningCLI with the data linked into the task and the report callback always on."""
@@ -45,6 +47,7 @@ def _cli_class() -> type:
             parser.link_arguments("data.mean", "model.mean")
             parser.link_arguments("data.std", "model.std")
             parser.add_lightning_class_args(ChangeReport, "report")
+            parser.add_lightning_class_args(ChangePredictionWriter, "prediction_writer")
 
     return _ChangeCLI
 
@@ -61,7 +64,7 @@ def build_change_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> An
 
 
 def run_change_cli(args: list[str]) -> int:
-    """``fit|validate|test --config ...``. Returns the exit status."""
+    """``fit|validate|test|predict --config ...``. Returns the exit status."""
     return run_cli(build_change_cli, args, LIGHTNING_SUBCOMMANDS)
 
 

@@ -1,0 +1,102 @@
+"""Change-detection predictions written by ``rsvit predict --config ...``.
+
+:class:`ChangePredictionWriter` writes, for every predicted pair, into ``<run folder>/predictions``:
+
+* ``<name>.png``: date A | date B | prediction, plus the label when the data have one; the prediction
+  panel then shows true positives, false positives and false negatives in their own colours
+  (:func:`rsvit.data.change_plots.change_figure`);
+* ``<name>_mask.png``: the change mask as an 8-bit grey PNG, 0 = no change, 255 = change, the coding of
+  the LEVIR-CD / WHU-CD labels, so predictions can be scored like labels.
+
+Files are written atomically; with several processes each writes the pairs it predicted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from rsvit.atomic import atomic_path
+from rsvit.tasks.callbacks import run_dir
+
+__all__ = ["ChangePredictionWriter", "save_change_mask"]
+
+
+def save_change_mask(path: str | os.PathLike[str], prediction: torch.Tensor | np.ndarray) -> Path:
+    """Writes an ``(H, W)`` 0/1 change map as a 0/255 grey PNG, atomically."""
+    from PIL import Image
+
+    array = torch.as_tensor(prediction).detach().cpu().numpy()
+    if array.ndim != 2:
+        raise ValueError(f"a change mask must be (H, W), got shape {array.shape}")
+    values = set(np.unique(array).tolist())
+    if not values <= {0, 1}:
+        raise ValueError(f"a change mask holds 0/1 classes, got values {sorted(values)[:8]}")
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array.astype(np.uint8) * 255).save(tmp, format="PNG")
+    return path
+
+
+def _safe_name(path: str, index: int) -> str:
+    stem = Path(path).stem if path else f"pair_{index:04d}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+class ChangePredictionWriter(BasePredictionWriter):
+    """Writes ``<name>.png`` (A | B | prediction [| label]) and ``<name>_mask.png`` (0/255) per pair.
+
+    Args:
+        output_dir: folder (default ``<run folder>/predictions``).
+        figures: write the side-by-side PNG.
+        masks: write the 0/255 change mask.
+    """
+
+    def __init__(self, output_dir: str | None = None, figures: bool = True, masks: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.figures = figures
+        self.masks = masks
+        self.written: list[Path] = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if not prediction:
+            return
+        from rsvit.data.change_plots import change_figure, save_change_figure
+
+        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        ignore = int(getattr(pl_module.hparams, "ignore_index", 255))
+        masks = prediction.get("mask") or [None] * len(prediction["prediction"])
+        items = zip(
+            prediction["path"],
+            prediction["prediction"],
+            prediction["image_a"],
+            prediction["image_b"],
+            masks,
+            strict=True,
+        )
+        for i, (path, change, image_a, image_b, mask) in enumerate(items):
+            name = _safe_name(path, batch_idx * 1000 + i)
+            if self.figures:
+                figure = change_figure(
+                    image_a, image_b, prediction=change, mask=mask, title=Path(path).name, ignore_index=ignore
+                )
+                self.written.append(save_change_figure(figure, folder / f"{name}.png"))
+            if self.masks:
+                self.written.append(save_change_mask(folder / f"{name}_mask.png", change))
