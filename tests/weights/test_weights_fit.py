@@ -97,3 +97,23 @@ def test_standardized_adaptation_rule_on_timm_stdconv():
         torch.testing.assert_close(norms, norms[:1].expand(8), atol=1e-5, rtol=1e-5)
         repeats = bands // 3
         assert float(out[:, 3 * repeats :].abs().sum()) == 0.0
+
+
+def test_wrapper_head_named_like_the_backbone_classifier_survives(tmp_path):
+    """A change model whose feature backbone's timm classifier is called ``classifier`` has its own
+    ``classifier``: loading its exported weights must keep that head, not drop it as the backbone's."""
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = create_backbone("test_efficientnet", out_indices=(1, 2))
+            self.classifier = torch.nn.Conv2d(4, 2, 1)
+
+    torch.manual_seed(0)
+    source, target = Wrapper(), Wrapper()
+    assert source.backbone.model.pretrained_cfg["classifier"] == "classifier"
+    path = tmp_path / "wrapper.safetensors"
+    save(path, source.state_dict(), WeightsMetadata())
+    load_into(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key

@@ -104,8 +104,12 @@ def fit_to_model(
             head_prefix = f"{prefix}{head}."
             if any(k.startswith(head_prefix) for k in target):
                 continue
-            # Unmatched entries keep the checkpoint's own name, with or without the wrapper prefix.
-            for key in [k for k in out if k.startswith((head_prefix, f"{head}."))]:
+            # Unmatched entries keep the checkpoint's own name, with or without the wrapper prefix; an
+            # unprefixed name the model itself has (a wrapper's own head of the same name) is not one.
+            bare = f"{head}."
+            for key in [
+                k for k in out if k.startswith(head_prefix) or (k.startswith(bare) and k not in target)
+            ]:
                 del out[key]
                 ignored.append(key)
     return out, adapted, ignored
