@@ -122,3 +122,23 @@ def test_single_band_into_a_three_band_model_is_a_clear_error(tmp_path, data_dir
     with pytest.raises(InputError, match=r"provides 1 band\(s\) \[1\] but the model expects 3"):
         predict_raster(rgb_model, source, out, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg3.safetensors"]
+
+
+def test_bundled_naip_sample_is_rgb_plus_nir_and_reads_without_warnings(tmp_path, rgb_model):
+    """The demo's scene labels its fourth band as data (near infrared), not alpha: an RGB model needs
+    ``--bands 1,2,3``, and reading raises no nodata/alpha ambiguity warning."""
+    import warnings
+    from importlib import resources
+
+    from rasterio.enums import ColorInterp
+
+    source = resources.files("rsvit") / "assets" / "naip_2020_sample.tif"
+    with rasterio.open(source) as src:
+        assert src.colorinterp[3] != ColorInterp.alpha and src.nodata == 0
+    with pytest.raises(InputError, match=r"provides 4 band\(s\).*expects 3"):
+        predict_raster(rgb_model, source, tmp_path / "m.tif", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = predict_raster(rgb_model, source, tmp_path / "m.tif", bands="1,2,3", progress=False)
+    assert report.width == 640 and report.height == 512
+    _check_grid_and_nodata(source, tmp_path / "m.tif")

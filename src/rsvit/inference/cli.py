@@ -68,6 +68,13 @@ def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
         default="cpu",
         help="Lightning accelerator when --devices > 1 (cpu, gpu; default cpu)",
     )
+    parser.add_argument(
+        "--strategy",
+        default="ddp_spawn",
+        choices=("ddp_spawn", "ddp"),
+        help="how Lightning starts the processes when --devices > 1: ddp_spawn (default) or ddp (copies "
+        "of this command, e.g. under a cluster launcher)",
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="reader processes ahead of the model")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -96,6 +103,7 @@ def run_predict_raster(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             devices=args.devices,
             accelerator=args.accelerator,
+            strategy=args.strategy,
             num_workers=args.num_workers,
         )
     except KeyboardInterrupt:

@@ -22,7 +22,17 @@ from torch.utils.data import DataLoader
 from rsvit.inference.engine import Job, ShareRunner, WindowPredictor, loader_for
 from rsvit.inference.writer import MapSink, PartialFiles, copy_rows
 
-__all__ = ["RasterPredictionModule", "predict_distributed"]
+__all__ = ["HelperRankDone", "RasterPredictionModule", "predict_distributed"]
+
+
+class HelperRankDone(SystemExit):
+    """Ends a non-writing rank started as a copy of the command (``ddp``) once its share is written.
+
+    A clean exit (status 0) that must not trigger clean-up: the writer rank is still merging the files.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)
 
 
 def _rank_files(output: Path, rank: int) -> PartialFiles:
@@ -85,7 +95,7 @@ def predict_distributed(
 
     On return the merged result is in the main partial files of ``output`` (see :class:`PartialFiles`).
     Under ``ddp`` (processes started as copies of the script) only rank 0 gets the merged files; the other
-    ranks raise ``SystemExit(0)`` after the barrier, as they have nothing more to do.
+    ranks raise :class:`HelperRankDone` (a ``SystemExit(0)``) after the barrier: they have nothing more to do.
     """
     plan = job.plan
     if plan.n_rows < devices:
@@ -108,7 +118,7 @@ def predict_distributed(
     trainer.predict(module, return_predictions=False)
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
-        raise SystemExit(0)
+        raise HelperRankDone()
 
     shares = plan.shares(devices)
     main = _rank_files(output, 0)

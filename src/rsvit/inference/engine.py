@@ -526,7 +526,11 @@ def predict_raster(
         except InputError:
             files.remove()  # a damaged or unusable input: nothing worth resuming
             raise
-        except BaseException:
+        except BaseException as err:
+            from rsvit.inference.distributed import HelperRankDone
+
+            if isinstance(err, HelperRankDone):
+                raise  # a finished helper rank: the writer rank owns (and is still using) the files
             state_now = read_state(files.state)
             if state_now is None or devices > 1:
                 files.remove()
