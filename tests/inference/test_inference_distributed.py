@@ -55,14 +55,14 @@ def test_ddp_copies_of_the_command_equal_one_process(tmp_path, write_raster, sce
     spec = ModelSpec("segmentation", "resnet18", head="fcn", num_classes=3, head_kwargs={"channels": 8})
     model_file = tmp_path / "model.safetensors"
     save_model(model_file, build_model(spec), spec, META)
+    command = [sys.executable, "-m", "rsvit.inference.cli", "--model", str(model_file), "--input", str(path)]
     options = ["--window", "128", "--overlap", "32", "--quiet", "--devices", "2", "--strategy", "ddp"]
     one = tmp_path / "one" / "map.tif"
     two = tmp_path / "two" / "map.tif"
     predict_raster(model_file, path, one, window=128, overlap=32, progress=False)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [sys.executable, "-m", "rsvit.inference.cli", "--model", str(model_file), "--input", str(path)]
-        + ["--output", str(two), *options],
+        [*command, "--output", str(two), *options],
         capture_output=True,
         text=True,
         env=env,
