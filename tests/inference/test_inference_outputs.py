@@ -146,3 +146,19 @@ def test_classification_models_are_refused(tmp_path, write_raster, scene, pixel_
         predict_raster(path, scene_path, tmp_path / "m.tif", progress=False)
     with pytest.raises(ValueError, match="would overwrite the input"):
         predict_raster(pixel_model(), scene_path, scene_path, progress=False)
+
+
+def test_default_window_comes_from_the_model_file(tmp_path, write_raster, scene, pixel_model):
+    """A model file may recommend its window (BIT: the training crop); explicit settings still win."""
+    path = write_raster(tmp_path / "s.tif", scene(300, 260))
+    recommended = WeightsMetadata(classes=("a", "b", "c"), extra={"window": [96, 96]})
+    report = predict_raster(pixel_model(), path, tmp_path / "a.tif", metadata=recommended, progress=False)
+    assert (report.window, report.overlap) == (96, 24)
+    assert "96 px with 24 px overlap" in report.summary()
+    plain = WeightsMetadata(classes=("a", "b", "c"))
+    report = predict_raster(pixel_model(), path, tmp_path / "b.tif", metadata=plain, progress=False)
+    assert (report.window, report.overlap) == (512, 128)
+    report = predict_raster(
+        pixel_model(), path, tmp_path / "c.tif", metadata=recommended, window=128, overlap=8, progress=False
+    )
+    assert (report.window, report.overlap) == (128, 8)

@@ -61,6 +61,7 @@ def test_training_lowers_loss_and_exports(trained_run: Path) -> None:
     model, spec, meta = load_model(trained_run / "model.safetensors")
     assert spec.task == "change" and spec.backbone == "bit_resnet18"
     assert meta.classes == ("no change", "change") and meta.mean == (0.5, 0.5, 0.5) and meta.std == (0.5,) * 3
+    assert meta.extra["window"] == 64  # the training crop: predict-raster's default window for BIT
     last = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     task = ChangeDetectionTask(model={"backbone": "bit_resnet18"})
     task.load_state_dict(last["state_dict"])

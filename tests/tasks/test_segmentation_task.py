@@ -238,6 +238,7 @@ def test_fit_exports_a_model_that_reloads_with_the_same_logits(tmp_path: Path) -
     assert meta.classes == tuple(CLASSES) and meta.extra["palette"] == PALETTE
     assert meta.mean == pytest.approx((0.485, 0.456, 0.406)) and meta.input_size == (3, 32, 32)
     assert meta.extra["eval_mode"] == "slide" and meta.extra["slide_crop"] == 32
+    assert meta.extra["window"] == 32  # predict-raster's default window
     x = torch.randn(2, 3, 40, 40)
     task.model.eval()
     with torch.no_grad():

@@ -44,9 +44,14 @@ def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--simplify", type=float, default=1.0, help="polygon simplification tolerance in pixels (0: none)"
     )
-    parser.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
     parser.add_argument(
-        "--overlap", type=int, default=128, help="minimum window overlap in pixels (default 128)"
+        "--window",
+        type=int,
+        default=None,
+        help="window size in pixels (default: the model's training or evaluation window, else 512)",
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=None, help="minimum window overlap in pixels (default: window / 4)"
     )
     parser.add_argument(
         "--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all but alpha)"

@@ -260,6 +260,8 @@ class PredictionReport:
     seconds: float
     model_seconds: float
     features: int | None = None
+    window: int = 0
+    overlap: int = 0
 
     @property
     def megapixels(self) -> float:
@@ -278,6 +280,7 @@ class PredictionReport:
         lines = [
             f"map: {self.output} ({self.width} x {self.height} px)",
             f"windows: {self.windows} run, {self.skipped_windows} skipped (all nodata), strips {self.strips}"
+            + (f", {self.window} px with {self.overlap} px overlap" if self.window else "")
             + (f", resumed after strip {self.resumed_from}" if self.resumed_from else ""),
             f"time: {self.seconds:.1f} s ({self.seconds_per_megapixel:.3f} s/MP), "
             f"model {self.model_seconds:.1f} s",
@@ -302,6 +305,14 @@ def _expected_bands(model: nn.Module, spec: Any, metadata: Any) -> int | None:
     if spec is not None:
         return int(spec.in_chans)
     return _first_conv_channels(model)
+
+
+def _default_window(extra: dict[str, Any]) -> int:
+    """The window the model file recommends (``extra["window"]``, an int or a square ``[h, w]``), else 512."""
+    window = extra.get("window")
+    if isinstance(window, list | tuple) and len(window) == 2 and window[0] == window[1]:
+        window = window[0]
+    return int(window) if isinstance(window, int) and window > 0 else 512
 
 
 def _infer_channels(model: nn.Module, spec: Any, meta: Any, task: str, bands: int, plan: WindowPlan) -> int:
@@ -347,8 +358,8 @@ def predict_raster(
     output_path: str | os.PathLike[str],
     *,
     input_b: str | os.PathLike[str] | None = None,
-    window: int = 512,
-    overlap: int = 128,
+    window: int | None = None,
+    overlap: int | None = None,
     bands: str | Sequence[int] | None = None,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
@@ -378,7 +389,10 @@ def predict_raster(
             the same pixel grid.
         output_path: the class map (values for regression models), a Cloud-Optimized GeoTIFF on the
             input's grid (same CRS, transform and size), nodata where the input was nodata.
-        window, overlap: window size and minimum overlap in pixels.
+        window, overlap: window size and minimum overlap in pixels. Default window: the one the model
+            file recommends (``extra["window"]``: the evaluation window of a sliding-window model, or the
+            training crop of a change model, whose tokens pool over the whole input), otherwise 512.
+            Default overlap: a quarter of the window.
         bands: 1-based bands to feed the model (``"1,2,3"`` or a sequence); default: all, minus alpha.
         batch_size, device, bf16: how the model runs (``bf16``: bfloat16 autocast).
         probabilities: ``"uint8"`` or ``"float16"`` to also write per-class probabilities to
@@ -429,6 +443,8 @@ def predict_raster(
 
     net = net.to(device).eval()
     extra = dict(getattr(meta, "extra", None) or {})
+    window = int(window) if window is not None else _default_window(extra)
+    overlap = int(overlap) if overlap is not None else window // 4
     band_list = parse_bands(bands)
     expected = _expected_bands(net, spec, meta)
     scale = scale if scale is not None else extra.get("input_scale")
@@ -562,6 +578,8 @@ def predict_raster(
         seconds=time.perf_counter() - start_time,
         model_seconds=predictor.model_seconds,
         features=features,
+        window=window,
+        overlap=overlap,
     )
 
 

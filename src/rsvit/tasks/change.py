@@ -344,6 +344,11 @@ class ChangeDetectionTask(L.LightningModule):
             classes=tuple(self.class_names),
             extra={
                 "inputs": ["image_a", "image_b"],
+                # BIT pools its tokens over the whole input: predict on windows like those it was trained
+                # or evaluated on (predict-raster's default window)
+                "window": self.hparams.slide_crop
+                if self.hparams.eval_mode == "slide"
+                else (preprocessing.get("input_size") or [None, None, None])[-1],
                 "ignore_index": int(self.hparams.ignore_index),
                 "global_step": int(self.global_step) if self._trainer is not None else 0,
             },

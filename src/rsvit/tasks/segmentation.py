@@ -466,6 +466,8 @@ class SegmentationTask(L.LightningModule):
                 "eval_mode": str(hp.eval_mode),
                 "slide_crop": hp.slide_crop,
                 "slide_stride": hp.slide_stride,
+                # predict-raster's default window: the evaluation window of a sliding-window model
+                **({"window": hp.slide_crop} if hp.eval_mode == "slide" else {}),
                 "global_step": int(self.global_step) if self._trainer is not None else 0,
             },
         )
