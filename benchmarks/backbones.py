@@ -1,6 +1,6 @@
 """Backbone throughput on this machine: forward and training step, fp32 and bf16 autocast.
 
-    bash scripts/in-env python benchmarks/backbones.py [--batch-size 8] [--iters 5] [--models ...]
+    bash scripts/in-env python benchmarks/backbones.py [--batch-size 8] [--rounds 3] [--models ...]
 
 Absolute img/s swing with machine load; the ratios to swin_tiny, measured in the same run, are the
 figures to compare. Targets for ViTAEv2-S are stated relative to swin_tiny using the reference
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -40,7 +41,8 @@ def _timed(fn, iters: int) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, batch: int, iters: int, size: int, channels_last: bool) -> dict[str, float]:
+def workloads(name: str, batch: int, size: int, channels_last: bool) -> dict[str, Callable[[], None]]:
+    """The four timed jobs of one backbone: forward and training step, fp32 and bf16 autocast."""
     import timm
 
     model = timm.create_model(BACKBONE_ALIASES.get(name, name), num_classes=51)
@@ -48,34 +50,34 @@ def measure(name: str, batch: int, iters: int, size: int, channels_last: bool) -
     model = model.to(memory_format=fmt)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 51, (batch,))
-    out: dict[str, float] = {}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    jobs: dict[str, Callable[[], None]] = {}
     for precision in ("fp32", "bf16"):
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-        model.eval()
 
         def forward(ctx=ctx):
+            model.eval()
             with torch.inference_mode(), ctx():
                 model(x)
 
-        out[f"fwd {precision}"] = batch / _timed(forward, iters)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step(ctx=ctx, opt=opt):
+        def step(ctx=ctx):
+            model.train()
             with ctx():
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        out[f"train {precision}"] = batch / _timed(step, max(2, iters // 2))
-    return out
+        jobs[f"fwd {precision}"] = forward
+        jobs[f"train {precision}"] = step
+    return jobs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per job and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--models", nargs="+", default=["swin_t", "vitaev2_s", "resnet50", "vit_b"])
@@ -95,20 +97,34 @@ def main() -> None:
         f"channels_last={args.channels_last}, flush denormals={not args.keep_denormals}, "
         f"torch {torch.__version__}"
     )
-    results = {m: measure(m, args.batch_size, args.iters, args.size, args.channels_last) for m in models}
-    base = results["swin_t"]
+    jobs = {m: workloads(m, args.batch_size, args.size, args.channels_last) for m in models}
+    # Rounds interleave the models so that slow drifts of the machine's speed hit all of them alike; the
+    # figures are medians over rounds, the ratios medians of the per-round ratios.
+    rates: dict[str, dict[str, list[float]]] = {m: {k: [] for k in jobs[m]} for m in models}
+    for r in range(args.rounds):
+        for name in models:
+            for key, job in jobs[name].items():
+                iters = args.iters if key.startswith("fwd") else max(2, args.iters // 2)
+                rates[name][key].append(args.batch_size / _timed(job, iters))
+        print(f"  round {r + 1}/{args.rounds} done", flush=True)
+    results = {m: {k: statistics.median(v) for k, v in rates[m].items()} for m in models}
+
+    def ratio(name: str, key: str, base_key: str) -> float:
+        return statistics.median(
+            a / b for a, b in zip(rates[name][key], rates["swin_t"][base_key], strict=True)
+        )
+
     cols = ["fwd fp32", "fwd bf16", "train fp32", "train bf16"]
     print(f"\n{'img/s':<12}" + "".join(f"{c:>12}" for c in cols) + "   ratio to swin_t fp32 (fwd, train)")
     for name, res in results.items():
-        ratios = f"{res['fwd fp32'] / base['fwd fp32']:.2f}x, {res['train fp32'] / base['train fp32']:.2f}x"
+        ratios = f"{ratio(name, 'fwd fp32', 'fwd fp32'):.2f}x, {ratio(name, 'train fp32', 'train fp32'):.2f}x"
         print(f"{name:<12}" + "".join(f"{res[c]:>12.2f}" for c in cols) + f"   {ratios}")
     if "vitaev2_s" in results:
-        vit = results["vitaev2_s"]
-        print("\nViTAEv2-S targets (ratio to swin_t fp32 in this run):")
+        print("\nViTAEv2-S targets (ratio to swin_t fp32 in this run, median over rounds):")
         checks = {
-            "fwd fp32": vit["fwd fp32"] / base["fwd fp32"],
-            "train fp32": vit["train fp32"] / base["train fp32"],
-            "fwd bf16": vit["fwd bf16"] / base["fwd fp32"],
+            "fwd fp32": ratio("vitaev2_s", "fwd fp32", "fwd fp32"),
+            "train fp32": ratio("vitaev2_s", "train fp32", "train fp32"),
+            "fwd bf16": ratio("vitaev2_s", "fwd bf16", "fwd fp32"),
         }
         for key, value in checks.items():
             verdict = "met" if value >= TARGETS[key] else "NOT met"
