@@ -71,3 +71,28 @@ def test_demo_config_reads_the_bundled_copy(tmp_path: Path) -> None:
     dm = cli.datamodule
     assert len(dm.dataset("train")) == 10 and len(dm.dataset("val")) == 2
     assert cli.model.num_classes == 6 and cli.trainer.max_steps <= 100
+
+
+def test_dpt_config_differs_from_upernet_only_in_the_head(tmp_path: Path) -> None:
+    """Comparing decoders is one config change: the DPT config keeps the UperNet one's schedule and data."""
+    dpt, upernet = _load("dpt_vitaev2_s_potsdam"), _load("upernet_vitaev2_s_potsdam")
+    dpt_model, upernet_model = dpt["model"].pop("model"), upernet["model"].pop("model")
+    assert dpt_model["head"] == "dpt" and dpt_model["head_kwargs"] == {"features": 256}
+    assert {k: v for k, v in dpt_model.items() if k not in ("head", "head_kwargs")} == {
+        k: v for k, v in upernet_model.items() if k not in ("head", "head_kwargs")
+    }
+    dpt["trainer"]["logger"]["init_args"].pop("name")
+    upernet["trainer"]["logger"]["init_args"].pop("name")
+    assert dpt == upernet
+    cli = build_segmentation_cli(
+        [
+            "--config",
+            str(CONFIGS / "dpt_vitaev2_s_potsdam.yaml"),
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        run=False,
+    )
+    from rsvit.models.dpt import DPTHead
+
+    assert isinstance(cli.model.model.decode_head, DPTHead) and cli.model.model.decode_head.aux is not None

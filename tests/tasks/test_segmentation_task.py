@@ -280,3 +280,31 @@ def test_validate_and_predict_write_reports(tmp_path: Path) -> None:
     assert saved.shape == (40, 40) and np.array_equal(saved, expected.numpy())
     side = Image.open(folder / "1.png")
     assert side.size[0] > side.size[1]  # image and prediction side by side
+
+
+def test_dpt_head_trains_through_the_segmentation_task_with_its_auxiliary_output() -> None:
+    """``head: dpt`` is one config change away from UperNet: its own auxiliary output (on the penultimate
+    fusion map) joins the loss, and a few steps on a learnable pattern lower it."""
+    torch.manual_seed(0)
+    spec = {"backbone": "resnet18", "head": "dpt", "num_classes": 3, "head_kwargs": {"features": 16}}
+    task = SegmentationTask(spec, warmup_iters=0)
+    mask = torch.zeros(2, 64, 64, dtype=torch.long)
+    mask[0, :, 24:] = 1
+    mask[1, 32:] = 2
+    colours = torch.tensor([[0.2, 0.5, 0.3], [0.8, 0.2, 0.2], [0.3, 0.3, 0.9]])
+    image = colours[mask].permute(0, 3, 1, 2) + 0.05 * torch.randn(2, 3, 64, 64)  # regions of one colour
+    main, aux = task._train_outputs(image)
+    assert main.shape == aux.shape == (2, 3, 64, 64)
+    assert not torch.allclose(main, aux)
+    batch = {"image": image, "mask": mask}
+    loss, parts = task.training_loss(batch)
+    assert set(parts) == {"decode", "aux"}
+    assert loss.item() == pytest.approx(parts["decode"].item() + 0.4 * parts["aux"].item(), rel=1e-5)
+    optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    first = loss.item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        step_loss, _ = task.training_loss(batch)
+        step_loss.backward()
+        optimizer.step()
+    assert task.training_loss(batch)[0].item() < 0.7 * first

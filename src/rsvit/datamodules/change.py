@@ -20,10 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
-from torch.utils.data import DataLoader, Dataset, Subset
-
 from rsvit.data.change import LAYOUTS, ChangeDetectionDataset, ChangeTransform, detect_layout
+from rsvit.datamodules.base import DenseDataModule
 
 __all__ = ["ALL_PAIRS", "CHANGE_CLASSES", "ChangeDataModule"]
 
@@ -32,7 +30,7 @@ CHANGE_CLASSES = ("no change", "change")
 Split = str | list[str] | None
 
 
-class ChangeDataModule(L.LightningDataModule):
+class ChangeDataModule(DenseDataModule):
     """Change-detection data (see the module docstring).
 
     Args:
@@ -183,29 +181,3 @@ class ChangeDataModule(L.LightningDataModule):
             self.dataset(name)
 
     # -- loaders -------------------------------------------------------------------------------------
-
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last and len(dataset) >= batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        dataset: Dataset = self.dataset("train")
-        repeats = int(self.hparams.train_repeats)
-        if repeats > 1:
-            dataset = Subset(dataset, list(range(len(dataset))) * repeats)  # type: ignore[arg-type]
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("predict"), self.eval_batch_size, shuffle=False, drop_last=False)

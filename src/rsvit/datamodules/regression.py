@@ -17,15 +17,14 @@ images; a batch of differently sized images is padded (invalid) to the largest.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import rasterio
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from rsvit.data.height import (
     HeightKind,
@@ -34,6 +33,7 @@ from rsvit.data.height import (
     read_height_image,
     read_height_pair,
 )
+from rsvit.datamodules.base import DenseDataModule
 
 __all__ = ["HeightDataModule", "HeightTransform", "find_height_pairs", "height_collate"]
 
@@ -216,7 +216,7 @@ def height_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class HeightDataModule(L.LightningDataModule):
+class HeightDataModule(DenseDataModule):
     """Image / height pairs, joint augmentation and loaders (see the module docstring).
 
     Args:
@@ -374,29 +374,5 @@ class HeightDataModule(L.LightningDataModule):
         for name in wanted.get(stage or "fit", ("train", "val")):
             self.dataset(name)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last and len(dataset) >= batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            collate_fn=height_collate,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        dataset: Dataset = self.dataset("train")
-        repeats = int(self.hparams.train_repeats)
-        if repeats > 1:
-            dataset = Subset(dataset, list(range(len(dataset))) * repeats)  # type: ignore[arg-type]
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("predict"), self.eval_batch_size, shuffle=False, drop_last=False)
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        return height_collate

@@ -19,12 +19,10 @@ given, else the validation set. Evaluation batches hold whole images of any size
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-
-import lightning as L
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsvit.data.seg_datasets import (
     DUBAI_CLASSES,
@@ -48,6 +46,7 @@ from rsvit.data.segmentation import (
     parse_colour,
     read_file_list,
 )
+from rsvit.datamodules.base import DenseDataModule
 
 __all__ = ["SegmentationDataModule", "resolve_path"]
 
@@ -96,7 +95,7 @@ def resolve_path(text: str | Path) -> Path:
     return Path(text).expanduser()
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(DenseDataModule):
     """Segmentation images, masks, joint transforms and loaders (see the module docstring).
 
     Args:
@@ -316,29 +315,5 @@ class SegmentationDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------------
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last and len(dataset) >= batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        dataset: Dataset = self.dataset("train")
-        repeats = int(self.hparams.train_repeats)
-        if repeats > 1:
-            dataset = Subset(dataset, list(range(len(dataset))) * repeats)  # type: ignore[arg-type]
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("predict"), self.eval_batch_size, shuffle=False, drop_last=False)
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        return partial(pad_collate, ignore_index=self.ignore_index)

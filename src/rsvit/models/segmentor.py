@@ -77,9 +77,14 @@ class Segmentor(nn.Module):
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decode and auxiliary logits, both at input size, for training (the backbone runs once).
 
-        The auxiliary logits are ``None`` when the model has no auxiliary head.
+        The auxiliary logits come from the auxiliary head, else from a decode head with its own auxiliary
+        output (DPT's, on the penultimate fusion map); ``None`` when there is neither.
         """
         features = self.extract_features(x)
+        if self.auxiliary_head is None and hasattr(self.decode_head, "forward_with_aux"):
+            main, aux = self.decode_head.forward_with_aux(features)
+            main = self._to_input_size(main, x)
+            return main, None if aux is None else self._to_input_size(aux, x)
         main = self._to_input_size(self.decode_head(features), x)
         if self.auxiliary_head is None:
             return main, None

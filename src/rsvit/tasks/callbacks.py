@@ -17,14 +17,17 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from rsvit.atomic import atomic_write_text, commit_temp, reserve_temp, save_figure
 
 __all__ = [
     "MetricsReport",
     "PredictionWriter",
+    "RunReport",
     "plot_confusion_matrix",
     "run_dir",
+    "safe_stem",
     "write_json",
     "write_text",
 ]
@@ -161,6 +164,121 @@ class MetricsReport(Callback):
         self.last["test"] = result
         self._confusion(trainer, pl_module, "test")
         self._write(trainer, pl_module)
+
+
+class RunReport(Callback):
+    """The run report of the dense tasks: ``metrics.json``, validation figures, ``model.safetensors``.
+
+    Reads what the task keeps in ``evaluation`` (``{"val": ..., "test": ...}``, each entry with a ``step``)
+    and ``examples``. During fit every validation joins ``history`` and the best one by :meth:`score`
+    (higher is better) is kept; history and best travel in checkpoints, so a resumed run continues the same
+    report. Figures are drawn after fit and after a stand-alone validation; the model is exported at the end
+    of fit through the task's ``export_model``. Only the main process writes, atomically. Subclasses draw
+    the figures (:meth:`draw_examples`) and may rank entries differently (:meth:`score`).
+
+    Args:
+        filename: report name inside the run folder.
+        monitor: validation entry deciding the best evaluation.
+        export: file name of the exported model ('' to skip).
+        plots: write the validation figures (``val_predictions/``).
+    """
+
+    summary_drop: tuple[str, ...] = ("per_class", "confusion")  # bulky fields left out of the history
+
+    def __init__(
+        self,
+        filename: str = "metrics.json",
+        monitor: str = "",
+        export: str = "model.safetensors",
+        plots: bool = True,
+    ) -> None:
+        self.filename = filename
+        self.monitor = monitor
+        self.export = export
+        self.plots = plots
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.last: dict[str, Any] = {}
+        self.exported: Path | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.best = state_dict.get("best")
+
+    def score(self, entry: dict[str, Any]) -> float | None:
+        """How good a validation entry is (higher is better; ``None``: not comparable)."""
+        value = entry.get(self.monitor)
+        return None if value is None else float(value)
+
+    def header(self, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Fields written at the top of the report."""
+        return {"classes": list(getattr(pl_module, "class_names", []))}
+
+    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
+        """Draws the kept validation examples into ``folder`` (nothing by default)."""
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = run_dir(trainer)  # on every process (a collective), before the rank check
+        if not trainer.is_global_zero:
+            return
+        report = {
+            **self.header(pl_module),
+            "val": self.last.get("val"),
+            "best_val": self.best,
+            "history": self.history,
+            "test": self.last.get("test"),
+            "model": str(self.exported) if self.exported else None,
+        }
+        write_json(folder / self.filename, report)
+
+    def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = run_dir(trainer)  # on every process (a collective), before the rank check
+        if self.plots and trainer.is_global_zero:
+            self.draw_examples(folder / "val_predictions", pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        result = getattr(pl_module, "evaluation", {}).get("val")
+        if result is None:
+            return
+        self.last["val"] = result
+        if trainer.state.fn == "fit":
+            entry = {k: v for k, v in result.items() if k not in self.summary_drop}
+            self.history = [h for h in self.history if h["step"] != entry["step"]] + [entry]
+            score = self.score(entry)
+            best = None if self.best is None else self.score(self.best)
+            if score is not None and (best is None or score > best):
+                self.best = entry
+        else:
+            self._draw(trainer, pl_module)
+        self._write(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer, pl_module)
+        folder = run_dir(trainer)
+        if self.export and trainer.is_global_zero and hasattr(pl_module, "export_model"):
+            if getattr(pl_module, "spec", None) is None:
+                rank_zero_warn("model given as nn.Module without a ModelSpec: model.safetensors not exported")
+            else:
+                self.exported = pl_module.export_model(folder / self.export)
+        self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = getattr(pl_module, "evaluation", {}).get("test")
+        if result is None:
+            return
+        self.last["test"] = result
+        self._write(trainer, pl_module)
+
+
+def safe_stem(path: str, index: int, prefix: str = "image") -> str:
+    """A file-name-safe stem from ``path``, or ``<prefix>_<index>`` for items without one."""
+    stem = Path(path).stem if path else f"{prefix}_{index:04d}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
 class PredictionWriter(BasePredictionWriter):

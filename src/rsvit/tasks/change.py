@@ -34,9 +34,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -44,7 +42,7 @@ from rsvit.metrics.change import ChangeDetectionMetrics
 from rsvit.models.change import bit_cross_entropy
 from rsvit.models.factory import ModelSpec, build_model, save_model
 from rsvit.models.sliding_window import sliding_window_inference
-from rsvit.tasks.callbacks import run_dir, write_json
+from rsvit.tasks.callbacks import RunReport, safe_stem
 
 __all__ = ["CHANGE_METRICS", "ChangeDetectionTask", "ChangeReport", "linear_lr_factor"]
 
@@ -358,17 +356,12 @@ class ChangeDetectionTask(L.LightningModule):
         return path
 
 
-def _safe_name(path: str, index: int) -> str:
-    stem = Path(path).stem if path else f"pair_{index:04d}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-
-
-class ChangeReport(Callback):
+class ChangeReport(RunReport):
     """Writes ``metrics.json``, validation A | B | prediction | label PNGs and ``model.safetensors``.
 
-    Reads ``evaluation`` and ``examples`` of :class:`ChangeDetectionTask`; only the main process writes,
-    atomically. The best validation entry is chosen by ``monitor`` (higher is better). History and best
-    are kept in checkpoints.
+    Reads ``evaluation`` and ``examples`` of :class:`ChangeDetectionTask` (see
+    :class:`~rsvit.tasks.callbacks.RunReport`); the best validation entry is chosen by ``monitor``
+    (higher is better).
 
     Args:
         filename: report name inside the run folder.
@@ -376,6 +369,8 @@ class ChangeReport(Callback):
         export: file name of the exported model ('' to skip).
         plots: write the validation PNGs (``val_predictions/``).
     """
+
+    summary_drop = ("confusion",)
 
     def __init__(
         self,
@@ -388,42 +383,14 @@ class ChangeReport(Callback):
             raise ValueError(
                 f"monitor must be a validation score, one of {', '.join(CHANGE_METRICS)}; got {monitor!r}"
             )
-        self.filename = filename
-        self.monitor = monitor
-        self.export = export
-        self.plots = plots
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.last: dict[str, Any] = {}
-        self.exported: Path | None = None
+        super().__init__(filename, monitor, export, plots)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best}
+    def header(self, pl_module: L.LightningModule) -> dict[str, Any]:
+        return {"classes": list(getattr(pl_module, "class_names", DEFAULT_CLASSES)), "monitor": self.monitor}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
-        self.best = state_dict.get("best")
-
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        report = {
-            "classes": list(getattr(pl_module, "class_names", DEFAULT_CLASSES)),
-            "monitor": self.monitor,
-            "val": self.last.get("val"),
-            "best_val": self.best,
-            "history": self.history,
-            "test": self.last.get("test"),
-            "model": str(self.exported) if self.exported else None,
-        }
-        write_json(run_dir(trainer) / self.filename, report)
-
-    def _plots(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not (self.plots and trainer.is_global_zero):
-            return
+    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
         from rsvit.data.change_plots import change_figure, save_change_figure
 
-        folder = run_dir(trainer) / "val_predictions"
         ignore = int(getattr(pl_module.hparams, "ignore_index", 255))
         for i, ex in enumerate(getattr(pl_module, "examples", [])):
             figure = change_figure(
@@ -434,38 +401,4 @@ class ChangeReport(Callback):
                 title=Path(ex["path"]).name,
                 ignore_index=ignore,
             )
-            save_change_figure(figure, folder / f"{i:02d}_{_safe_name(ex['path'], i)}.png")
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        result = getattr(pl_module, "evaluation", {}).get("val")
-        if result is None:
-            return
-        self.last["val"] = result
-        if trainer.state.fn == "fit":
-            entry = {k: v for k, v in result.items() if k != "confusion"}
-            self.history = [h for h in self.history if h["step"] != entry["step"]] + [entry]
-            score = entry.get(self.monitor)
-            best = None if self.best is None else self.best.get(self.monitor)
-            if score is not None and (best is None or score > best):
-                self.best = entry
-        else:
-            self._plots(trainer, pl_module)
-        self._write(trainer, pl_module)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._plots(trainer, pl_module)
-        if self.export and trainer.is_global_zero and hasattr(pl_module, "export_model"):
-            if getattr(pl_module, "spec", None) is None:
-                rank_zero_warn("model given as nn.Module without a ModelSpec: model.safetensors not exported")
-            else:
-                self.exported = pl_module.export_model(run_dir(trainer) / self.export)
-        self._write(trainer, pl_module)
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        result = getattr(pl_module, "evaluation", {}).get("test")
-        if result is None:
-            return
-        self.last["test"] = result
-        self._write(trainer, pl_module)
+            save_change_figure(figure, folder / f"{i:02d}_{safe_stem(ex['path'], i)}.png")

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rsvit.atomic import atomic_path
-from rsvit.tasks.callbacks import run_dir
+from rsvit.tasks.callbacks import run_dir, safe_stem
 
 __all__ = ["ChangePredictionWriter", "save_change_mask"]
 
@@ -43,11 +43,6 @@ def save_change_mask(path: str | os.PathLike[str], prediction: torch.Tensor | np
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(array.astype(np.uint8) * 255).save(tmp, format="PNG")
     return path
-
-
-def _safe_name(path: str, index: int) -> str:
-    stem = Path(path).stem if path else f"pair_{index:04d}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
 class ChangePredictionWriter(BasePredictionWriter):
@@ -92,7 +87,7 @@ class ChangePredictionWriter(BasePredictionWriter):
             strict=True,
         )
         for i, (path, change, image_a, image_b, mask) in enumerate(items):
-            name = _safe_name(path, batch_idx * 1000 + i)
+            name = safe_stem(path, prefix="pair", index=batch_idx * 1000 + i)
             if self.figures:
                 figure = change_figure(
                     image_a, image_b, prediction=change, mask=mask, title=Path(path).name, ignore_index=ignore

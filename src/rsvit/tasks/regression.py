@@ -38,7 +38,6 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -48,7 +47,7 @@ from rsvit.atomic import save_figure
 from rsvit.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, apply_scale_shift, least_squares_scale_shift
 from rsvit.models.dpt.losses import BerHuLoss, MaskedL1Loss, ScaleShiftInvariantLoss
 from rsvit.models.factory import ModelSpec, build_model, save_model
-from rsvit.tasks.callbacks import run_dir, write_json
+from rsvit.tasks.callbacks import RunReport, safe_stem
 
 __all__ = [
     "DenseRegressionTask",
@@ -462,20 +461,16 @@ def save_height_preview(
         plt.close(fig)
 
 
-def _safe_name(path: str, index: int) -> str:
-    stem = Path(path).stem if path else f"image_{index:04d}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-
-
-class HeightReport(Callback):
+class HeightReport(RunReport):
     """Writes ``metrics.json``, validation previews and (end of fit) ``model.safetensors``.
 
-    Reads what :class:`DenseRegressionTask` keeps in ``evaluation`` and ``examples``; only the main
-    process writes.
+    Reads what :class:`DenseRegressionTask` keeps in ``evaluation`` and ``examples`` (see
+    :class:`~rsvit.tasks.callbacks.RunReport`).
 
     Args:
         filename: report name inside the run folder.
-        monitor: ``"relative/<name>"`` or ``"metric/<name>"`` deciding the best evaluation.
+        monitor: ``"relative/<name>"`` or ``"metric/<name>"`` deciding the best evaluation (errors such as
+            ``abs_rel`` count lower as better, the delta accuracies higher).
         export: file name of the exported model ('' to skip).
         plots: write the preview PNGs (``val_predictions/``).
     """
@@ -490,49 +485,25 @@ class HeightReport(Callback):
         protocol, _, name = monitor.partition("/")
         if protocol not in ("relative", "metric") or name not in DEPTH_METRIC_NAMES:
             raise ValueError(f"monitor must be 'relative/<metric>' or 'metric/<metric>', got {monitor!r}")
-        self.filename, self.monitor, self.export, self.plots = filename, monitor, export, plots
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.last: dict[str, Any] = {}
-        self.exported: Path | None = None
+        super().__init__(filename, monitor, export, plots)
         self.previews: list[Path] = []
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
-        self.best = state_dict.get("best")
-
-    def _score(self, entry: dict[str, Any]) -> float | None:
+    def score(self, entry: dict[str, Any]) -> float | None:
         protocol, _, name = self.monitor.partition("/")
         value = (entry.get(protocol) or {}).get(name)
         if value is None:
             return None
         return -value if name in LOWER_IS_BETTER else value
 
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        report = {
-            "monitor": self.monitor,
-            "val": self.last.get("val"),
-            "best_val": self.best,
-            "history": self.history,
-            "test": self.last.get("test"),
-            "model": str(self.exported) if self.exported else None,
-        }
-        write_json(run_dir(trainer) / self.filename, report)
+    def header(self, pl_module: L.LightningModule) -> dict[str, Any]:
+        return {"monitor": self.monitor}
 
-    def _plots(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not (self.plots and trainer.is_global_zero):
-            return
-        folder = run_dir(trainer) / "val_predictions"
+    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
         aligned = " (prediction aligned to target)" if getattr(pl_module, "relative", False) else ""
         for i, ex in enumerate(getattr(pl_module, "examples", [])):
             self.previews.append(
                 save_height_preview(
-                    folder / f"{i:02d}_{_safe_name(ex['path'], i)}.png",
+                    folder / f"{i:02d}_{safe_stem(ex['path'], i)}.png",
                     ex["image"],
                     ex["target"],
                     ex["prediction"],
@@ -541,31 +512,3 @@ class HeightReport(Callback):
                     title=Path(ex["path"]).name + aligned,
                 )
             )
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        result = getattr(pl_module, "evaluation", {}).get("val")
-        if result is None:
-            return
-        self.last["val"] = result
-        if trainer.state.fn == "fit":
-            self.history = [h for h in self.history if h["step"] != result["step"]] + [result]
-            score, best = self._score(result), None if self.best is None else self._score(self.best)
-            if score is not None and (best is None or score > best):
-                self.best = result
-        else:
-            self._plots(trainer, pl_module)
-        self._write(trainer, pl_module)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._plots(trainer, pl_module)
-        if self.export and trainer.is_global_zero and getattr(pl_module, "spec", None) is not None:
-            self.exported = pl_module.export_model(run_dir(trainer) / self.export)
-        self._write(trainer, pl_module)
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        result = getattr(pl_module, "evaluation", {}).get("test")
-        if result is not None:
-            self.last["test"] = result
-            self._write(trainer, pl_module)

@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rasterio.errors import RasterioIOError
 
 from rsvit.atomic import atomic_path
-from rsvit.tasks.callbacks import run_dir
+from rsvit.tasks.callbacks import run_dir, safe_stem
 from rsvit.tasks.regression import save_height_preview
 
 __all__ = ["HeightPredictionWriter", "save_height_geotiff"]
@@ -88,11 +88,6 @@ def save_height_geotiff(
     return path
 
 
-def _safe_name(path: str, index: int) -> str:
-    stem = Path(path).stem if path else f"image_{index:04d}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-
-
 def _pixel_size(path: str, fallback: float | None) -> float | None:
     """Metres per pixel of a projected source raster, else ``fallback`` (the task's)."""
     try:
@@ -137,7 +132,7 @@ class HeightPredictionWriter(BasePredictionWriter):
         fallback = getattr(pl_module, "pixel_size", None)
         columns = (prediction[k] for k in ("path", "prediction", "valid", "image"))
         for i, (path, heights, valid, image) in enumerate(zip(*columns, strict=True)):
-            name = _safe_name(path, batch_idx * 1000 + i)
+            name = safe_stem(path, batch_idx * 1000 + i)
             if self.geotiff:
                 self.written.append(save_height_geotiff(folder / f"{name}.tif", heights, valid, source=path))
             if self.previews:

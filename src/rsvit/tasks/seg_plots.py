@@ -21,12 +21,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rsvit.atomic import atomic_path, save_figure
 from rsvit.data.segmentation import Colour, default_palette, segmentation_figure
-from rsvit.tasks.callbacks import run_dir, write_json
+from rsvit.tasks.callbacks import RunReport, run_dir, safe_stem
 
 __all__ = [
     "SegmentationPredictionWriter",
@@ -69,16 +68,11 @@ def save_index_png(path: str | os.PathLike[str], labels: np.ndarray | torch.Tens
     return path
 
 
-def _safe_name(path: str, index: int) -> str:
-    stem = Path(path).stem if path else f"image_{index:04d}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-
-
-class SegmentationReport(Callback):
+class SegmentationReport(RunReport):
     """Writes ``metrics.json``, validation prediction PNGs and (end of fit) ``model.safetensors``.
 
     Reads what :class:`~rsvit.tasks.segmentation.SegmentationTask` keeps in ``evaluation`` and
-    ``examples``. Only the main process writes. History and best are saved in checkpoints.
+    ``examples`` (see :class:`~rsvit.tasks.callbacks.RunReport`).
 
     Args:
         filename: report name inside the run folder.
@@ -94,42 +88,12 @@ class SegmentationReport(Callback):
         export: str = "model.safetensors",
         plots: bool = True,
     ) -> None:
-        self.filename = filename
-        self.monitor = monitor
-        self.export = export
-        self.plots = plots
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.last: dict[str, Any] = {}
-        self.exported: Path | None = None
+        super().__init__(filename, monitor, export, plots)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
-        self.best = state_dict.get("best")
-
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        report = {
-            "classes": list(getattr(pl_module, "class_names", [])),
-            "val": self.last.get("val"),
-            "best_val": self.best,
-            "history": self.history,
-            "test": self.last.get("test"),
-            "model": str(self.exported) if self.exported else None,
-        }
-        write_json(run_dir(trainer) / self.filename, report)
-
-    def _plots(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not (self.plots and trainer.is_global_zero):
-            return
-        folder = run_dir(trainer) / "val_predictions"
+    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
         for i, example in enumerate(getattr(pl_module, "examples", [])):
             save_prediction_png(
-                folder / f"{i:02d}_{_safe_name(example['path'], i)}.png",
+                folder / f"{i:02d}_{safe_stem(example['path'], i)}.png",
                 example["image"],
                 example["prediction"],
                 pl_module.class_names,
@@ -137,40 +101,6 @@ class SegmentationReport(Callback):
                 mask=example["mask"],
                 title=Path(example["path"]).name,
             )
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        result = getattr(pl_module, "evaluation", {}).get("val")
-        if result is None:
-            return
-        self.last["val"] = result
-        if trainer.state.fn == "fit":
-            entry = {k: v for k, v in result.items() if k not in ("per_class", "confusion")}
-            self.history = [h for h in self.history if h["step"] != entry["step"]] + [entry]
-            score = entry.get(self.monitor)
-            best = None if self.best is None else self.best.get(self.monitor)
-            if score is not None and (best is None or score > best):
-                self.best = entry
-        else:
-            self._plots(trainer, pl_module)
-        self._write(trainer, pl_module)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._plots(trainer, pl_module)
-        if self.export and trainer.is_global_zero and hasattr(pl_module, "export_model"):
-            if getattr(pl_module, "spec", None) is None:
-                rank_zero_warn("model given as nn.Module without a ModelSpec: model.safetensors not exported")
-            else:
-                self.exported = pl_module.export_model(run_dir(trainer) / self.export)
-        self._write(trainer, pl_module)
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        result = getattr(pl_module, "evaluation", {}).get("test")
-        if result is None:
-            return
-        self.last["test"] = result
-        self._write(trainer, pl_module)
 
 
 class SegmentationPredictionWriter(BasePredictionWriter):
@@ -207,7 +137,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         for i, (path, labels, image) in enumerate(
             zip(prediction["path"], prediction["prediction"], prediction["image"], strict=True)
         ):
-            name = _safe_name(path, batch_idx * 1000 + i)
+            name = safe_stem(path, batch_idx * 1000 + i)
             if self.side_by_side:
                 self.written.append(
                     save_prediction_png(
