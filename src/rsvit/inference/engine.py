@@ -12,6 +12,8 @@ the batch and the raster width, not on the raster height.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import time
@@ -93,6 +95,27 @@ def _model_digest(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+@functools.cache
+def _libc_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        return None
+
+
+def release_free_heap() -> None:
+    """Returns freed heap pages to the system (glibc).
+
+    Window outputs and blend buffers of a few MB each are served from the heap once glibc's adaptive
+    mmap threshold has grown; the holes they leave are otherwise kept, and peak RSS then creeps up with
+    the number of windows (measured: +24 % from a 2000 to a 20000 px square scene). Trimming after each
+    batch keeps it flat at a cost of milliseconds.
+    """
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @dataclass
@@ -220,6 +243,7 @@ class ShareRunner:
                 if self.record_state:
                     write_state(self.files.state, self.job.fingerprint, row + 1, plan.n_rows)
                 self.strips_done += 1
+        release_free_heap()
 
     def close(self) -> None:
         self.sink.close()
