@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TASK_HEADS", "ModelSpec", "build_model", "load_model", "save_model"]
+__all__ = ["TASK_HEADS", "ModelSpec", "build_model", "load_model", "save_model", "task_spec"]
 
 # Heads each task accepts; the first is the default.
 TASK_HEADS: dict[str, tuple[str, ...]] = {
@@ -76,6 +76,28 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"unknown model spec entries {sorted(unknown)}")
         return cls(**data)
+
+
+def task_spec(
+    model: ModelSpec | dict[str, Any] | None,
+    task: str,
+    default_backbone: str,
+    owner: str,
+    **overrides: Any,
+) -> ModelSpec:
+    """The spec a task model is built from: ``model`` (a spec, or a dict where ``task`` may be left out and
+    the backbone defaults to ``default_backbone``), checked to be a ``task`` spec (``owner`` names the
+    caller in the error), with the ``overrides`` that are not ``None`` applied (e.g. ``num_classes`` and
+    ``in_chans`` linked from the data)."""
+    spec = (
+        model
+        if isinstance(model, ModelSpec)
+        else ModelSpec.from_dict({"task": task, "backbone": default_backbone, **(model or {})})
+    )
+    if spec.task != task:
+        raise ValueError(f"{owner} needs a {task} model spec, got task {spec.task!r}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return ModelSpec.from_dict({**spec.to_dict(), **changes}) if changes else spec
 
 
 def build_model(spec: ModelSpec | dict[str, Any]) -> nn.Module:

@@ -40,7 +40,7 @@ from torchmetrics import MeanMetric
 
 from rsvit.metrics.change import ChangeDetectionMetrics
 from rsvit.models.change import bit_cross_entropy
-from rsvit.models.factory import ModelSpec, build_model, save_model
+from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
 from rsvit.models.sliding_window import sliding_window_inference
 from rsvit.tasks.callbacks import RunReport, safe_stem
 
@@ -134,16 +134,13 @@ class ChangeDetectionTask(L.LightningModule):
                 num_classes or getattr(model, "num_classes", None) or len(class_names or DEFAULT_CLASSES)
             )
         else:
-            spec = (
-                model
-                if isinstance(model, ModelSpec)
-                else ModelSpec.from_dict({"task": "change", "backbone": "bit_resnet18", **(model or {})})
-            )
-            if spec.task != "change":
-                raise ValueError(f"ChangeDetectionTask needs a change model spec, got task {spec.task!r}")
-            changes = {"num_classes": num_classes, "in_chans": in_chans}
-            spec = ModelSpec.from_dict(
-                {**spec.to_dict(), **{k: v for k, v in changes.items() if v is not None}}
+            spec = task_spec(
+                model,
+                "change",
+                "bit_resnet18",
+                "ChangeDetectionTask",
+                num_classes=num_classes,
+                in_chans=in_chans,
             )
             self.spec = spec
             self.model = build_model(spec)

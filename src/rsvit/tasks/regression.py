@@ -46,7 +46,7 @@ from torchmetrics import MeanMetric
 from rsvit.atomic import save_figure
 from rsvit.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, apply_scale_shift, least_squares_scale_shift
 from rsvit.models.dpt.losses import BerHuLoss, MaskedL1Loss, ScaleShiftInvariantLoss
-from rsvit.models.factory import ModelSpec, build_model, save_model
+from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
 from rsvit.tasks.callbacks import RunReport, safe_stem
 
 __all__ = [
@@ -184,15 +184,13 @@ class DenseRegressionTask(L.LightningModule):
             self.spec = getattr(model, "spec", None)
             self.model = model
         else:
-            spec = (
-                model
-                if isinstance(model, ModelSpec)
-                else ModelSpec.from_dict({"task": "regression", "backbone": "resnet18", **(model or {})})
+            spec = task_spec(
+                model,
+                "regression",
+                "resnet18",
+                "DenseRegressionTask",
+                in_chans=None if in_chans is None else int(in_chans),
             )
-            if spec.task != "regression":
-                raise ValueError(f"DenseRegressionTask needs a regression model spec, got task {spec.task!r}")
-            if in_chans is not None:
-                spec = ModelSpec.from_dict({**spec.to_dict(), "in_chans": int(in_chans)})
             spec = _trainable_from_scratch(spec)
             self.spec = spec
             self.model = build_model(spec)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rsvit.models.factory import ModelSpec, build_model, save_model
+from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
 from rsvit.models.sliding_window import sliding_window_inference
 
 __all__ = [
@@ -230,16 +230,13 @@ class SegmentationTask(L.LightningModule):
             if not isinstance(n_classes, int):
                 raise ValueError("give num_classes for a model without a 'num_classes' attribute")
         else:
-            spec = (
-                model
-                if isinstance(model, ModelSpec)
-                else ModelSpec.from_dict({"task": "segmentation", "backbone": "resnet50", **(model or {})})
-            )
-            if spec.task != "segmentation":
-                raise ValueError(f"SegmentationTask needs a segmentation model spec, got task {spec.task!r}")
-            changes = {"num_classes": num_classes, "in_chans": in_chans}
-            spec = ModelSpec.from_dict(
-                {**spec.to_dict(), **{k: v for k, v in changes.items() if v is not None}}
+            spec = task_spec(
+                model,
+                "segmentation",
+                "resnet50",
+                "SegmentationTask",
+                num_classes=num_classes,
+                in_chans=in_chans,
             )
             self.spec = spec
             self.model = build_model(spec)
