@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from rsvit.atomic import atomic_write_text, commit_temp, reserve_temp, save_figure
 
 __all__ = [
+    "FolderPredictionWriter",
     "MetricsReport",
     "PredictionWriter",
     "RunReport",
@@ -279,6 +280,54 @@ def safe_stem(path: str, index: int, prefix: str = "image") -> str:
     """A file-name-safe stem from ``path``, or ``<prefix>_<index>`` for items without one."""
     stem = Path(path).stem if path else f"{prefix}_{index:04d}"
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+class FolderPredictionWriter(BasePredictionWriter):
+    """Base of the writers that store files per predicted item in a folder (default
+    ``<run folder>/predictions``).
+
+    ``predict_step`` returns a dict of equally long lists; :attr:`columns` must be present,
+    :attr:`optional_columns` may be (``None`` per item when absent). Each item goes to :meth:`write_item`
+    with a file-name stem from its ``path`` (``<unnamed_prefix>_<n>`` without one); written files collect
+    in ``written``.
+    """
+
+    columns: tuple[str, ...] = ("path", "prediction")
+    optional_columns: tuple[str, ...] = ()
+    unnamed_prefix = "image"
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.written: list[Path] = []
+
+    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if not prediction or not isinstance(prediction, dict):
+            return
+        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        present = [*self.columns, *(k for k in self.optional_columns if k in prediction)]
+        lengths = {k: len(prediction[k]) for k in present}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"predict_step returned lists of different lengths: {lengths}")
+        for i in range(lengths["path"]):
+            item = {
+                k: prediction[k][i] if k in prediction else None
+                for k in (*self.columns, *self.optional_columns)
+            }
+            name = safe_stem(item["path"], batch_idx * 1000 + i, prefix=self.unnamed_prefix)
+            self.write_item(folder, name, item, pl_module)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -14,17 +14,15 @@ Files are written atomically; with several processes each writes the pairs it pr
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rsvit.atomic import atomic_path
-from rsvit.tasks.callbacks import run_dir, safe_stem
+from rsvit.tasks.callbacks import FolderPredictionWriter
 
 __all__ = ["ChangePredictionWriter", "save_change_mask"]
 
@@ -45,7 +43,7 @@ def save_change_mask(path: str | os.PathLike[str], prediction: torch.Tensor | np
     return path
 
 
-class ChangePredictionWriter(BasePredictionWriter):
+class ChangePredictionWriter(FolderPredictionWriter):
     """Writes ``<name>.png`` (A | B | prediction [| label]) and ``<name>_mask.png`` (0/255) per pair.
 
     Args:
@@ -54,44 +52,28 @@ class ChangePredictionWriter(BasePredictionWriter):
         masks: write the 0/255 change mask.
     """
 
+    columns = ("path", "prediction", "image_a", "image_b")
+    optional_columns = ("mask",)
+    unnamed_prefix = "pair"
+
     def __init__(self, output_dir: str | None = None, figures: bool = True, masks: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
+        super().__init__(output_dir)
         self.figures = figures
         self.masks = masks
-        self.written: list[Path] = []
 
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        if not prediction:
-            return
-        from rsvit.data.change_plots import change_figure, save_change_figure
+    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        change = item["prediction"]
+        if self.figures:
+            from rsvit.data.change_plots import change_figure, save_change_figure
 
-        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
-        ignore = int(getattr(pl_module.hparams, "ignore_index", 255))
-        masks = prediction.get("mask") or [None] * len(prediction["prediction"])
-        items = zip(
-            prediction["path"],
-            prediction["prediction"],
-            prediction["image_a"],
-            prediction["image_b"],
-            masks,
-            strict=True,
-        )
-        for i, (path, change, image_a, image_b, mask) in enumerate(items):
-            name = safe_stem(path, prefix="pair", index=batch_idx * 1000 + i)
-            if self.figures:
-                figure = change_figure(
-                    image_a, image_b, prediction=change, mask=mask, title=Path(path).name, ignore_index=ignore
-                )
-                self.written.append(save_change_figure(figure, folder / f"{name}.png"))
-            if self.masks:
-                self.written.append(save_change_mask(folder / f"{name}_mask.png", change))
+            figure = change_figure(
+                item["image_a"],
+                item["image_b"],
+                prediction=change,
+                mask=item["mask"],
+                title=Path(item["path"]).name,
+                ignore_index=int(getattr(pl_module.hparams, "ignore_index", 255)),
+            )
+            self.written.append(save_change_figure(figure, folder / f"{name}.png"))
+        if self.masks:
+            self.written.append(save_change_mask(folder / f"{name}_mask.png", change))

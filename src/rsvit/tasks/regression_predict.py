@@ -17,7 +17,6 @@ larger than memory use ``rsvit predict-raster`` instead (same values, windowed).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ import lightning as L
 import numpy as np
 import rasterio
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from rasterio.errors import RasterioIOError
 
 from rsvit.atomic import atomic_path
-from rsvit.tasks.callbacks import run_dir, safe_stem
+from rsvit.tasks.callbacks import FolderPredictionWriter
 from rsvit.tasks.regression import save_height_preview
 
 __all__ = ["HeightPredictionWriter", "save_height_geotiff"]
@@ -99,7 +97,7 @@ def _pixel_size(path: str, fallback: float | None) -> float | None:
     return fallback
 
 
-class HeightPredictionWriter(BasePredictionWriter):
+class HeightPredictionWriter(FolderPredictionWriter):
     """Writes ``<name>.tif`` (float32 heights, NaN nodata, source grid) and ``<name>.png`` per image.
 
     Args:
@@ -108,43 +106,28 @@ class HeightPredictionWriter(BasePredictionWriter):
         previews: write the colour-mapped PNGs.
     """
 
+    columns = ("path", "prediction", "valid", "image")
+
     def __init__(self, output_dir: str | None = None, geotiff: bool = True, previews: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
+        super().__init__(output_dir)
         self.geotiff = geotiff
         self.previews = previews
-        self.written: list[Path] = []
 
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        if not prediction or not isinstance(prediction, dict):
-            return
-        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
-        unit = "relative" if getattr(pl_module, "relative", False) else "m"
-        fallback = getattr(pl_module, "pixel_size", None)
-        columns = (prediction[k] for k in ("path", "prediction", "valid", "image"))
-        for i, (path, heights, valid, image) in enumerate(zip(*columns, strict=True)):
-            name = safe_stem(path, batch_idx * 1000 + i)
-            if self.geotiff:
-                self.written.append(save_height_geotiff(folder / f"{name}.tif", heights, valid, source=path))
-            if self.previews:
-                self.written.append(
-                    save_height_preview(
-                        folder / f"{name}.png",
-                        image,
-                        None,
-                        heights,
-                        valid,
-                        pixel_size=_pixel_size(path, fallback) if path else fallback,
-                        title=Path(path).name if path else name,
-                        unit=unit,
-                    )
+    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        path, heights, valid = item["path"], item["prediction"], item["valid"]
+        if self.geotiff:
+            self.written.append(save_height_geotiff(folder / f"{name}.tif", heights, valid, source=path))
+        if self.previews:
+            fallback = getattr(pl_module, "pixel_size", None)
+            self.written.append(
+                save_height_preview(
+                    folder / f"{name}.png",
+                    item["image"],
+                    None,
+                    heights,
+                    valid,
+                    pixel_size=_pixel_size(path, fallback) if path else fallback,
+                    title=Path(path).name if path else name,
+                    unit="relative" if getattr(pl_module, "relative", False) else "m",
                 )
+            )

@@ -21,11 +21,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rsvit.atomic import atomic_path, save_figure
 from rsvit.data.segmentation import Colour, default_palette, segmentation_figure
-from rsvit.tasks.callbacks import RunReport, run_dir, safe_stem
+from rsvit.tasks.callbacks import FolderPredictionWriter, RunReport, safe_stem
 
 __all__ = [
     "SegmentationPredictionWriter",
@@ -103,7 +102,7 @@ class SegmentationReport(RunReport):
             )
 
 
-class SegmentationPredictionWriter(BasePredictionWriter):
+class SegmentationPredictionWriter(FolderPredictionWriter):
     """Writes ``<name>.png`` (image | prediction, legend) and ``<name>_mask.png`` (indices) per image.
 
     Args:
@@ -112,42 +111,27 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         index_masks: write the class-index PNG.
     """
 
+    columns = ("path", "prediction", "image")
+
     def __init__(
         self, output_dir: str | None = None, side_by_side: bool = True, index_masks: bool = True
     ) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
+        super().__init__(output_dir)
         self.side_by_side = side_by_side
         self.index_masks = index_masks
-        self.written: list[Path] = []
 
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        if not prediction:
-            return
-        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
-        for i, (path, labels, image) in enumerate(
-            zip(prediction["path"], prediction["prediction"], prediction["image"], strict=True)
-        ):
-            name = safe_stem(path, batch_idx * 1000 + i)
-            if self.side_by_side:
-                self.written.append(
-                    save_prediction_png(
-                        folder / f"{name}.png",
-                        image,
-                        labels,
-                        pl_module.class_names,
-                        getattr(pl_module, "palette", None),
-                        title=Path(path).name,
-                    )
+    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        path, labels = item["path"], item["prediction"]
+        if self.side_by_side:
+            self.written.append(
+                save_prediction_png(
+                    folder / f"{name}.png",
+                    item["image"],
+                    labels,
+                    pl_module.class_names,
+                    getattr(pl_module, "palette", None),
+                    title=Path(path).name,
                 )
-            if self.index_masks:
-                self.written.append(save_index_png(folder / f"{name}_mask.png", labels))
+            )
+        if self.index_masks:
+            self.written.append(save_index_png(folder / f"{name}_mask.png", labels))
