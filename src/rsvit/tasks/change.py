@@ -156,17 +156,10 @@ class ChangeDetectionTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
-        if weights:
-            from rsvit.weights import load_into
+        if weights or backbone_weights:
+            from rsvit.weights import load_starting_weights
 
-            load_into(self.model, weights)
-        if backbone_weights:
-            from rsvit.weights import load_into
-
-            backbone = getattr(self.model, "backbone", None)
-            if not isinstance(backbone, nn.Module):
-                raise ValueError("backbone_weights given but the model has no 'backbone' module")
-            load_into(backbone, backbone_weights)
+            load_starting_weights(self.model, weights, backbone_weights)
         for stage in ("val", "test"):
             setattr(self, f"{stage}_metrics", ChangeDetectionMetrics(self.num_classes))
             setattr(self, f"{stage}_loss", MeanMetric())

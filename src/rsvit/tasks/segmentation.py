@@ -252,17 +252,10 @@ class SegmentationTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         self.palette = [list(map(int, c)) for c in palette] if palette else None
-        if weights:
-            from rsvit.weights import load_into
+        if weights or backbone_weights:
+            from rsvit.weights import load_starting_weights
 
-            load_into(self.model, weights)
-        if backbone_weights:
-            from rsvit.weights import load_into
-
-            backbone = getattr(self.model, "backbone", None)
-            if not isinstance(backbone, nn.Module):
-                raise ValueError("backbone_weights given but the model has no 'backbone' module")
-            load_into(backbone, backbone_weights)
+            load_starting_weights(self.model, weights, backbone_weights)
         for stage in ("val", "test"):
             confusion = MulticlassConfusionMatrix(
                 self.num_classes, ignore_index=ignore_index, validate_args=False

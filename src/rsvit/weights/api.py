@@ -378,6 +378,22 @@ def load_into(
     return result
 
 
+def load_starting_weights(
+    model: nn.Module,
+    weights: str | os.PathLike[str] | None = None,
+    backbone_weights: str | os.PathLike[str] | None = None,
+) -> None:
+    """Where a task model starts: whole-model ``weights`` (e.g. an official or exported checkpoint), then
+    ``backbone_weights`` into ``model.backbone`` alone (e.g. a pretrained RSP backbone); both non-strict."""
+    if weights:
+        load_into(model, weights)
+    if backbone_weights:
+        backbone = getattr(model, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            raise ValueError("backbone_weights given but the model has no 'backbone' module")
+        load_into(backbone, backbone_weights)
+
+
 # ----------------------------------------------------------------------------------------------
 # Conversion of files
 # ----------------------------------------------------------------------------------------------
