@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
+
+from rsvit.models.backbones.fused_linear import FusedLinear, FusedMlp
 
 __all__ = [
     "ViTAEv2",
@@ -117,32 +119,30 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
-def _window_attention(qkv: Tensor, num_heads: int, window: int) -> Tensor:
-    """Attention inside non-overlapping windows of a ``(B, H, W, 3C)`` qkv map.
+def _to_windows(x: Tensor, window: int) -> Tensor:
+    """(B, H, W, C) -> (B * windows, window * window, C), windows in row-major order (one copy)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
 
-    H and W must already be multiples of ``window``. Returns ``(B, H, W, C)``. One copy in (the
-    window gather) and one out (the scatter back); both are unavoidable permutes.
+
+def _from_windows(x: Tensor, b: int, h: int, w: int, window: int) -> Tensor:
+    """Inverse of :func:`_to_windows` (one copy)."""
+    c = x.shape[-1]
+    x = x.view(b, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+def _heads_attention(qkv: Tensor, num_heads: int) -> Tensor:
+    """Multi-head attention over the tokens of a ``(B, N, 3C)`` qkv tensor; returns ``(B, N, C)``.
+
+    q, k and v stay strided views of ``qkv``; the attention kernels read them in place, and their
+    ``(B, heads, N, hd)`` output is laid out token-major, so merging the heads back is free.
     """
-    b, h, w, c3 = qkv.shape
+    b, n, c3 = qkv.shape
     c = c3 // 3
-    hd = c // num_heads
-    nh, nw = h // window, w // window
-    qkv = qkv.view(b, nh, window, nw, window, 3, num_heads, hd)
-    qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nh * nw, num_heads, window * window, hd)
-    out = attend(qkv[0], qkv[1], qkv[2])
-    out = out.view(b, nh, nw, num_heads, window, window, hd).permute(0, 1, 4, 2, 5, 3, 6)
-    return out.reshape(b, h, w, c)
-
-
-def _global_attention(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
-    """Full attention over all tokens of a ``(B, H, W, 3C)`` qkv map; returns (output, v) as (B, H, W, C)."""
-    b, h, w, c3 = qkv.shape
-    c = c3 // 3
-    hd = c // num_heads
-    q, k, v = qkv.view(b, h * w, 3, num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-    out = attend(q, k, v)
-    out = out.transpose(1, 2).reshape(b, h, w, c)
-    return out, v.transpose(1, 2).reshape(b, h, w, c)
+    q, k, v = qkv.view(b, n, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return attend(q, k, v).transpose(1, 2).reshape(b, n, c)
 
 
 class TokenAttention(nn.Module):
@@ -167,25 +167,34 @@ class TokenAttention(nn.Module):
         self.num_heads = num_heads
         self.window_size = window_size
         self.value_skip = value_skip
-        self.qkv = nn.Linear(dim, out_dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(out_dim, out_dim)
+        self.qkv = FusedLinear(dim, out_dim * 3, bias=qkv_bias)
+        self.proj = FusedLinear(out_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        _, h, w, _ = x.shape
+        b, h, w, _ = x.shape
         if self.window_size is None:
-            out, v = _global_attention(self.qkv(x), self.num_heads)
-            out = self.proj(out)
-            return out + v if self.value_skip else out
+            qkv = self.qkv(x).view(b, h * w, -1)
+            out = self.proj(_heads_attention(qkv, self.num_heads))
+            if self.value_skip:
+                out = out + qkv[..., 2 * out.shape[-1] :]  # v with its heads side by side
+            return out.view(b, h, w, -1)
         ws = self.window_size
         pad_h, pad_w = (-h) % ws, (-w) % ws
         if pad_h or pad_w:
             # Padded tokens are zeros before the qkv projection and take part in attention unmasked,
             # exactly like the official dense models.
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        out = _window_attention(self.qkv(x), self.num_heads, ws)
+        hp, wp = h + pad_h, w + pad_w
+        # Tokens are regrouped by window once on the way in and once on the way out. The projections
+        # act per token, so they run in window order; the way in moves the narrower of input and qkv.
+        if x.shape[-1] <= self.qkv.out_features:
+            qkv = self.qkv(_to_windows(x, ws))
+        else:
+            qkv = _to_windows(self.qkv(x), ws)
+        out = _from_windows(self.proj(_heads_attention(qkv, self.num_heads)), b, hp, wp, ws)
         if pad_h or pad_w:
             out = out[:, :h, :w]
-        return self.proj(out)
+        return out
 
 
 class PyramidReduction(nn.Module):
@@ -245,7 +254,7 @@ class ReductionCell(nn.Module):
             value_skip=window_size is None,
         )
         self.norm2 = nn.LayerNorm(out_dim, eps=_RC_EPS)
-        self.mlp = Mlp(out_dim, out_dim, out_dim, act_layer=nn.GELU)
+        self.mlp = FusedMlp(out_dim, out_dim, out_dim)
 
     def forward(self, image: Tensor) -> Tensor:
         """``image`` is (B, C, H, W) (any memory format); returns (B, H/s, W/s, C_out) tokens."""
@@ -272,7 +281,7 @@ class NormalCell(nn.Module):
         self.attn = TokenAttention(dim, dim, num_heads, window_size, qkv_bias=qkv_bias)
         self.pcm = _pcm((dim, int(dim * mlp_ratio), dim, dim), (1, 1, 1), groups)
         self.norm2 = nn.LayerNorm(dim, eps=_NC_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), dim, act_layer=nn.GELU)
+        self.mlp = FusedMlp(dim, int(dim * mlp_ratio), dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:

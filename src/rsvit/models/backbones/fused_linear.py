@@ -1,0 +1,131 @@
+"""Linear layers that run on oneDNN on CPU, with the bias and an optional GELU fused into the matmul.
+
+``F.linear`` on CPU computes ``addmm``: the bias is first broadcast into the whole output, then the
+BLAS matmul accumulates onto it, and GELU is a separate pass. On token maps of tens of thousands of
+rows those extra passes cost as much as the matmul. oneDNN's inner-product primitive applies bias and
+activation while the result is still in registers. Measured on 2 cores (AMD EPYC, fp32, 25088 x 64 ->
+256, the MLP of ViTAEv2 stage 0): 12.0 ms for ``F.linear`` and 27 ms with GELU, against 6.3 and 8.7 ms.
+
+The oneDNN entry point (``torch.ops.mkldnn._linear_pointwise``) is the one PyTorch's own compiler
+emits for CPU. It is used only where it is known to apply: CPU tensors in float32 or bfloat16 (under
+CPU autocast the inputs are cast as autocast would). It has no autograd formula of its own, so when
+gradients are recorded the product runs through :class:`_OneDNNLinear`, whose backward pass computes
+the input gradient on oneDNN as well and the weight gradient with ``torch.mm`` (the faster of the two
+there); the activation then stays a separate op. GPUs and builds without oneDNN take ``F.linear``.
+Numerics agree with ``F.linear`` up to rounding. Weights and state-dict keys are those of ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["FusedLinear", "FusedMlp", "linear"]
+
+_ACTIVATIONS = (None, "gelu")
+
+
+def _onednn_linear_op():
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
+
+
+def _records_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _eager() -> bool:
+    """False while a graph is being captured (torch.export, torch.compile, ONNX, TorchScript): those see
+    the portable ``F.linear`` and do their own fusion."""
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype | None:
+    """dtype the oneDNN path would compute in, or None when it does not apply."""
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return dtype
+    return None
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` on oneDNN with a hand-written backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad2d = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # grad @ weight, written as a linear layer whose weight is weight.T.
+            grad_x = _ONEDNN_LINEAR(grad2d, weight.t().contiguous(), None, "none", [], "").view(x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = grad2d.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad2d.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
+    """``activation(F.linear(x, weight, bias))``, fused on CPU at inference.
+
+    ``activation`` is None or "gelu" (the exact, erf form).
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    if _ONEDNN_LINEAR is not None and x.device.type == "cpu" and _eager():
+        dtype = _compute_dtype(x)
+        if dtype is not None:
+            x, weight = x.to(dtype).contiguous(), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+            if _records_grad(x, weight, bias):
+                out = _OneDNNLinear.apply(x, weight, bias)
+            elif activation == "gelu":
+                return _ONEDNN_LINEAR(x, weight, bias, "gelu", [], "none")
+            else:
+                return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+            return F.gelu(out) if activation == "gelu" else out
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if activation == "gelu" else out
+
+
+class FusedLinear(nn.Linear):
+    """``nn.Linear`` (optionally followed by exact GELU) computed by :func:`linear`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        super().__init__(in_features, out_features, bias=bias)
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, self.activation)
+
+    def extra_repr(self) -> str:
+        act = f", activation={self.activation}" if self.activation else ""
+        return super().extra_repr() + act
+
+
+class FusedMlp(nn.Module):
+    """Linear -> exact GELU -> Linear, with timm's ``Mlp`` key names (``fc1``, ``fc2``)."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int) -> None:
+        super().__init__()
+        self.fc1 = FusedLinear(in_features, hidden_features, activation="gelu")
+        self.fc2 = FusedLinear(hidden_features, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.fc1(x))
