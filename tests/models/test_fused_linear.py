@@ -127,3 +127,28 @@ def test_graph_capture_sees_portable_ops(op_calls):
     assert op_calls == []
     with torch.no_grad():
         torch.testing.assert_close(traced(x), mlp(x), atol=2e-6, rtol=1e-5)
+
+
+def test_autocast_weight_copy_follows_weight_changes(op_calls):
+    """The kept bfloat16 copy of the weights never goes stale."""
+    torch.manual_seed(0)
+    layer = FusedLinear(16, 8)
+    x = torch.randn(4, 16)
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return layer(x), F.linear(x, layer.weight, layer.bias)
+
+    first, _ = run()
+    kept = layer._cast[1]
+    assert kept.dtype == torch.bfloat16
+    run()
+    assert layer._cast[1] is kept  # reused while the weights are unchanged
+    with torch.no_grad():
+        layer.weight.mul_(-2.0)  # in place
+    out, ref = run()
+    assert not torch.allclose(out.float(), first.float(), atol=0.1)
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.02)
+    layer.load_state_dict({"weight": torch.randn(8, 16), "bias": torch.randn(8)})
+    out, ref = run()
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.02)
