@@ -6,6 +6,10 @@ Absolute img/s swing with machine load; the ratios to swin_tiny, measured in the
 figures to compare. Targets for ViTAEv2-S are stated relative to swin_tiny using the reference
 measurements of the original ViTAEv2 code on this kind of machine (forward 7.5 img/s fp32 and training
 2.1 img/s, against 8.8 and 3.07 img/s for swin_tiny).
+
+Rows ``swin_t+fused`` and ``vit_b+fused`` are the timm models as ``rsvit.models.create_backbone`` builds
+them (linear layers on oneDNN, see ``rsvit.models.backbones.fused_linear``); the baseline of every
+ratio stays plain timm ``swin_t``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 
 import rsvit.models  # noqa: F401  (registers vitaev2_s with timm)
 from rsvit.models.backbones.factory import BACKBONE_ALIASES
+from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
 ORIGINAL_VITAE_FWD = 7.5 / 8.8  # original ViTAEv2-S fp32 forward / swin_tiny fp32 forward
 ORIGINAL_VITAE_TRAIN = 2.1 / 3.07  # original ViTAEv2-S training / swin_tiny training
@@ -42,10 +47,18 @@ def _timed(fn, iters: int) -> float:
 
 
 def workloads(name: str, batch: int, size: int, channels_last: bool) -> dict[str, Callable[[], None]]:
-    """The four timed jobs of one backbone: forward and training step, fp32 and bf16 autocast."""
+    """The four timed jobs of one backbone: forward and training step, fp32 and bf16 autocast.
+
+    ``name+fused`` is the timm model with its linear layers on oneDNN, as ``create_backbone`` builds it.
+    """
     import timm
 
-    model = timm.create_model(BACKBONE_ALIASES.get(name, name), num_classes=51)
+    base, _, variant = name.partition("+")
+    model = timm.create_model(BACKBONE_ALIASES.get(base, base), num_classes=51)
+    if variant == "fused":
+        fuse_linear_layers(model)
+    elif variant:
+        raise SystemExit(f"unknown model variant {variant!r} in {name!r}; only '+fused' exists")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
@@ -80,7 +93,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--models", nargs="+", default=["swin_t", "vitaev2_s", "resnet50", "vit_b"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["swin_t", "vitaev2_s", "resnet50", "vit_b", "swin_t+fused", "vit_b+fused"],
+        help="timm or rsvit names; 'name+fused' swaps in rsvit's oneDNN linear layers (create_backbone "
+        "does this); plain swin_t is the baseline of every ratio",
+    )
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument(
         "--keep-denormals",

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from rsvit.models.backbones import fused_linear
-from rsvit.models.backbones.fused_linear import FusedLinear, FusedMlp, linear
+from rsvit.models.backbones.fused_linear import FusedLinear, FusedMlp, fuse_linear_layers, linear
 
 
 def _reference(x, weight, bias, activation):
@@ -152,3 +152,40 @@ def test_autocast_weight_copy_follows_weight_changes(op_calls):
     layer.load_state_dict({"weight": torch.randn(8, 16), "bias": torch.randn(8)})
     out, ref = run()
     torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.02)
+
+
+def test_fuse_linear_layers_on_a_timm_model_changes_nothing_but_speed(op_calls):
+    import copy
+
+    import timm
+    from timm.layers import Mlp
+
+    torch.manual_seed(0)
+    plain = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=5).eval()
+    fused = copy.deepcopy(plain)
+    params = {name: id(p) for name, p in fused.named_parameters()}
+    swapped = fuse_linear_layers(fused)
+    assert swapped == sum(type(m) is torch.nn.Linear for m in plain.modules()) > 0
+    assert {name: id(p) for name, p in fused.named_parameters()} == params  # the same parameter objects
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    mlps = [m for m in fused.modules() if isinstance(m, Mlp)]
+    assert mlps and all(m.fc1.activation == "gelu" and isinstance(m.act, torch.nn.Identity) for m in mlps)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), plain(x), atol=1e-5, rtol=1e-5)
+    assert "gelu" in op_calls
+    # Training: same gradients.
+    fused.train(), plain.train()
+    fused(x).square().sum().backward()
+    plain(x).square().sum().backward()
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_fuse_linear_layers_keeps_approximate_gelu_separate():
+    from timm.layers import Mlp
+
+    mlp = Mlp(8, 16, act_layer=lambda: torch.nn.GELU(approximate="tanh"))
+    fuse_linear_layers(mlp)
+    assert isinstance(mlp.fc1, FusedLinear) and mlp.fc1.activation is None
+    assert isinstance(mlp.act, torch.nn.GELU)

@@ -15,6 +15,7 @@ import timm
 from torch import nn
 
 from rsvit.models.backbones.factory import BACKBONE_ALIASES, adapt_input_convs
+from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
 __all__ = ["build_classifier", "classifier_keys"]
 
@@ -63,6 +64,7 @@ def build_classifier(
                 f"unknown backbone {backbone!r}; `rsvit models` lists the configured ones"
             ) from exc
         raise
+    fuse_linear_layers(model)
     if weights is not None:
         _load_weights(model, weights, in_chans)
     return model

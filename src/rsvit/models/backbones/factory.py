@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
+from rsvit.models.backbones.fused_linear import fuse_linear_layers
+
 __all__ = ["BACKBONE_ALIASES", "Backbone", "adapt_input_convs", "create_backbone", "list_backbones"]
 
 # Short names used throughout rsvit configs -> timm model names.
@@ -150,6 +152,8 @@ def create_backbone(
         **kwargs: passed to the model constructor (e.g. ``drop_path_rate``).
 
     Weights are loaded separately (``rsvit.weights.load_into``) so that any checkpoint format works.
+    Linear layers run through :func:`rsvit.models.backbones.fused_linear.fuse_linear_layers` (same
+    parameters and keys; faster on CPU).
     """
     if in_chans < 1:
         raise ValueError(f"in_chans must be positive, got {in_chans}")
@@ -163,6 +167,7 @@ def create_backbone(
         raise ValueError(
             f"timm model {timm_name!r} has no forward_intermediates and cannot serve as backbone"
         )
+    fuse_linear_layers(model)
     info = model.feature_info
     if out_indices is None:
         out_indices = _default_out_indices(info)

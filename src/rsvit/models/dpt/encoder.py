@@ -27,6 +27,8 @@ from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from rsvit.models.backbones.fused_linear import fuse_linear_layers
+
 __all__ = [
     "DPTViTBackbone",
     "HybridPatchEmbed",
@@ -240,6 +242,7 @@ class DPTViTBackbone(nn.Module):
             qkv_bias=True,
             final_norm=False,
         )
+        fuse_linear_layers(self.vit)
         self.reassemble = nn.ModuleList()
         scales: tuple[float, ...] = (4, 2, 1, 0.5)
         if self.hybrid:
