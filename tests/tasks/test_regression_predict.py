@@ -28,7 +28,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _inputs(data_dir: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+def _inputs(data_dir: Path, tmp_path: Path, with_pairs: bool = True) -> tuple[Path, Path, Path]:
     """A folder with the real DSM and a copy holding a nodata hole; plus a config naming the data."""
     elevation = data_dir / "geotiff" / "elevation"
     with rasterio.open(elevation / "dsm.tif") as src:
@@ -48,12 +48,15 @@ def _inputs(data_dir: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
         "std": [5.0],
         "predict_images": str(images),
     }
+    if not with_pairs:
+        data["pairs"] = None  # as `--data.pairs null` does on the command line
     config.write_text(yaml.safe_dump({"data": data}))
     return images, config, tmp_path / "predictions"
 
 
-def test_predict_writes_heights_on_the_source_grid(data_dir: Path, tmp_path: Path) -> None:
-    images, data_config, out = _inputs(data_dir, tmp_path)
+@pytest.mark.parametrize("with_pairs", [True, False], ids=["with-training-pairs", "images-only"])
+def test_predict_writes_heights_on_the_source_grid(data_dir: Path, tmp_path: Path, with_pairs: bool) -> None:
+    images, data_config, out = _inputs(data_dir, tmp_path, with_pairs)
     args = [
         "--config", str(REPO / "configs/regression/height_quick.yaml"), "--config", str(data_config),
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--prediction_writer.output_dir={out}",
@@ -100,3 +103,15 @@ def test_height_geotiff_without_georeference(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="valid has shape"):
         save_height_geotiff(tmp_path / "bad.tif", heights, valid[:2])
     assert HeightPredictionWriter().interval.on_batch
+
+
+def test_images_only_data_refuses_training_with_a_clear_error(data_dir: Path) -> None:
+    from rsvit.datamodules import HeightDataModule
+
+    data = HeightDataModule(predict_images=str(data_dir / "geotiff" / "elevation" / "dsm.tif"), in_chans=1)
+    assert data.pixel_size == 2.0  # metres, from the image to predict (EPSG:26918)
+    data.setup("predict")
+    with pytest.raises(ValueError, match=r"no train pairs configured: set data\.pairs"):
+        data.setup("fit")
+    with pytest.raises(ValueError, match="or predict_images"):
+        HeightDataModule(in_chans=1)

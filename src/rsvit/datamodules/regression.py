@@ -7,7 +7,8 @@ are flagged in ``valid``. Pixels where the *image* is nodata (or not finite) are
 a prediction there is made from fabricated input.
 
 Prediction (``rsvit predict``) reads images alone: ``predict_images`` (a folder, one raster or a list),
-by default the images of the test pairs; ``valid`` then flags where the image has data.
+by default the images of the test pairs; ``valid`` then flags where the image has data. A run that
+only predicts needs no pairs at all.
 
 Training samples are random crops with flips / 90-degree rotations applied jointly to image, target
 and valid mask; a crop larger than the image is padded with invalid pixels. Evaluation uses whole
@@ -220,7 +221,8 @@ class HeightDataModule(DenseDataModule):
     """Image / height pairs, joint augmentation and loaders (see the module docstring).
 
     Args:
-        pairs: training pairs: a folder (``images/`` + ``targets/``) or a list of ``[image, target]``.
+        pairs: training pairs: a folder (``images/`` + ``targets/``) or a list of ``[image, target]``;
+            may be left out when only predicting ``predict_images``.
         val_pairs: validation pairs, same forms (default: the training pairs as whole images).
         test_pairs: test pairs (default: the validation pairs).
         image_dir, target_dir: sub-folder names used when a folder is given.
@@ -263,8 +265,11 @@ class HeightDataModule(DenseDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if pairs is None:
-            raise ValueError("HeightDataModule needs training pairs (a folder or [[image, target], ...])")
+        if pairs is None and predict_images is None:
+            raise ValueError(
+                "HeightDataModule needs training pairs (a folder or [[image, target], ...]), or "
+                "predict_images to predict without training data"
+            )
         for name, values in (("mean", mean), ("std", std)):
             if values is not None and len(values) != in_chans:
                 raise ValueError(f"{name} needs {in_chans} values (in_chans), got {len(values)}")
@@ -295,16 +300,24 @@ class HeightDataModule(DenseDataModule):
             "val": hp.val_pairs or hp.pairs,
             "test": hp.test_pairs or hp.val_pairs or hp.pairs,
         }[stage]
+        if chosen is None:
+            raise ValueError(
+                f"no {stage} pairs configured: set data.pairs (a folder with {hp.image_dir}/ and "
+                f"{hp.target_dir}/, or [[image, target], ...])"
+            )
         return self._resolve(chosen)
 
     @property
     def pixel_size(self) -> float | None:
-        """Ground size of one pixel in CRS units (metres for projected data) of the first training image.
+        """Ground size of one pixel in CRS units (metres for projected data) of the first training image
+        (of the first image to predict when there are no training pairs).
 
         ``None`` for unreferenced or geographic (degree) rasters, where a metre scale bar would lie.
         """
         if self._pixel_size is None:
-            image = self.pair_list("train")[0][0]
+            image = (
+                self.pair_list("train")[0][0] if self.hparams.pairs is not None else self.predict_paths()[0]
+            )
             with rasterio.open(image) as src:
                 projected = src.crs is not None and src.crs.is_projected
                 res = abs(float(src.transform.a))
