@@ -5,6 +5,8 @@ BLAS matmul accumulates onto it, and GELU is a separate pass. On token maps of t
 rows those extra passes cost as much as the matmul. oneDNN's inner-product primitive applies bias and
 activation while the result is still in registers. Measured on 2 cores (AMD EPYC, fp32, 25088 x 64 ->
 256, the MLP of ViTAEv2 stage 0): 12.0 ms for ``F.linear`` and 27 ms with GELU, against 6.3 and 8.7 ms.
+Part of that gap is the float32 BLAS itself (MKL, 9.3 ms without bias there), which on this AMD CPU is
+slower than oneDNN's own kernels; on other CPUs the gain may be smaller.
 
 The oneDNN entry point (``torch.ops.mkldnn._linear_pointwise``) is the one PyTorch's own compiler
 emits for CPU. It is used only where it is known to apply: CPU tensors in float32 or bfloat16 (under
@@ -171,7 +173,7 @@ def fuse_linear_layers(model: nn.Module) -> int:
 
     Keys, parameters (the very same objects) and outputs up to rounding are unchanged, so it is safe on
     any timm model before weights are loaded or an optimiser is built. Measured on 2 cores, fp32 forward
-    at batch 8: Swin-T +8%, ViT-B/16 +33%.
+    at batch 8, over several runs: Swin-T +8 to +20%, ViT-B/16 +8 to +33%.
     """
     from timm.layers import Mlp
 

@@ -140,8 +140,8 @@ def _from_windows(x: Tensor, b: int, h: int, w: int, window: int) -> Tensor:
 def _heads_attention(qkv: Tensor, num_heads: int) -> Tensor:
     """Multi-head attention over the tokens of a ``(B, N, 3C)`` qkv tensor; returns ``(B, N, C)``.
 
-    q, k and v stay strided views of ``qkv``; the attention kernels read them in place, and their
-    ``(B, heads, N, hd)`` output is laid out token-major, so merging the heads back is free.
+    q, k and v stay strided views of ``qkv``, which the attention kernels read in place; the fused
+    kernel also lays its ``(B, heads, N, hd)`` output out token-major, so merging the heads is free.
     """
     b, n, c3 = qkv.shape
     c = c3 // 3
