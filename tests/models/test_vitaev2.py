@@ -216,3 +216,16 @@ def test_parallel_conv_folds_batchnorm_at_inference_only():
     out = pcm(x)
     assert not torch.allclose(pcm[1].running_mean, before)  # batch statistics were used and tracked
     assert not torch.allclose(out, folded, atol=1e-3)
+
+
+def test_exports_with_portable_ops_and_official_numerics(tiny):
+    """torch.export (the route to ONNX and other runtimes) captures aten ops only, never the CPU-only
+    oneDNN kernels of the eager path, and the exported program still gives the official logits."""
+    model, io = tiny
+    exported = torch.export.export(model, (io["x224"],))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert "aten.linear.default" in targets
+    assert not [t for t in targets if "mkldnn" in t]
+    with torch.no_grad():
+        logits = exported.module()(io["x224"])
+    torch.testing.assert_close(logits, io["logits_x224"], atol=2e-5, rtol=0)
