@@ -18,11 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rsvit.tasks.runner import fit_config, instantiate_cli, run_cli
+from rsvit.tasks.runner import LIGHTNING_SUBCOMMANDS, fit_config, instantiate_cli, run_cli
 
 __all__ = ["build_change_cli", "main", "run_change_cli", "train_from_config"]
-
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _cli_class() -> type:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rsvit.data.splits import add_split_arguments, run_split
+from rsvit.tasks.runner import LIGHTNING_SUBCOMMANDS, instantiate_cli, run_cli
 
 __all__ = [
     "add_export_backbone_arguments",
@@ -37,8 +37,6 @@ __all__ = [
     "run_repeat",
     "run_split",
 ]
-
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _cli_class() -> type:
@@ -68,22 +66,12 @@ def _cli_class() -> type:
 
 def build_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
     """Parses ``args`` with the scene LightningCLI. ``run=False`` only instantiates (no subcommand)."""
-    with warnings.catch_warnings():
-        # Passing ``args`` while sys.argv also holds the command line is what we intend here.
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
-        return _cli_class()(args=list(args), run=run, **kwargs)
+    return instantiate_cli(_cli_class(), args, run, **kwargs)
 
 
 def run_lightning_cli(args: list[str]) -> int:
     """``fit|validate|test|predict --config ...`` (LightningCLI). Returns the exit status."""
-    if not args or (args[0] not in LIGHTNING_SUBCOMMANDS and args[0] not in ("-h", "--help")):
-        print(f"expected one of {', '.join(LIGHTNING_SUBCOMMANDS)} first, got {args[:1]}", file=sys.stderr)
-        return 2
-    try:
-        build_cli(args, run=True)
-    except SystemExit as exc:  # jsonargparse exits on --help and on bad arguments
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+    return run_cli(build_cli, args, LIGHTNING_SUBCOMMANDS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fit_config", "instantiate_cli", "run_cli"]
+__all__ = ["LIGHTNING_SUBCOMMANDS", "fit_config", "instantiate_cli", "run_cli"]
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 BuildFn = Callable[..., Any]
 
