@@ -41,6 +41,7 @@ __all__ = [
     "HeightPair",
     "HeightPairDataset",
     "grid_differences",
+    "projected_pixel_size",
     "read_height_image",
     "read_height_pair",
 ]
@@ -73,6 +74,16 @@ class HeightImage:
     valid: np.ndarray
     crs: CRS | None
     transform: Affine
+
+
+def projected_pixel_size(path: PathLike) -> float | None:
+    """Ground size of one pixel (CRS units, metres for projected data) of a raster; ``None`` for
+    unreferenced or geographic (degree) rasters, where a metre scale bar would lie."""
+    with rasterio.open(path) as src:
+        if src.crs is None or not src.crs.is_projected:
+            return None
+        res = abs(float(src.transform.a))
+    return res if res > 0 else None
 
 
 def read_height_image(

@@ -31,6 +31,7 @@ from rsvit.data.height import (
     HeightKind,
     HeightPairDataset,
     NegativePolicy,
+    projected_pixel_size,
     read_height_image,
     read_height_pair,
 )
@@ -318,10 +319,7 @@ class HeightDataModule(DenseDataModule):
             image = (
                 self.pair_list("train")[0][0] if self.hparams.pairs is not None else self.predict_paths()[0]
             )
-            with rasterio.open(image) as src:
-                projected = src.crs is not None and src.crs.is_projected
-                res = abs(float(src.transform.a))
-            self._pixel_size = res if projected and res > 0 else -1.0
+            self._pixel_size = projected_pixel_size(image) or -1.0
         return self._pixel_size if self._pixel_size > 0 else None
 
     def preprocessing(self) -> dict[str, Any]:

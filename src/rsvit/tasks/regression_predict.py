@@ -27,6 +27,7 @@ import torch
 from rasterio.errors import RasterioIOError
 
 from rsvit.atomic import atomic_path
+from rsvit.data.height import projected_pixel_size
 from rsvit.tasks.callbacks import FolderPredictionWriter
 from rsvit.tasks.regression import save_height_preview
 
@@ -89,12 +90,9 @@ def save_height_geotiff(
 def _pixel_size(path: str, fallback: float | None) -> float | None:
     """Metres per pixel of a projected source raster, else ``fallback`` (the task's)."""
     try:
-        with rasterio.open(path) as src:
-            if src.crs is not None and src.crs.is_projected:
-                return abs(float(src.transform.a))
+        return projected_pixel_size(path) or fallback
     except (RasterioIOError, OSError):
-        pass
-    return fallback
+        return fallback
 
 
 class HeightPredictionWriter(FolderPredictionWriter):
