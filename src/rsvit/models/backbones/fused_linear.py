@@ -4,9 +4,11 @@
 BLAS matmul accumulates onto it, and GELU is a separate pass. On token maps of tens of thousands of
 rows those extra passes cost as much as the matmul. oneDNN's inner-product primitive applies bias and
 activation while the result is still in registers. Measured on 2 cores (AMD EPYC, fp32, 25088 x 64 ->
-256, the MLP of ViTAEv2 stage 0): 12.0 ms for ``F.linear`` and 27 ms with GELU, against 6.3 and 8.7 ms.
-Part of that gap is the float32 BLAS itself (MKL, 9.3 ms without bias there), which on this AMD CPU is
-slower than oneDNN's own kernels; on other CPUs the gain may be smaller.
+256, the MLP of ViTAEv2 stage 0): 9.5-12 ms for ``F.linear`` and 9.3-27 ms with GELU, against 6.2-6.3 and
+6.6-8.7 ms; the spread is the host's memory speed, which the separate passes feel most. Part of the gap
+is the float32 BLAS itself (MKL), which on this AMD CPU is slower than oneDNN's own kernels; on other
+CPUs the gain may be smaller. In whole models (interleaved A/B, fp32 forward at batch 8) it gave Swin-T
++14 to +23% and ViTAEv2-S -6 to +24% (median +6%); training and bfloat16 stayed within noise.
 
 The oneDNN entry point (``torch.ops.mkldnn._linear_pointwise``) is the one PyTorch's own compiler
 emits for CPU. It is used only where it is known to apply: CPU tensors in float32 or bfloat16 (under
