@@ -15,21 +15,21 @@ built with the published ViTAEv2-S settings (the parameter count is checked agai
 
 Rows ``swin_t+fused`` and ``vit_b+fused`` are the timm models as ``rsvit.models.create_backbone`` builds
 them (linear layers on oneDNN, see ``rsvit.models.backbones.fused_linear``); the baseline of every
-ratio stays plain timm ``swin_t``.
+ratio stays plain timm ``swin_t``. The timing itself is ``rsvit.benchmark`` (also ``rsvit benchmark``,
+which times the models as rsvit builds them); this script adds the plain timm baseline, the original
+code and the ViTAEv2-S targets.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
-from contextlib import nullcontext
 
+import timm
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 import rsvit.models  # noqa: F401  (registers vitaev2_s with timm)
+from rsvit.benchmark import measure
 from rsvit.models.backbones.factory import BACKBONE_ALIASES
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
@@ -63,16 +63,6 @@ TARGETS = {
 }
 
 
-def _timed(fn, iters: int) -> float:
-    fn()  # warm-up (allocations, oneDNN primitive creation)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def original_vitaev2_s(code_dir: str) -> torch.nn.Module:
     """The official ViTAEv2-S classification model, imported from a checkout of the RSP code."""
     import importlib
@@ -100,50 +90,18 @@ def original_vitaev2_s(code_dir: str) -> torch.nn.Module:
     return model
 
 
-def workloads(
-    name: str, batch: int, size: int, channels_last: bool, original_dir: str | None = None
-) -> dict[str, Callable[[], None]]:
-    """The four timed jobs of one backbone: forward and training step, fp32 and bf16 autocast.
-
-    ``name+fused`` is the timm model with its linear layers on oneDNN, as ``create_backbone`` builds it;
-    ``original`` is the official ViTAEv2-S code found in ``original_dir``.
-    """
-    import timm
-
-    base, _, variant = name.partition("+")
+def build(name: str, original_dir: str | None = None) -> nn.Module:
+    """A 51-class timm model; ``name+fused`` with rsvit's oneDNN linear layers (as ``create_backbone``
+    builds it); ``original``: the official ViTAEv2-S code found in ``original_dir``."""
     if name == ORIGINAL:
-        model = original_vitaev2_s(original_dir)
-    else:
-        model = timm.create_model(BACKBONE_ALIASES.get(base, base), num_classes=51)
+        return original_vitaev2_s(original_dir)
+    base, _, variant = name.partition("+")
+    model = timm.create_model(BACKBONE_ALIASES.get(base, base), num_classes=51)
     if variant == "fused":
         fuse_linear_layers(model)
     elif variant:
         raise SystemExit(f"unknown model variant {variant!r} in {name!r}; only '+fused' exists")
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
-    y = torch.randint(0, 51, (batch,))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    jobs: dict[str, Callable[[], None]] = {}
-    for precision in ("fp32", "bf16"):
-        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-
-        def forward(ctx=ctx):
-            model.eval()
-            with torch.inference_mode(), ctx():
-                model(x)
-
-        def step(ctx=ctx):
-            model.train()
-            with ctx():
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        jobs[f"fwd {precision}"] = forward
-        jobs[f"train {precision}"] = step
-    return jobs
+    return model
 
 
 def main() -> None:
@@ -184,32 +142,23 @@ def main() -> None:
         f"channels_last={args.channels_last}, flush denormals={not args.keep_denormals}, "
         f"torch {torch.__version__}"
     )
-    jobs = {m: workloads(m, args.batch_size, args.size, args.channels_last, args.original) for m in models}
-    # Rounds interleave the models so that slow drifts of the machine's speed hit all of them alike; the
-    # figures are medians over rounds, the ratios medians of the per-round ratios.
-    rates: dict[str, dict[str, list[float]]] = {m: {k: [] for k in jobs[m]} for m in models}
-    for r in range(args.rounds):
-        for name in models:
-            for key, job in jobs[name].items():
-                iters = args.iters if key.startswith("fwd") else max(2, args.iters // 2)
-                rates[name][key].append(args.batch_size / _timed(job, iters))
-        print(f"  round {r + 1}/{args.rounds} done", flush=True)
-    results = {m: {k: statistics.median(v) for k, v in rates[m].items()} for m in models}
-
-    def ratio(name: str, key: str, base_key: str, base: str = "swin_t") -> float:
-        return statistics.median(a / b for a, b in zip(rates[name][key], rates[base][base_key], strict=True))
-
-    cols = ["fwd fp32", "fwd bf16", "train fp32", "train bf16"]
-    print(f"\n{'img/s':<12}" + "".join(f"{c:>12}" for c in cols) + "   ratio to swin_t fp32 (fwd, train)")
-    for name, res in results.items():
-        ratios = f"{ratio(name, 'fwd fp32', 'fwd fp32'):.2f}x, {ratio(name, 'train fp32', 'train fp32'):.2f}x"
-        print(f"{name:<12}" + "".join(f"{res[c]:>12.2f}" for c in cols) + f"   {ratios}")
-    if "vitaev2_s" in results:
+    result = measure(
+        {m: (lambda m=m: build(m, args.original)) for m in models},
+        baseline="swin_t",
+        batch_size=args.batch_size,
+        size=args.size,
+        rounds=args.rounds,
+        iters=args.iters,
+        channels_last=args.channels_last,
+        progress=lambda line: print(f"  {line}", flush=True),
+    )
+    print("\n" + result.table())
+    if "vitaev2_s" in result.rates:
         print("\nViTAEv2-S targets (ratio to swin_t fp32 in this run, median over rounds):")
         checks = {
-            "fwd fp32": ratio("vitaev2_s", "fwd fp32", "fwd fp32"),
-            "train fp32": ratio("vitaev2_s", "train fp32", "train fp32"),
-            "fwd bf16": ratio("vitaev2_s", "fwd bf16", "fwd fp32"),
+            "fwd fp32": result.ratio("vitaev2_s", "fwd fp32"),
+            "train fp32": result.ratio("vitaev2_s", "train fp32"),
+            "fwd bf16": result.ratio("vitaev2_s", "fwd bf16", "fwd fp32"),
         }
         for key, value in checks.items():
             verdict = "met" if value >= TARGETS[key] else "NOT met"
@@ -220,16 +169,16 @@ def main() -> None:
             f"train fp32 {checks['train fp32'] / ORIGINAL_VITAE_TRAIN:.2f}x, "
             f"fwd bf16 {checks['fwd bf16'] / ORIGINAL_VITAE_FWD:.2f}x"
         )
-    if ORIGINAL in results and "vitaev2_s" in results:
+    if ORIGINAL in result.rates and "vitaev2_s" in result.rates:
         print(
             "\nViTAEv2-S against the original code measured in this run (median of per-round ratios); "
-            f"the original ran at {ratio(ORIGINAL, 'fwd fp32', 'fwd fp32'):.2f}x swin_t forward, "
-            f"{ratio(ORIGINAL, 'train fp32', 'train fp32'):.2f}x training:"
+            f"the original ran at {result.ratio(ORIGINAL, 'fwd fp32'):.2f}x swin_t forward, "
+            f"{result.ratio(ORIGINAL, 'train fp32'):.2f}x training:"
         )
         direct = {
-            "fwd fp32": (ratio("vitaev2_s", "fwd fp32", "fwd fp32", ORIGINAL), 1.3),
-            "train fp32": (ratio("vitaev2_s", "train fp32", "train fp32", ORIGINAL), 1.3),
-            "fwd bf16": (ratio("vitaev2_s", "fwd bf16", "fwd fp32", ORIGINAL), 2.5),
+            "fwd fp32": (result.ratio("vitaev2_s", "fwd fp32", base=ORIGINAL), 1.3),
+            "train fp32": (result.ratio("vitaev2_s", "train fp32", base=ORIGINAL), 1.3),
+            "fwd bf16": (result.ratio("vitaev2_s", "fwd bf16", "fwd fp32", base=ORIGINAL), 2.5),
         }
         for key, (value, target) in direct.items():
             verdict = "met" if value >= target else "NOT met"

@@ -95,6 +95,19 @@ def _add_export_backbone(sub: argparse._SubParsersAction) -> Callable[[argparse.
     return run_export_backbone
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.benchmark import add_benchmark_arguments, run_benchmark
+
+    parser = sub.add_parser(
+        "benchmark",
+        help="images per second of backbones on this machine, fp32 and bf16, inference and training",
+        description="Times the models as rsvit builds them in interleaved rounds and reports img/s and "
+        "the median per-round ratio to a baseline measured in the same run.",
+    )
+    add_benchmark_arguments(parser)
+    return run_benchmark
+
+
 _SUBCOMMANDS = [
     _add_models,
     _add_demo,
@@ -103,6 +116,7 @@ _SUBCOMMANDS = [
     _add_split,
     _add_repeat,
     _add_export_backbone,
+    _add_benchmark,
 ]
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

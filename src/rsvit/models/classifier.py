@@ -14,7 +14,7 @@ import os
 import timm
 from torch import nn
 
-from rsvit.models.backbones.factory import BACKBONE_ALIASES, adapt_input_convs
+from rsvit.models.backbones.factory import adapt_input_convs, resolve_backbone_name
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
 __all__ = ["build_classifier", "classifier_keys"]
@@ -52,18 +52,9 @@ def build_classifier(
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    name = BACKBONE_ALIASES.get(backbone, backbone)
+    name = resolve_backbone_name(backbone)
     kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
-    try:
-        model = timm.create_model(
-            name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs
-        )
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            raise ValueError(
-                f"unknown backbone {backbone!r}; `rsvit models` lists the configured ones"
-            ) from exc
-        raise
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     fuse_linear_layers(model)
     if weights is not None:
         _load_weights(model, weights, in_chans)

@@ -30,7 +30,14 @@ from torch import Tensor, nn
 
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
-__all__ = ["BACKBONE_ALIASES", "Backbone", "adapt_input_convs", "create_backbone", "list_backbones"]
+__all__ = [
+    "BACKBONE_ALIASES",
+    "Backbone",
+    "adapt_input_convs",
+    "create_backbone",
+    "list_backbones",
+    "resolve_backbone_name",
+]
 
 # Short names used throughout rsvit configs -> timm model names.
 BACKBONE_ALIASES: dict[str, str] = {
@@ -115,12 +122,13 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONE_ALIASES)
 
 
-def _resolve_name(name: str) -> str:
+def resolve_backbone_name(name: str) -> str:
+    """The timm name of a short rsvit name or timm name; unknown names raise with the closest matches."""
     if name in BACKBONE_ALIASES:
         return BACKBONE_ALIASES[name]
     if timm.is_model(name):
         return name
-    candidates = list(BACKBONE_ALIASES) + timm.list_models()
+    candidates = list(dict.fromkeys([*BACKBONE_ALIASES, *timm.list_models()]))
     close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown backbone {name!r}.{hint} `rsvit models` lists the configured backbones.")
@@ -157,7 +165,7 @@ def create_backbone(
     """
     if in_chans < 1:
         raise ValueError(f"in_chans must be positive, got {in_chans}")
-    timm_name = _resolve_name(name)
+    timm_name = resolve_backbone_name(name)
     family_kwargs: dict[str, Any] = {}
     for prefix, extra in _DYNAMIC_SIZE_KWARGS.items():
         if timm_name.startswith(prefix):

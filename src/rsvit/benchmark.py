@@ -1,0 +1,219 @@
+"""Throughput of backbones on this machine: forward pass and training step, fp32 and bf16 autocast.
+
+Absolute images per second swing with whatever else the machine is doing, so models are timed in
+interleaved rounds and compared through the median of their per-round ratios to a baseline timed in
+the same rounds: a slow drift of the machine's speed then hits every model alike.
+
+    rsvit benchmark --models vitaev2_s swin_t resnet50 --baseline swin_t
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["JOBS", "Throughput", "add_benchmark_arguments", "make_jobs", "measure", "run_benchmark"]
+
+JOBS = ("fwd fp32", "fwd bf16", "train fp32", "train bf16")
+NUM_CLASSES = 51  # the MillionAID head of the RSP models; the head's cost is negligible either way
+
+
+def _timed(fn: Callable[[], None], iters: int) -> float:
+    """Median seconds of ``iters`` calls after one untimed call (allocations, oneDNN primitive set-up)."""
+    fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_jobs(
+    model: nn.Module,
+    batch_size: int,
+    size: int,
+    channels_last: bool = False,
+    jobs: Sequence[str] = JOBS,
+) -> dict[str, Callable[[], None]]:
+    """The timed jobs of one classification model on random ``batch_size x 3 x size x size`` images.
+
+    A training step is forward, cross-entropy, backward and an AdamW step, as a fine-tuning run does.
+    """
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        raise ValueError(f"unknown benchmark jobs {unknown}; choose from {list(JOBS)}")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch_size, 3, size, size).contiguous(memory_format=fmt)
+    y = torch.randint(0, NUM_CLASSES, (batch_size,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    out: dict[str, Callable[[], None]] = {}
+    for precision in ("fp32", "bf16"):
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
+        def forward(ctx=ctx) -> None:
+            model.eval()
+            with torch.inference_mode(), ctx():
+                model(x)
+
+        def step(ctx=ctx) -> None:
+            model.train()
+            with ctx():
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out[f"fwd {precision}"] = forward
+        out[f"train {precision}"] = step
+    return {job: out[job] for job in JOBS if job in jobs}
+
+
+@dataclass
+class Throughput:
+    """Images per second of every model and job, one figure per round."""
+
+    rates: dict[str, dict[str, list[float]]]
+    baseline: str
+
+    def median(self, model: str, job: str) -> float:
+        return statistics.median(self.rates[model][job])
+
+    def ratio(self, model: str, job: str, base_job: str | None = None, base: str | None = None) -> float:
+        """Median over rounds of ``model``'s speed at ``job`` over ``base``'s at ``base_job`` (defaults:
+        the baseline model, the same job)."""
+        ours = self.rates[model][job]
+        theirs = self.rates[base or self.baseline][base_job or job]
+        return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+    def table(self) -> str:
+        jobs = [j for j in JOBS if j in self.rates[self.baseline]]
+        ratio_jobs = [j for j in ("fwd fp32", "train fp32") if j in jobs]
+        width = max(12, *(len(m) + 2 for m in self.rates))
+        lines = [
+            f"{'img/s':<{width}}"
+            + "".join(f"{j:>12}" for j in jobs)
+            + (f"   ratio to {self.baseline} ({', '.join(ratio_jobs)})" if ratio_jobs else "")
+        ]
+        for model in self.rates:
+            ratios = ", ".join(f"{self.ratio(model, j):.2f}x" for j in ratio_jobs)
+            lines.append(
+                f"{model:<{width}}"
+                + "".join(f"{self.median(model, j):>12.2f}" for j in jobs)
+                + (f"   {ratios}" if ratios else "")
+            )
+        return "\n".join(lines)
+
+
+def measure(
+    factories: Mapping[str, Callable[[], nn.Module]],
+    baseline: str,
+    batch_size: int = 8,
+    size: int = 224,
+    rounds: int = 3,
+    iters: int = 3,
+    channels_last: bool = False,
+    jobs: Sequence[str] = JOBS,
+    progress: Callable[[str], None] | None = None,
+) -> Throughput:
+    """Times every model's jobs in ``rounds`` interleaved rounds.
+
+    Forward passes are timed ``iters`` times per round, training steps ``max(2, iters // 2)`` times
+    (they take three times as long); each figure is the median of its timings.
+    """
+    if baseline not in factories:
+        raise ValueError(f"the baseline {baseline!r} is not among the models {list(factories)}")
+    for name, value in (("batch_size", batch_size), ("size", size), ("rounds", rounds), ("iters", iters)):
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    # The baseline runs first in every round, the others in the given order.
+    order = [baseline, *[m for m in factories if m != baseline]]
+    work = {m: make_jobs(factories[m](), batch_size, size, channels_last, jobs) for m in order}
+    rates: dict[str, dict[str, list[float]]] = {m: {j: [] for j in work[m]} for m in order}
+    # One untimed pass over everything first: the process's heap then has grown to its working size,
+    # so the first model of round 1 does not pay the page faults the others are spared.
+    for model in order:
+        for fn in work[model].values():
+            fn()
+    for r in range(rounds):
+        for model in order:
+            for job, fn in work[model].items():
+                n = iters if job.startswith("fwd") else max(2, iters // 2)
+                rates[model][job].append(batch_size / _timed(fn, n))
+        if progress is not None:
+            progress(f"round {r + 1}/{rounds} done")
+    return Throughput(rates, baseline)
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["vitaev2_s", "swin_t", "resnet50"],
+        help="backbones as `rsvit models` lists them, or any timm model name (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline", default=None, help="model the ratios are taken against (default: the first model)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")
+    parser.add_argument("--iters", type=int, default=3, help="timed forward passes per job and round")
+    parser.add_argument(
+        "--jobs", nargs="+", default=list(JOBS), choices=JOBS, metavar="JOB", help=f"subset of {list(JOBS)}"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    parser.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="do not flush denormal floats to zero (flushed by default, as CPU inference runtimes do; "
+        "tiny activations of randomly initialised networks otherwise slow bf16 kernels down)",
+    )
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """``rsvit benchmark``: the models as rsvit builds them (``build_classifier``, random weights)."""
+    from rsvit.models.backbones.factory import resolve_backbone_name
+    from rsvit.models.classifier import build_classifier
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(not args.keep_denormals)
+    models = list(dict.fromkeys(args.models))
+    baseline = args.baseline or models[0]
+    if baseline not in models:
+        models.insert(0, baseline)
+    for name in models:
+        resolve_backbone_name(name)  # unknown names fail before any model is built
+    factories = {name: (lambda name=name: build_classifier(name, NUM_CLASSES)) for name in models}
+    print(
+        f"batch {args.batch_size}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
+        f"channels_last={args.channels_last}, torch {torch.__version__}",
+        flush=True,
+    )
+    result = measure(
+        factories,
+        baseline,
+        batch_size=args.batch_size,
+        size=args.size,
+        rounds=args.rounds,
+        iters=args.iters,
+        channels_last=args.channels_last,
+        jobs=args.jobs,
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+    )
+    print(result.table())
+    return 0
