@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -129,7 +128,8 @@ def measure(
     """Times every model's jobs in ``rounds`` interleaved rounds.
 
     Forward passes are timed ``iters`` times per round, training steps ``max(2, iters // 2)`` times
-    (they take three times as long); each figure is the median of its timings.
+    (they take three times as long); each figure is the median of its timings. ``progress`` hears of
+    every model done: ``"warm-up NAME"``, then ``"round R/ROUNDS NAME"``.
     """
     if baseline not in factories:
         raise ValueError(f"the baseline {baseline!r} is not among the models {list(factories)}")
@@ -142,16 +142,17 @@ def measure(
     rates: dict[str, dict[str, list[float]]] = {m: {j: [] for j in work[m]} for m in order}
     # One untimed pass over everything first: the process's heap then has grown to its working size,
     # so the first model of round 1 does not pay the page faults the others are spared.
+    report = progress or (lambda message: None)
     for model in order:
         for fn in work[model].values():
             fn()
+        report(f"warm-up {model}")
     for r in range(rounds):
         for model in order:
             for job, fn in work[model].items():
                 n = iters if job.startswith("fwd") else max(2, iters // 2)
                 rates[model][job].append(batch_size / _timed(fn, n))
-        if progress is not None:
-            progress(f"round {r + 1}/{rounds} done")
+            report(f"round {r + 1}/{rounds} {model}")
     return Throughput(rates, baseline)
 
 
@@ -174,6 +175,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--keep-denormals",
         action="store_true",
@@ -204,16 +206,25 @@ def run_benchmark(args: argparse.Namespace) -> int:
         f"channels_last={args.channels_last}, torch {torch.__version__}",
         flush=True,
     )
-    result = measure(
-        factories,
-        baseline,
-        batch_size=args.batch_size,
-        size=args.size,
-        rounds=args.rounds,
-        iters=args.iters,
-        channels_last=args.channels_last,
-        jobs=args.jobs,
-        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
-    )
+    from tqdm.auto import tqdm
+
+    steps = (args.rounds + 1) * len(models)  # a warm-up pass, then the timed rounds
+    with tqdm(total=steps, desc="benchmark", unit="model", disable=args.quiet, leave=False) as bar:
+
+        def advance(message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update()
+
+        result = measure(
+            factories,
+            baseline,
+            batch_size=args.batch_size,
+            size=args.size,
+            rounds=args.rounds,
+            iters=args.iters,
+            channels_last=args.channels_last,
+            jobs=args.jobs,
+            progress=advance,
+        )
     print(result.table())
     return 0
