@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import rsvit.models  # noqa: F401  (registers vitaev2_s with timm)
-from rsvit.benchmark import measure
+from rsvit.benchmark import add_benchmark_arguments, measure
 from rsvit.models.backbones.factory import BACKBONE_ALIASES
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
@@ -105,40 +105,30 @@ def build(name: str, original_dir: str | None = None) -> nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per job and round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=["swin_t", "vitaev2_s", "resnet50", "vit_b", "swin_t+fused", "vit_b+fused"],
-        help="timm or rsvit names; 'name+fused' swaps in rsvit's oneDNN linear layers (create_backbone "
-        "does this); plain swin_t is the baseline of every ratio",
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Model names may end in '+fused' (rsvit's oneDNN linear layers on the timm model); plain "
+        "timm swin_t is always the baseline, as the targets are stated against it.",
     )
-    parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    add_benchmark_arguments(parser)
+    parser.set_defaults(models=["swin_t", "vitaev2_s", "resnet50", "vit_b", "swin_t+fused", "vit_b+fused"])
     parser.add_argument(
         "--original",
         metavar="DIR",
         help="also time the official ViTAEv2-S code found in DIR (the folder holding its "
         "ViTAE_Window_NoShift package) and check the targets against it",
     )
-    parser.add_argument(
-        "--keep-denormals",
-        action="store_true",
-        help="do not flush denormal floats to zero (by default they are flushed, as CPU inference runtimes "
-        "do; tiny activations of randomly initialised networks otherwise slow bf16 kernels down)",
-    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.baseline not in (None, "swin_t"):
+        parser.error("the baseline here is always plain timm swin_t (the targets are stated against it)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.set_flush_denormal(not args.keep_denormals)
     models = ["swin_t", *[m for m in args.models if m not in ("swin_t", ORIGINAL)]]
     if args.original:
         models.append(ORIGINAL)
     print(
-        f"batch {args.batch_size}, {args.size}x{args.size}, {args.threads} threads, "
+        f"batch {args.batch_size}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
         f"channels_last={args.channels_last}, flush denormals={not args.keep_denormals}, "
         f"torch {torch.__version__}"
     )
@@ -150,10 +140,11 @@ def main() -> None:
         rounds=args.rounds,
         iters=args.iters,
         channels_last=args.channels_last,
-        progress=lambda line: print(f"  {line}", flush=True),
+        jobs=args.jobs,
+        progress=None if args.quiet else (lambda line: print(f"  {line}", flush=True)),
     )
     print("\n" + result.table())
-    if "vitaev2_s" in result.rates:
+    if "vitaev2_s" in result.rates and set(TARGETS) <= set(args.jobs):
         print("\nViTAEv2-S targets (ratio to swin_t fp32 in this run, median over rounds):")
         checks = {
             "fwd fp32": result.ratio("vitaev2_s", "fwd fp32"),
@@ -169,7 +160,7 @@ def main() -> None:
             f"train fp32 {checks['train fp32'] / ORIGINAL_VITAE_TRAIN:.2f}x, "
             f"fwd bf16 {checks['fwd bf16'] / ORIGINAL_VITAE_FWD:.2f}x"
         )
-    if ORIGINAL in result.rates and "vitaev2_s" in result.rates:
+    if ORIGINAL in result.rates and "vitaev2_s" in result.rates and set(TARGETS) <= set(args.jobs):
         print(
             "\nViTAEv2-S against the original code measured in this run (median of per-round ratios); "
             f"the original ran at {result.ratio(ORIGINAL, 'fwd fp32'):.2f}x swin_t forward, "

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from rsvit.benchmark import median_seconds
 from rsvit.ops import batched_nms_rotated
 from rsvit.ops.reference import nms_rotated_shapely
 
@@ -49,16 +49,6 @@ def make_detections(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
     boxes = boxes + jitter
     boxes[:, 2:4] = boxes[:, 2:4].abs() + 1
     return boxes, torch.rand(n, generator=g), classes.repeat_interleave(per_object)[:n]
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -93,7 +83,7 @@ def main() -> None:
             return keep
 
         keep = ours().cpu().numpy()
-        t_ours = timed(ours, args.repeats)
+        t_ours = median_seconds(ours, args.repeats)
 
         note = ""
         estimate = None if per_kept_seconds is None else per_kept_seconds * len(keep)
@@ -108,7 +98,7 @@ def main() -> None:
             ref = nms_rotated_shapely(boxes, scores, args.iou, idxs=classes)
             same = np.array_equal(ref, keep)
             reps = max(1, min(args.repeats, 3))
-            t_ref = timed(
+            t_ref = median_seconds(
                 lambda b=boxes, s=scores, c=classes: nms_rotated_shapely(b, s, args.iou, idxs=c), reps
             )
         per_kept_seconds = t_ref / max(1, len(keep))

@@ -20,13 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["JOBS", "Throughput", "add_benchmark_arguments", "make_jobs", "measure", "run_benchmark"]
+__all__ = [
+    "JOBS",
+    "Throughput",
+    "add_benchmark_arguments",
+    "make_jobs",
+    "measure",
+    "median_seconds",
+    "run_benchmark",
+]
 
 JOBS = ("fwd fp32", "fwd bf16", "train fp32", "train bf16")
 NUM_CLASSES = 51  # the MillionAID head of the RSP models; the head's cost is negligible either way
 
 
-def _timed(fn: Callable[[], None], iters: int) -> float:
+def median_seconds(fn: Callable[[], object], iters: int) -> float:
     """Median seconds of ``iters`` calls after one untimed call (allocations, oneDNN primitive set-up)."""
     fn()
     times = []
@@ -151,7 +159,7 @@ def measure(
         for model in order:
             for job, fn in work[model].items():
                 n = iters if job.startswith("fwd") else max(2, iters // 2)
-                rates[model][job].append(batch_size / _timed(fn, n))
+                rates[model][job].append(batch_size / median_seconds(fn, n))
             report(f"round {r + 1}/{rounds} {model}")
     return Throughput(rates, baseline)
 
