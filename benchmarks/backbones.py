@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import rsvit.models  # noqa: F401  (registers vitaev2_s with timm)
-from rsvit.benchmark import add_benchmark_arguments, measure
+from rsvit.benchmark import add_benchmark_arguments, configure_torch, measure_with_args
 from rsvit.models.backbones.factory import BACKBONE_ALIASES
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
@@ -121,9 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.baseline not in (None, "swin_t"):
         parser.error("the baseline here is always plain timm swin_t (the targets are stated against it)")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(not args.keep_denormals)
+    configure_torch(args)
     models = ["swin_t", *[m for m in args.models if m not in ("swin_t", ORIGINAL)]]
     if args.original:
         models.append(ORIGINAL)
@@ -132,15 +130,10 @@ def main() -> None:
         f"channels_last={args.channels_last}, flush denormals={not args.keep_denormals}, "
         f"torch {torch.__version__}"
     )
-    result = measure(
+    result = measure_with_args(
         {m: (lambda m=m: build(m, args.original)) for m in models},
-        baseline="swin_t",
-        batch_size=args.batch_size,
-        size=args.size,
-        rounds=args.rounds,
-        iters=args.iters,
-        channels_last=args.channels_last,
-        jobs=args.jobs,
+        "swin_t",
+        args,
         progress=None if args.quiet else (lambda line: print(f"  {line}", flush=True)),
     )
     print("\n" + result.table())

@@ -24,8 +24,10 @@ __all__ = [
     "JOBS",
     "Throughput",
     "add_benchmark_arguments",
+    "configure_torch",
     "make_jobs",
     "measure",
+    "measure_with_args",
     "median_seconds",
     "run_benchmark",
 ]
@@ -192,16 +194,40 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_benchmark(args: argparse.Namespace) -> int:
-    """``rsvit benchmark``: the models as rsvit builds them (``build_classifier``, random weights)."""
-    from rsvit.models.backbones.factory import resolve_backbone_name
-    from rsvit.models.classifier import build_classifier
-
+def configure_torch(args: argparse.Namespace) -> None:
+    """Threads and denormal flushing as :func:`add_benchmark_arguments` asked for."""
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(not args.keep_denormals)
+
+
+def measure_with_args(
+    factories: Mapping[str, Callable[[], nn.Module]],
+    baseline: str,
+    args: argparse.Namespace,
+    progress: Callable[[str], None] | None = None,
+) -> Throughput:
+    """:func:`measure` with the settings of :func:`add_benchmark_arguments`."""
+    return measure(
+        factories,
+        baseline,
+        batch_size=args.batch_size,
+        size=args.size,
+        rounds=args.rounds,
+        iters=args.iters,
+        channels_last=args.channels_last,
+        jobs=args.jobs,
+        progress=progress,
+    )
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """``rsvit benchmark``: the models as rsvit builds them (``build_classifier``, random weights)."""
+    from rsvit.models.backbones.factory import resolve_backbone_name
+    from rsvit.models.classifier import build_classifier
+
     models = list(dict.fromkeys(args.models))
     baseline = args.baseline or models[0]
     if baseline not in models:
@@ -209,6 +235,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     for name in models:
         resolve_backbone_name(name)  # unknown names fail before any model is built
     factories = {name: (lambda name=name: build_classifier(name, NUM_CLASSES)) for name in models}
+    configure_torch(args)
     print(
         f"batch {args.batch_size}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
         f"channels_last={args.channels_last}, torch {torch.__version__}",
@@ -223,16 +250,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message, refresh=False)
             bar.update()
 
-        result = measure(
-            factories,
-            baseline,
-            batch_size=args.batch_size,
-            size=args.size,
-            rounds=args.rounds,
-            iters=args.iters,
-            channels_last=args.channels_last,
-            jobs=args.jobs,
-            progress=advance,
-        )
+        result = measure_with_args(factories, baseline, args, progress=advance)
     print(result.table())
     return 0
