@@ -10,8 +10,7 @@ use, so that building the ``rsvit`` parser does not load torch or GDAL.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "GridMismatchError": "rsvit.inference.change",
@@ -29,15 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rsvit.inference' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -8,8 +8,7 @@ Names are imported on first use, so ``import rsvit.tasks.<module>`` loads only w
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "ClassificationTask": "rsvit.tasks.classification",
@@ -26,9 +25,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rsvit.tasks' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

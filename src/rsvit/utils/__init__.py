@@ -1,0 +1,1 @@
+"""Small helpers shared across rsvit's packages (no torch at import time)."""
