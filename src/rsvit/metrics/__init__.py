@@ -10,7 +10,7 @@ from rsvit.metrics.change import (
     confusion_matrix_scores,
     per_image_confusion_matrices,
 )
-from rsvit.metrics.depth import DepthMetrics, depth_metrics, least_squares_scale_shift
+from rsvit.metrics.regression import DepthMetrics, depth_metrics, least_squares_scale_shift
 
 __all__ = [
     "OFFICIAL_EPS",
