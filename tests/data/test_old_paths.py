@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import pkgutil
 import sys
 import warnings
 from pathlib import Path
@@ -67,6 +68,12 @@ def test_family_packages_re_export_their_modules_names_without_warning(family: s
             module = importlib.import_module(package._EXPORTS[name])
             assert getattr(package, name) is getattr(module, name)
             assert name in module.__all__
+    # ... and nothing public of a family module is missing from the package.
+    submodules = [f"{package.__name__}.{info.name}" for info in pkgutil.iter_modules(package.__path__)]
+    assert set(package._EXPORTS.values()) <= set(submodules)
+    for module_name in submodules:
+        module = importlib.import_module(module_name)
+        assert set(module.__all__) <= set(package.__all__), module_name
 
 
 def _old_paths_imported(path: Path) -> list[str]:
