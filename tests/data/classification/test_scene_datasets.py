@@ -200,3 +200,12 @@ def test_rsscn7_dev_as_class_folders(data_dir):
     sample = ds[150]
     assert sample["label"] == 1 and sample["image"].shape == (3, 256, 256)
     assert 0.0 <= float(sample["image"].min()) < float(sample["image"].max()) <= 1.0
+
+
+def test_classification_figure_single_band_without_label_is_grey_and_untitled():
+    from rsvit.viz.classification import classification_figure
+
+    fig = classification_figure(torch.arange(16.0).reshape(1, 4, 4))
+    shown = fig.axes[0].images[0].get_array()
+    assert fig.axes[0].get_title() == ""
+    assert shown.shape == (4, 4) and float(shown.min()) == 0.0 and float(shown.max()) == 1.0

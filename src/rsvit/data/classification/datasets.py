@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from rsvit.data.io import RASTER_SUFFIXES, read_image, to_unit_range
+from rsvit.viz.classification import classification_figure
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -160,27 +161,12 @@ class SceneDataset(Dataset):
 
         ``mean``/``std`` undo the normalisation of the transform; ``rgb`` picks the displayed bands.
         """
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
         image = torch.as_tensor(sample["image"]).detach().float().cpu()
         if mean is not None and std is not None:
             image = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
-        channels = [c for c in rgb if c < image.shape[0]] if image.shape[0] >= 3 else [0]
-        shown = image[channels].permute(1, 2, 0).numpy()
-        lo, hi = float(shown.min()), float(shown.max())
-        shown = (shown - lo) / (hi - lo) if hi > lo else np.zeros_like(shown)
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.imshow(shown[..., 0] if shown.shape[-1] == 1 else shown, cmap="gray")
-        ax.set_axis_off()
-        title = f"label: {self.classes[sample['label']]}" if sample.get("label", -1) >= 0 else ""
-        if prediction is not None:
-            title += f"\nprediction: {self.classes[prediction]}"
-        ax.set_title(title.strip())
-        fig.tight_layout()
-        return fig
+        label = self.classes[sample["label"]] if sample.get("label", -1) >= 0 else None
+        predicted = self.classes[prediction] if prediction is not None else None
+        return classification_figure(image, label=label, prediction=predicted, rgb=rgb)
 
 
 def collate_skip_none(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
