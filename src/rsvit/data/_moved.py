@@ -3,7 +3,8 @@
 The modules themselves moved (``git mv``) into one folder per task family; instead of a file left
 behind at every old path, one import hook answers for all of them: importing an old path warns with a
 :class:`DeprecationWarning` naming the new one and hands back the new module object itself, so names,
-private helpers and monkeypatching all behave as before.
+private helpers and monkeypatching all behave as before. A module that was split in two maps to its
+family package, which re-exports the public names of both halves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ MOVED_MODULES: dict[str, str] = {
     "rsvit.data.scene": "rsvit.data.classification.datasets",
     "rsvit.data.transforms": "rsvit.data.classification.transforms",
     "rsvit.data.splits": "rsvit.data.classification.splits",
-    "rsvit.data.seg_datasets": "rsvit.data.segmentation.benchmarks",
+    "rsvit.data.seg_datasets": "rsvit.data.segmentation",  # split into benchmarks.py and tiling.py
     "rsvit.data.seg_transforms": "rsvit.data.segmentation.transforms",
     "rsvit.data.height": "rsvit.data.regression.datasets",
     "rsvit.data.dota": "rsvit.data.detection.labels",

@@ -19,9 +19,8 @@ from rsvit.data.segmentation.benchmarks import (
     DubaiDataset,
     ISAIDDataset,
     PotsdamDataset,
-    tile_isaid,
-    tile_potsdam,
 )
+from rsvit.data.segmentation.tiling import tile_isaid, tile_potsdam
 from rsvit.datamodules.segmentation import SegmentationDataModule, resolve_path
 from rsvit.viz.palettes import colorize
 
