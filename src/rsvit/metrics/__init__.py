@@ -1,6 +1,12 @@
-"""Metrics that torchmetrics lacks: change-detection scores equal to the official evaluation, and
-depth / height errors with and without per-image scale-and-shift alignment."""
+"""Metrics that torchmetrics lacks, one module per task family: change-detection scores equal to the
+official evaluation (:mod:`~rsvit.metrics.change`), depth / height errors with and without per-image
+scale-and-shift alignment (:mod:`~rsvit.metrics.regression`) and DOTA mAP (:mod:`~rsvit.metrics.detection`,
+not imported here: it needs shapely).
 
+``rsvit.metrics.depth``, the old path of the regression metrics, still imports with a deprecation warning.
+"""
+
+from rsvit.data._moved import install as _install_old_paths
 from rsvit.metrics.change import (
     OFFICIAL_EPS,
     ChangeDetectionMetrics,
@@ -10,7 +16,10 @@ from rsvit.metrics.change import (
     confusion_matrix_scores,
     per_image_confusion_matrices,
 )
-from rsvit.metrics.depth import DepthMetrics, depth_metrics, least_squares_scale_shift
+from rsvit.metrics.regression import DepthMetrics, depth_metrics, least_squares_scale_shift
+
+MOVED_MODULES = {"rsvit.metrics.depth": "rsvit.metrics.regression"}
+_install_old_paths(MOVED_MODULES)
 
 __all__ = [
     "OFFICIAL_EPS",
