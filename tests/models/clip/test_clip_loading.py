@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from manifests import manifest_rows, zero_views
 from safetensors.torch import save_file
 
+from manifests import manifest_rows, zero_views
 from rsvit.models.clip import (
     CLIP_PRESETS,
     RECOGNISED_ARCHITECTURES,
@@ -77,6 +77,7 @@ def test_skyclip_training_checkpoint_with_module_prefix(tmp_path, vit_b_32_weigh
         path,
     )
     state_dict, info = clip_state_dict_from_file(path)
+    assert "module.logit_scale" not in state_dict and "logit_scale" in state_dict
     assert info["stripped_prefix"] == "module." and info["source_key"] == "state_dict"
     clip = load_clip(path, model="skyclip-vit-b-32")
     assert clip.architecture == "ViT-B-32" and clip.preset == "skyclip-vit-b-32"

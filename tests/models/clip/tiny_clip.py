@@ -21,7 +21,9 @@ def write_tiny_config(folder: Path, name: str = "rsvit-tiny-clip") -> Path:
     return path
 
 
-def seeded_tiny_clip(folder: Path, seed: int = 0, name: str = "rsvit-tiny-clip") -> tuple[str, torch.nn.Module]:
+def seeded_tiny_clip(
+    folder: Path, seed: int = 0, name: str = "rsvit-tiny-clip"
+) -> tuple[str, torch.nn.Module]:
     """Registers the tiny config and builds it with seeded random weights; returns (name, model)."""
     from rsvit.models.clip import build_clip, register_model_config
 
