@@ -133,3 +133,18 @@ def test_meta_filled_model_equals_a_plainly_built_one(tmp_path):
     with torch.no_grad():
         assert torch.equal(reference.encode_text(tokens), filled.encode_text(tokens))
         assert torch.equal(reference.encode_image(images), filled.encode_image(images))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code from the checkpoint ran",))
+
+
+def test_code_in_a_checkpoint_never_runs(tmp_path, capsys):
+    from rsvit.weights import UnsafeCheckpointError
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"logit_scale": torch.zeros(())}, "extra": _Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"builtins\.print"):
+        load_clip(path)
+    assert "code from the checkpoint ran" not in capsys.readouterr().out
