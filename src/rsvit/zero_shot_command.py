@@ -218,7 +218,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         "classes": dataset.classes,
         "prompt_names": names,
         "templates": list(templates),
-        "template_set": template_choice if not Path(template_choice).is_file() else str(template_choice),
+        "template_set": template_choice,
         "averaging": averaging,
         "logit_scale": classifier.logit_scale,
         "model": {"architecture": clip.architecture, "preset": clip.preset, **clip.source},
