@@ -13,7 +13,7 @@ from __future__ import annotations
 from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "GridMismatchError": "rsvit.inference.change",
+    "GridMismatchError": "rsvit.data.geo",
     "check_same_grid": "rsvit.inference.change",
     "grid_differences": "rsvit.inference.change",
     "PredictionReport": "rsvit.inference.report",
@@ -23,6 +23,9 @@ _EXPORTS = {
     "WindowPlan": "rsvit.inference.plan",
     "InputError": "rsvit.inference.reader",
     "SceneReader": "rsvit.inference.reader",
+    "RasterOutput": "rsvit.inference.outputs",
+    "output_for_task": "rsvit.inference.outputs",
+    "register_output": "rsvit.inference.outputs",
     "polygonize_raster": "rsvit.inference.vector",
     "default_palette": "rsvit.inference.writer",
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,17 @@ from rsvit.inference.writer import PartialFiles, read_state
 __all__ = ["PredictionReport", "predict_raster", "resolve_model"]
 
 _GDAL_CACHE_BYTES = 16 * 2**20  # bounded block cache: GDAL's default (5% of RAM) would grow with the scene
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DENSE_TASKS":
+        warnings.warn(
+            "rsvit.inference.engine.DENSE_TASKS is deprecated; use rsvit.inference.outputs.raster_tasks()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return raster_tasks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def predict_raster(
