@@ -3,11 +3,13 @@
 Every window's output is a ``(C, h, w)`` float32 array at window resolution. Overlapping windows are
 blended with smooth weights (:class:`~rsvit.inference.blend.BlendAccumulator`) and finished cells go to
 partial GeoTIFFs (:class:`~rsvit.inference.writer.MapSink`), which become Cloud-Optimized GeoTIFFs at the
-end. The kinds differ in what they write per cell (:class:`~rsvit.inference.writer.OutputLayout`).
+end. The kinds differ in the files they describe (:meth:`DenseOutput.partial_maps`) and in what they write
+for a blended cell (:meth:`DenseOutput.encode`).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 from rsvit.inference.blend import BlendAccumulator
 from rsvit.inference.outputs.base import ModelFacts, OutputRequest, Products, RasterOutput
 from rsvit.inference.plan import WindowPlan
-from rsvit.inference.writer import MapSink, OutputLayout, PartialFiles, copy_rows, to_cog
+from rsvit.inference.writer import MapSink, PartialFiles, PartialMap, copy_rows, to_cog
 
 __all__ = ["BlendedMapSink", "DenseOutput", "probe_channels"]
 
@@ -41,7 +43,7 @@ class BlendedMapSink:
 
     def __init__(
         self,
-        layout: OutputLayout,
+        output: DenseOutput,
         files: PartialFiles,
         grid: dict[str, Any],
         plan: WindowPlan,
@@ -49,8 +51,8 @@ class BlendedMapSink:
         create: bool,
     ) -> None:
         rows = (plan.strip_rows(strips.start)[0], plan.strip_rows(strips.stop - 1)[1])
-        self.maps = MapSink(files, grid, layout, create=create)
-        self.accumulator = BlendAccumulator(plan, layout.channels, self.maps.write, rows=rows)
+        self.maps = MapSink(output.partial_maps(files), grid, output.encode, create=create)
+        self.accumulator = BlendAccumulator(plan, output.channels, self.maps.write, rows=rows)
 
     def add(self, index: int, result: np.ndarray | None, valid: np.ndarray | None) -> None:
         self.accumulator.add(index, result, valid)
@@ -64,15 +66,23 @@ class BlendedMapSink:
 
 @dataclass(frozen=True)
 class DenseOutput(RasterOutput):
-    """A dense map per window, blended and written as GeoTIFFs; subclasses settle the layout."""
+    """A dense map of ``channels`` per window, blended and written as GeoTIFFs."""
 
-    layout: OutputLayout
+    channels: int
 
     #: overview resampling of the final main map
     resampling: ClassVar[str] = "nearest"
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"channels": self.layout.channels, "probabilities": self.layout.probabilities}
+        return {"channels": self.channels, "probabilities": None}
+
+    @abstractmethod
+    def partial_maps(self, files: PartialFiles) -> list[PartialMap]:
+        """The partial GeoTIFFs this kind writes, main map first."""
+
+    @abstractmethod
+    def encode(self, blended: np.ndarray, invalid: np.ndarray | None) -> Sequence[np.ndarray]:
+        """One array per partial map for a blended ``(C, h, w)`` cell (``invalid``: nodata pixels)."""
 
     def as_channels_first(self, out: torch.Tensor) -> torch.Tensor:
         """The model's batch output as ``(N, C, h, w)`` (a hook for kinds that accept other shapes)."""
@@ -80,7 +90,7 @@ class DenseOutput(RasterOutput):
 
     def split_batch(self, out: Any, inputs: tuple[int, ...]) -> Sequence[np.ndarray]:
         array = self.as_channels_first(out).float().cpu().numpy()
-        expected = (inputs[0], self.layout.channels, *inputs[-2:])
+        expected = (inputs[0], self.channels, *inputs[-2:])
         if tuple(array.shape) != expected:
             raise ValueError(
                 f"the model returned shape {tuple(array.shape)} for windows {tuple(inputs)}; expected "
@@ -91,10 +101,10 @@ class DenseOutput(RasterOutput):
     def open_share(
         self, files: PartialFiles, grid: dict[str, Any], plan: WindowPlan, strips: range, create: bool
     ) -> BlendedMapSink:
-        return BlendedMapSink(self.layout, files, grid, plan, strips, create)
+        return BlendedMapSink(self, files, grid, plan, strips, create)
 
     def partial_paths(self, files: PartialFiles, grid: dict[str, Any]) -> list[Path]:
-        return MapSink(files, grid, self.layout, create=False).paths()
+        return [partial.path for partial in self.partial_maps(files)]
 
     def merge_share(
         self, source: PartialFiles, target: PartialFiles, grid: dict[str, Any], rows: tuple[int, int]
