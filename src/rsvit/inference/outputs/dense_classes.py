@@ -158,29 +158,18 @@ class ClassMapOutput(DenseOutput):
                 colormap=colormap,
             )
         ]
-        names = self.class_names()
-        if self.probabilities == "uint8":
+        if self.probabilities is not None:
+            as_bytes = self.probabilities == "uint8"  # else float16 values, stored as 16-bit floats
             maps.append(
                 PartialMap(
                     files.probabilities,
                     count=self.n_classes,
-                    dtype="uint8",
-                    nodata=255,
+                    dtype="uint8" if as_bytes else "float32",
+                    nodata=255 if as_bytes else float("nan"),
+                    nbits=None if as_bytes else 16,
                     tags=tags,
-                    descriptions=names,
-                    scales=(1.0 / 254.0,) * self.n_classes,
-                )
-            )
-        elif self.probabilities == "float16":
-            maps.append(
-                PartialMap(
-                    files.probabilities,
-                    count=self.n_classes,
-                    dtype="float32",
-                    nodata=float("nan"),
-                    nbits=16,
-                    tags=tags,
-                    descriptions=names,
+                    descriptions=self.class_names(),
+                    scales=(1.0 / 254.0,) * self.n_classes if as_bytes else None,
                 )
             )
         return maps
