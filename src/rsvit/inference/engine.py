@@ -106,8 +106,9 @@ def predict_raster(
         resume: continue an interrupted run of the same settings from the strips already written.
         progress: show a progress bar (windows/s and ETA).
         metadata: a ``WeightsMetadata`` for a bare module (overrides the file's for a path).
-        task: ``segmentation``, ``change`` or ``regression``; default from the model file, else
-            ``change`` with ``input_b`` and ``segmentation`` otherwise.
+        task: a task with a registered output kind (``segmentation``, ``change``, ``regression``; see
+            :func:`rsvit.inference.outputs.raster_tasks`); default from the model file, else ``change``
+            with ``input_b`` and ``segmentation`` otherwise.
         scale: divisor turning raw values into model units (default: integer dtype maximum, 1 for floats,
             or the metadata's ``extra["input_scale"]``).
         num_workers: DataLoader processes reading windows ahead of the model.
@@ -118,6 +119,7 @@ def predict_raster(
     import rasterio
 
     start_time = time.perf_counter()
+    # 1. validate: the model, its task's output kind, the paths and settings
     net, spec, file_meta = resolve_model(model)
     meta = metadata if metadata is not None else file_meta
     task = task or (spec.task if spec is not None else ("change" if input_b is not None else "segmentation"))
@@ -134,6 +136,7 @@ def predict_raster(
         vector_simplify=vector_simplify,
         compress=compress,
     )
+    # 2. plan: window settings from the call or the model file, readers, windows
     net = net.to(device).eval()
     extra = dict(getattr(meta, "extra", None) or {})
     window = int(window) if window is not None else default_window(extra)
@@ -142,6 +145,7 @@ def predict_raster(
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
         readers = _open_readers(inputs, parse_bands(bands), expected_bands(net, spec, meta), meta, scale)
         plan = WindowPlan.create(readers[0].height, readers[0].width, window=window, overlap=overlap)
+        # 3. open the output: settle the kind for this model, then create or continue its partial files
         facts = ModelFacts(net, spec, meta, task, len(readers[0].bands), len(readers), plan)
         settings = {"window": window, "overlap": overlap, "task": task}
         job = _job(readers, plan, kind.settle(facts, request), net, settings, batch_size, bf16, num_workers)
@@ -149,6 +153,7 @@ def predict_raster(
         files = PartialFiles(output)
         start_strip, create = _resume_point(job, files, output, resume)
         strips = range(start_strip, plan.n_rows)
+        # 4. run the remaining strips, 5. finalise: partial files to final files, then derived products
         try:
             windows_run, skipped, model_seconds = _run(
                 job, net, files, strips, create, devices, accelerator, strategy, progress
