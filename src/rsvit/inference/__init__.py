@@ -13,16 +13,19 @@ from __future__ import annotations
 from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "GridMismatchError": "rsvit.inference.change",
+    "GridMismatchError": "rsvit.data.geo",
     "check_same_grid": "rsvit.inference.change",
     "grid_differences": "rsvit.inference.change",
-    "PredictionReport": "rsvit.inference.engine",
+    "PredictionReport": "rsvit.inference.report",
     "predict_raster": "rsvit.inference.engine",
-    "resolve_model": "rsvit.inference.engine",
+    "resolve_model": "rsvit.inference.model",
     "Window": "rsvit.inference.plan",
     "WindowPlan": "rsvit.inference.plan",
     "InputError": "rsvit.inference.reader",
     "SceneReader": "rsvit.inference.reader",
+    "RasterOutput": "rsvit.inference.outputs",
+    "output_for_task": "rsvit.inference.outputs",
+    "register_output": "rsvit.inference.outputs",
     "polygonize_raster": "rsvit.inference.vector",
     "default_palette": "rsvit.inference.writer",
 }

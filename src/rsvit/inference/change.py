@@ -2,7 +2,8 @@
 
 A change model compares pixel (row, col) of date A with pixel (row, col) of date B, so the two rasters must
 share CRS, geotransform and size. Nothing is resampled silently: a mismatch is an error that lists every
-difference, so the user knows what to fix (e.g. ``gdalwarp -tr ... -te ...`` onto one grid).
+difference, so the user knows what to fix (e.g. ``gdalwarp -tr ... -te ...`` onto one grid). The comparison
+itself is :func:`rsvit.data.geo.compare_grids`, shared with the height-target reader.
 """
 
 from __future__ import annotations
@@ -10,36 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rsvit.data.geo import GridMismatchError, PixelGrid, compare_grids
+
 __all__ = ["GridMismatchError", "check_same_grid", "grid_differences"]
-
-
-class GridMismatchError(ValueError):
-    """The two dates of a change-detection input are not co-registered on one pixel grid."""
 
 
 def grid_differences(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str]) -> list[str]:
     """Human-readable differences between the pixel grids of two rasters (empty when they match)."""
-    import rasterio
-
-    with rasterio.open(path_a) as a, rasterio.open(path_b) as b:
-        out = []
-        if a.crs != b.crs:
-            name_a = a.crs.to_string() if a.crs else "none"
-            name_b = b.crs.to_string() if b.crs else "none"
-            out.append(f"CRS: {name_a} vs {name_b}")
-        if (a.width, a.height) != (b.width, b.height):
-            out.append(f"size (width x height): {a.width} x {a.height} vs {b.width} x {b.height}")
-        if not a.transform.almost_equals(b.transform, precision=1e-9):
-            ta, tb = a.transform, b.transform
-            parts = []
-            if (ta.c, ta.f) != (tb.c, tb.f):
-                parts.append(f"origin ({ta.c}, {ta.f}) vs ({tb.c}, {tb.f})")
-            if (ta.a, ta.e) != (tb.a, tb.e):
-                parts.append(f"pixel size ({ta.a}, {ta.e}) vs ({tb.a}, {tb.e})")
-            if (ta.b, ta.d) != (tb.b, tb.d):
-                parts.append(f"rotation ({ta.b}, {ta.d}) vs ({tb.b}, {tb.d})")
-            out.append("transform: " + "; ".join(parts or [f"{tuple(ta)[:6]} vs {tuple(tb)[:6]}"]))
-        return out
+    return [d.describe() for d in compare_grids(PixelGrid.read(path_a), PixelGrid.read(path_b))]
 
 
 def check_same_grid(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str]) -> None:

@@ -19,28 +19,17 @@ import lightning.pytorch as pl
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rsvit.inference.engine import Job, ShareRunner, WindowPredictor, loader_for
-from rsvit.inference.writer import MapSink, PartialFiles, copy_rows
+from rsvit.inference.job import Job
+from rsvit.inference.runner import (
+    HelperRankDone,
+    ShareRunner,
+    WindowPredictor,
+    loader_for,
+    rank_files,
+    stats_path,
+)
 
 __all__ = ["HelperRankDone", "RasterPredictionModule", "predict_distributed"]
-
-
-class HelperRankDone(SystemExit):
-    """Ends a non-writing rank started as a copy of the command (``ddp``) once its share is written.
-
-    A clean exit (status 0) that must not trigger clean-up: the writer rank is still merging the files.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(0)
-
-
-def _rank_files(output: Path, rank: int) -> PartialFiles:
-    return PartialFiles(output, tag="" if rank == 0 else f".rank{rank}")
-
-
-def _stats_path(output: Path, rank: int) -> Path:
-    return output.with_name(f".{output.name}.rank{rank}.stats.json")
 
 
 class RasterPredictionModule(pl.LightningModule):
@@ -52,12 +41,12 @@ class RasterPredictionModule(pl.LightningModule):
         self.job = job
         self.output = output
         self.runner: ShareRunner | None = None
-        self.predictor = WindowPredictor(job.task, job.layout.channels, job.bf16)
+        self.predictor = WindowPredictor(job.output, job.bf16)
         self.counts = [0, 0]  # windows run, windows skipped
 
     def predict_dataloader(self) -> DataLoader:
         strips = self.job.plan.shares(self.trainer.world_size)[self.global_rank]
-        files = _rank_files(self.output, self.global_rank)
+        files = rank_files(self.output, self.global_rank)
         files.remove()
         self.runner = ShareRunner(self.job, strips, files, create=True, record_state=False)
         return loader_for(self.job, self.job.plan.windows_for_strips(strips))
@@ -78,7 +67,7 @@ class RasterPredictionModule(pl.LightningModule):
             "skipped": self.counts[1],
             "model_seconds": self.predictor.model_seconds,
         }
-        _stats_path(self.output, self.global_rank).write_text(json.dumps(stats))
+        stats_path(self.output, self.global_rank).write_text(json.dumps(stats))
 
 
 def predict_distributed(
@@ -121,12 +110,10 @@ def predict_distributed(
         raise HelperRankDone()
 
     shares = plan.shares(devices)
-    main = _rank_files(output, 0)
-    layout_paths = MapSink(main, job.grid, job.layout, create=False).paths()
     run = skipped = 0
     model_seconds = 0.0
     for rank in range(devices):
-        stats_file = _stats_path(output, rank)
+        stats_file = stats_path(output, rank)
         stats = json.loads(stats_file.read_text())
         stats_file.unlink()
         run += stats["run"]
@@ -134,11 +121,8 @@ def predict_distributed(
         model_seconds = max(model_seconds, stats["model_seconds"])
         if rank == 0:
             continue
-        files = _rank_files(output, rank)
-        r0 = plan.strip_rows(shares[rank].start)[0]
-        r1 = plan.strip_rows(shares[rank].stop - 1)[1]
-        rank_paths = MapSink(files, job.grid, job.layout, create=False).paths()
-        for source, target in zip(rank_paths, layout_paths, strict=True):
-            copy_rows(source, target, r0, r1)
+        files = rank_files(output, rank)
+        rows = (plan.strip_rows(shares[rank].start)[0], plan.strip_rows(shares[rank].stop - 1)[1])
+        job.output.merge_share(files, rank_files(output, 0), job.grid, rows)
         files.remove()
     return run, skipped, model_seconds

@@ -1,10 +1,11 @@
 """Where the windows go over a raster, in which order, and how the work splits into strips and shares.
 
 Per axis (raster size ``L``, window ``w``, overlap ``o``): ``n = ceil((L - w) / (w - o)) + 1`` windows, spread
-evenly between ``0`` and ``L - w``, so neighbours overlap by at least ``o`` pixels and the last window ends
-exactly at the border (no padding, no half-empty windows). A raster smaller than the window gets one
-window of the raster's size on that axis. Spreading evenly, rather than shifting only the last window back,
-keeps every overlap close to ``o``: the rows kept in memory between window rows depend on the overlap.
+evenly between ``0`` and ``L - w`` (:func:`rsvit.ops.windows.spread_starts`), so neighbours overlap by at
+least ``o`` pixels and the last window ends exactly at the border (no padding, no half-empty windows). A
+raster smaller than the window gets one window of the raster's size on that axis. Spreading evenly, rather
+than shifting only the last window back, keeps every overlap close to ``o``: the rows kept in memory between
+window rows depend on the overlap.
 
 Windows run row by row, left to right. A *strip* is the band of output rows ``[start of window row i, start
 of window row i + 1)``: it is final once window row ``i`` has run, which is the unit of writing, resuming and
@@ -13,26 +14,15 @@ sharing work between processes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from rsvit.ops.windows import spread_starts
 
 __all__ = ["Window", "WindowPlan", "axis_starts"]
 
 
-def axis_starts(size: int, window: int, overlap: int) -> tuple[int, ...]:
-    """Start offsets along one axis (see the module docstring); every pixel is covered."""
-    if size < 1:
-        raise ValueError(f"raster size must be positive, got {size}")
-    if window < 1:
-        raise ValueError(f"window must be positive, got {window}")
-    if not 0 <= overlap < window:
-        raise ValueError(f"overlap must be in [0, window), got overlap={overlap} for window={window}")
-    if size <= window:
-        return (0,)
-    n = math.ceil((size - window) / (window - overlap)) + 1
-    span = size - window
-    return tuple(round(k * span / (n - 1)) for k in range(n))
+axis_starts = spread_starts  # the plan's name for its rule (see rsvit.ops.windows)
 
 
 @dataclass(frozen=True)

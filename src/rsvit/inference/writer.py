@@ -7,14 +7,9 @@ from. At the end GDAL's ``COG`` driver copies each partial file to a temporary n
 (tiles of 512, DEFLATE, overviews) which is then renamed onto the final name, so a crash or Ctrl-C never
 leaves a half-written file under the final name.
 
-Outputs:
-
-* class map: ``uint8`` class indices (``uint16`` beyond 255 classes), nodata ``255`` (``65535``) where the
-  input was nodata, colour table from the palette (``WeightsMetadata.extra["palette"]``: one ``[r, g, b]``
-  per class, 0-255; a fixed palette otherwise), class names in the ``CLASSES`` tag (JSON list);
-* probabilities (optional), one band per class, named after the class: ``uint8`` holds ``round(p * 254)``
-  (scale ``1/254`` recorded in the file, nodata 255) or ``float16`` holds ``p`` (nodata NaN);
-* regression models write one ``float32`` band of values, nodata NaN.
+What the files hold (bands, data type, nodata, names, colours) is the output kind's business
+(:mod:`rsvit.inference.outputs`): it describes each partial file as a :class:`PartialMap` and turns
+every blended cell into the arrays to write.
 """
 
 from __future__ import annotations
@@ -23,7 +18,8 @@ import contextlib
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +29,9 @@ from rsvit.data.segmentation import default_palette
 
 __all__ = [
     "MapSink",
-    "OutputLayout",
     "PartialFiles",
+    "PartialMap",
+    "copy_rows",
     "default_palette",
     "read_state",
     "to_cog",
@@ -42,57 +39,6 @@ __all__ = [
 ]
 
 _STATE_FORMAT = "rsvit-predict-raster-partial"
-PROBABILITY_DTYPES = ("uint8", "float16")
-
-
-def check_palette(palette: Any, n: int) -> list[tuple[int, int, int]]:
-    """Validates a palette from metadata: at least ``n`` ``[r, g, b]`` triples of 0-255 integers."""
-    try:
-        colours = [tuple(int(v) for v in c) for c in palette]
-    except (TypeError, ValueError):
-        raise ValueError(f"the palette must be a list of [r, g, b] triples, got {palette!r}") from None
-    if len(colours) < n or any(len(c) != 3 or min(c) < 0 or max(c) > 255 for c in colours):
-        raise ValueError(
-            f"the palette must hold one [r, g, b] triple (0-255) per class ({n} classes), got {palette!r}"
-        )
-    return colours[:n]  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class OutputLayout:
-    """What the maps hold: ``kind`` is ``classes`` (segmentation, change) or ``values`` (regression)."""
-
-    kind: str
-    channels: int
-    classes: tuple[str, ...] | None = None
-    palette: tuple[tuple[int, int, int], ...] | None = None
-    probabilities: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("classes", "values"):
-            raise ValueError(f"kind must be 'classes' or 'values', got {self.kind!r}")
-        if self.probabilities not in (None, *PROBABILITY_DTYPES):
-            raise ValueError(
-                f"probabilities must be one of {', '.join(PROBABILITY_DTYPES)} (or None), got "
-                f"{self.probabilities!r}"
-            )
-        if self.kind == "values" and self.probabilities is not None:
-            raise ValueError("probabilities exist only for class maps; this model predicts values")
-
-    @property
-    def n_classes(self) -> int:
-        return 2 if self.channels == 1 else self.channels  # one channel: a binary logit
-
-    @property
-    def class_dtype(self) -> str:
-        return "uint8" if self.n_classes <= 255 else "uint16"
-
-    @property
-    def class_nodata(self) -> int:
-        return 255 if self.class_dtype == "uint8" else 65535
-
-    def class_names(self) -> tuple[str, ...]:
-        return self.classes or tuple(f"class_{i}" for i in range(self.n_classes))
 
 
 @dataclass(frozen=True)
@@ -160,92 +106,66 @@ _PARTIAL_OPTIONS = {
 }
 
 
-def channel_argmax(values: np.ndarray, dtype: str = "uint8") -> np.ndarray:
-    """Index of the largest channel per pixel (first one on ties); one channel means a binary logit.
+@dataclass(frozen=True)
+class PartialMap:
+    """One partial GeoTIFF on the input's grid: its bands, and the names and colours to record in it."""
 
-    A running maximum over the channel planes, several times faster than ``argmax(axis=0)`` (which
-    reduces across strided planes) on the engine's hottest path.
-    """
-    if values.shape[0] == 1:
-        return (values[0] > 0).astype(dtype)
-    if values.shape[0] == 2:
-        return (values[1] > values[0]).astype(dtype)
-    best = values[0].copy()
-    index = np.zeros(values.shape[1:], dtype=dtype)
-    for c in range(1, values.shape[0]):
-        better = values[c] > best
-        index[better] = c
-        np.maximum(best, values[c], out=best)
-    return index
+    path: Path
+    count: int
+    dtype: str
+    nodata: float
+    nbits: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    descriptions: tuple[str, ...] = ()
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+    scales: tuple[float, ...] | None = None
+
+    def profile(self, grid: dict[str, Any]) -> dict[str, Any]:
+        extra = {} if self.nbits is None else {"nbits": self.nbits}
+        return {
+            **_PARTIAL_OPTIONS,
+            **grid,
+            "count": self.count,
+            "dtype": self.dtype,
+            "nodata": self.nodata,
+            **extra,
+        }
 
 
-def softmax_channels(values: np.ndarray) -> np.ndarray:
-    """Softmax over the first axis, stable (the maximum is subtracted first)."""
-    out = values - values.max(axis=0, keepdims=True)
-    np.exp(out, out=out)
-    out /= out.sum(axis=0, keepdims=True)
-    return out
+# encode(blended (C, h, w) float32, invalid (h, w) bool or None) -> one array per map, (h, w) or (bands, h, w)
+EncodeFn = Callable[[np.ndarray, np.ndarray | None], Sequence[np.ndarray]]
 
 
 class MapSink:
     """Receives finished cells (see :class:`~rsvit.inference.blend.BlendAccumulator`) and writes the maps.
 
-    ``create=True`` creates the partial files (replacing any); otherwise they are reopened to continue.
+    ``encode`` turns a blended cell into the arrays of ``maps``, in order. ``create=True`` creates the
+    partial files (replacing any); otherwise they are reopened to continue.
     """
 
-    def __init__(self, files: PartialFiles, grid: dict[str, Any], layout: OutputLayout, create: bool = True):
-        self.files = files
-        self.layout = layout
+    def __init__(
+        self, maps: Sequence[PartialMap], grid: dict[str, Any], encode: EncodeFn, create: bool = True
+    ) -> None:
+        self.maps = list(maps)
+        self.encode = encode
         self._grid = grid
         self._open: dict[str, Any] = {}
         if create:
             self._create()
 
-    def _profiles(self) -> dict[Path, dict[str, Any]]:
-        base = {**_PARTIAL_OPTIONS, **self._grid}
-        layout = self.layout
-        if layout.kind == "values":
-            return {self.files.main: {**base, "count": 1, "dtype": "float32", "nodata": float("nan")}}
-        out = {
-            self.files.main: {**base, "count": 1, "dtype": layout.class_dtype, "nodata": layout.class_nodata}
-        }
-        if layout.probabilities == "uint8":
-            out[self.files.probabilities] = {
-                **base,
-                "count": layout.n_classes,
-                "dtype": "uint8",
-                "nodata": 255,
-            }
-        elif layout.probabilities == "float16":
-            out[self.files.probabilities] = {
-                **base,
-                "count": layout.n_classes,
-                "dtype": "float32",
-                "nbits": 16,
-                "nodata": float("nan"),
-            }
-        return out
-
     def _create(self) -> None:
         import rasterio
 
-        layout = self.layout
-        for path, profile in self._profiles().items():
-            with rasterio.open(path, "w", **profile) as dst:
-                if layout.kind == "values":
-                    dst.set_band_description(1, "value")
-                    continue
-                names = layout.class_names()
-                dst.update_tags(CLASSES=json.dumps(list(names)))
-                if path == self.files.main:
-                    dst.set_band_description(1, "class")
-                    if layout.class_dtype == "uint8" and layout.palette is not None:
-                        dst.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(layout.palette)})
-                else:
-                    for band, name in enumerate(names, start=1):
-                        dst.set_band_description(band, name)
-                    if layout.probabilities == "uint8":
-                        dst.scales = (1.0 / 254.0,) * layout.n_classes
+        for partial in self.maps:
+            with rasterio.open(partial.path, "w", **partial.profile(self._grid)) as dst:
+                if partial.tags:
+                    dst.update_tags(**partial.tags)
+                for band, name in enumerate(partial.descriptions, start=1):
+                    dst.set_band_description(band, name)
+                if partial.colormap is not None:
+                    dst.write_colormap(1, partial.colormap)
+                if partial.scales is not None:
+                    dst.scales = partial.scales
 
     def _dataset(self, path: Path) -> Any:
         key = str(path)
@@ -261,34 +181,12 @@ class MapSink:
         from rasterio.windows import Window
 
         window = Window(c0, r0, c1 - c0, r1 - r0)
-        layout = self.layout
-        invalid = None if valid is None else ~valid
-        if layout.kind == "values":
-            values = blended[0].copy()
-            if invalid is not None:
-                values[invalid] = np.nan
-            self._dataset(self.files.main).write(values, 1, window=window)
-            return
-        classes = channel_argmax(blended, layout.class_dtype)
-        if invalid is not None:
-            classes[invalid] = layout.class_nodata
-        self._dataset(self.files.main).write(classes, 1, window=window)
-        if layout.probabilities is None:
-            return
-        if layout.channels == 1:
-            p1 = 1.0 / (1.0 + np.exp(-blended[0]))
-            probs = np.stack([1.0 - p1, p1]).astype(np.float32)
-        else:
-            probs = softmax_channels(blended)
-        if layout.probabilities == "uint8":
-            out = np.rint(probs * 254.0).astype(np.uint8)
-            if invalid is not None:
-                out[:, invalid] = 255
-        else:
-            out = probs.astype(np.float16).astype(np.float32)
-            if invalid is not None:
-                out[:, invalid] = np.nan
-        self._dataset(self.files.probabilities).write(out, window=window)
+        arrays = self.encode(blended, None if valid is None else ~valid)
+        for partial, array in zip(self.maps, arrays, strict=True):
+            if array.ndim == 2:
+                self._dataset(partial.path).write(array, 1, window=window)
+            else:
+                self._dataset(partial.path).write(array, window=window)
 
     def flush(self) -> None:
         """Closes the open files so that everything written so far is on disk (called after each strip)."""
@@ -299,7 +197,7 @@ class MapSink:
     close = flush
 
     def paths(self) -> list[Path]:
-        return list(self._profiles())
+        return [partial.path for partial in self.maps]
 
 
 def to_cog(
@@ -351,8 +249,3 @@ def copy_rows(source: Path, target: Path, r0: int, r1: int, chunk: int = 256) ->
         for start in range(r0, r1, chunk):
             window = Window(0, start, src.width, min(chunk, r1 - start))
             dst.write(src.read(window=window), window=window)
-
-
-def probabilities_path(output: Path) -> Path:
-    """``map.tif`` -> ``map_probabilities.tif`` (the probability map beside the class map)."""
-    return output.with_name(f"{output.stem}_probabilities{output.suffix or '.tif'}")

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from rsvit.ops.windows import stride_starts
+
 DenseFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -40,8 +42,7 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     """Start offsets of the windows along one axis (see the module docstring for the rule)."""
     if stride > crop:
         raise ValueError(f"stride ({stride}) larger than the crop ({crop}) would leave pixels uncovered")
-    n = (max(size - crop, 0) + stride - 1) // stride + 1
-    return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
+    return stride_starts(size, crop, stride)
 
 
 def sliding_windows(

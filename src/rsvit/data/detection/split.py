@@ -35,6 +35,7 @@ from rsvit.data.detection.labels import (
 )
 from rsvit.ops.rotated_boxes import obb_to_poly, poly_to_obb
 from rsvit.ops.rotated_nms import batched_nms_rotated
+from rsvit.ops.windows import stride_starts
 
 __all__ = [
     "MergedDetections",
@@ -55,12 +56,7 @@ def window_origins(length: int, patch_size: int, gap: int) -> list[int]:
     """Start offsets of the windows along one axis of ``length`` pixels."""
     if patch_size <= 0 or not 0 <= gap < patch_size:
         raise ValueError(f"need patch_size > 0 and 0 <= gap < patch_size, got {patch_size} and {gap}")
-    if length <= patch_size:
-        return [0]
-    step = patch_size - gap
-    starts = list(range(0, length - patch_size, step))
-    starts.append(length - patch_size)
-    return starts
+    return stride_starts(length, patch_size, patch_size - gap)
 
 
 def patch_name(image: str, rate: float, x: int, y: int) -> str:

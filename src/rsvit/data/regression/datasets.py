@@ -33,6 +33,7 @@ from rasterio.transform import Affine
 from rasterio.warp import reproject as warp_reproject
 from torch.utils.data import Dataset
 
+from rsvit.data.geo import GridMismatchError, PixelGrid, compare_grids
 from rsvit.data.io import to_unit_range
 
 __all__ = [
@@ -49,10 +50,6 @@ __all__ = [
 HeightKind = Literal["dsm", "ndsm"]
 NegativePolicy = Literal["clip", "invalid", "keep"]
 PathLike = str | os.PathLike[str]
-
-
-class GridMismatchError(ValueError):
-    """The target raster is not on the image's pixel grid (and reprojection was not requested)."""
 
 
 @dataclass
@@ -116,16 +113,9 @@ def grid_differences(
     precision: float = 1e-9,
 ) -> list[str]:
     """Human-readable differences between two grids (empty when they are the same grid)."""
-    diffs = []
-    if crs_a != crs_b:
-        name_a = crs_a.to_string() if crs_a else None
-        name_b = crs_b.to_string() if crs_b else None
-        diffs.append(f"CRS {name_a} != {name_b}")
-    if not transform_a.almost_equals(transform_b, precision=precision):
-        diffs.append(f"transform {tuple(transform_a)[:6]} != {tuple(transform_b)[:6]}")
-    if tuple(shape_a) != tuple(shape_b):
-        diffs.append(f"size (height, width) {tuple(shape_a)} != {tuple(shape_b)}")
-    return diffs
+    a = PixelGrid(crs_a, transform_a, width=shape_a[1], height=shape_a[0])
+    b = PixelGrid(crs_b, transform_b, width=shape_b[1], height=shape_b[0])
+    return [d.describe("compact") for d in compare_grids(a, b, precision)]
 
 
 def _invalid_to_nan(band: np.ndarray, nodata: float | None) -> np.ndarray:
