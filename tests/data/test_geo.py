@@ -10,7 +10,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from rsvit.data import height
+from rsvit.data.regression import datasets as height
 from rsvit.data.geo import GridMismatchError, PixelGrid, compare_grids
 from rsvit.inference import change
 
