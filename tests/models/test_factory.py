@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsvit.models.factory import ModelSpec, build_model, load_model, save_model
+from rsvit.models.spec import ModelSpec, build_model, load_model, save_model
 from rsvit.weights import WeightsMetadata, save
 
 

@@ -27,6 +27,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from rsvit.models.backbones.fused_linear import FusedLinear, FusedMlp
+from rsvit.weights.convert import register_converter
 
 __all__ = [
     "ViTAEv2",
@@ -615,6 +616,7 @@ _UNUSED = re.compile(
 _DENSE_NORM = re.compile(r"^norm\d+\.(weight|bias)$")
 
 
+@register_converter("vitaev2")
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
     """Maps any official RSP ViTAEv2 state dict (classification, segmentation, detection, change
     detection copies) to our layout.
