@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsvit.models.factory import ModelSpec, build_model, load_model, save_model
+from rsvit.models.spec import ModelSpec, build_model, load_model, save_model
 from rsvit.weights import WeightsMetadata, save
 
 
@@ -57,7 +57,7 @@ def test_bare_weights_cannot_rebuild_a_model(tmp_path):
 
 def test_bad_specs():
     with pytest.raises(ValueError, match="unknown task"):
-        ModelSpec("detection", "resnet50")
+        ModelSpec("no_such_task", "resnet50")
     with pytest.raises(ValueError, match="does not fit task 'classification'"):
         ModelSpec("classification", "resnet50", head="upernet")
     with pytest.raises(ValueError, match="unknown model spec entries"):

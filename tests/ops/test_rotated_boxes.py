@@ -173,3 +173,16 @@ def test_rotated_boxes_clip() -> None:
     for i, rect in expected.items():
         assert same_rect(shapely_rect(clipped[i]), shapely.intersection(rect, image), tol=1e-9)
     assert torch.equal(clipped[2], boxes[2])
+
+
+def test_box_type_lives_in_structures_and_the_old_path_warns() -> None:
+    import rsvit.ops
+    import rsvit.ops.rotated_boxes as old_module
+    import rsvit.structures as structures
+
+    assert rsvit.ops.RotatedBoxes is structures.RotatedBoxes
+    with pytest.warns(DeprecationWarning, match=r"rsvit\.structures\.rotated_boxes\.poly_to_obb"):
+        moved = old_module.poly_to_obb
+    assert moved is structures.poly_to_obb
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = old_module.no_such_name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,17 @@ def test_backbone_part_of_a_whole_model_is_selected() -> None:
     whole["module.decode_head.conv_seg.weight"] = torch.zeros(2, 8, 1, 1)
     converted = convert_state_dict(whole, "resnet", resnet)
     assert list(converted) == list(resnet.state_dict())
+
+
+def test_model_converters_are_found_when_only_rsvit_weights_was_imported() -> None:
+    """The model packages register their converters; weights finds them without importing model code."""
+    code = (
+        "import sys, torch; import rsvit.weights as w; "
+        "assert 'rsvit.models' not in sys.modules; "
+        "sd = {'layers.0.RC.PCM.0.weight': torch.zeros(1), 'layers.0.NC.1.norm1.weight': torch.zeros(1)}; "
+        "print(sorted(w.convert_state_dict(sd, 'vitaev2'))); print(','.join(w.available_families()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    keys, families = out.stdout.strip().splitlines()
+    assert keys == "['stages.0.blocks.1.norm1.weight', 'stages.0.reduction.pcm.0.weight']"
+    assert {"bit", "dpt", "mmseg", "resnet", "rsp_bit_cd", "swin", "vitaev2"} <= set(families.split(","))

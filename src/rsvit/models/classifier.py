@@ -16,6 +16,8 @@ from torch import nn
 
 from rsvit.models.backbones.factory import adapt_input_convs, resolve_backbone_name
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
+from rsvit.models.registry import register_task_model
+from rsvit.models.spec import ModelSpec
 
 __all__ = ["build_classifier", "classifier_keys"]
 
@@ -59,6 +61,11 @@ def build_classifier(
     if weights is not None:
         _load_weights(model, weights, in_chans)
     return model
+
+
+@register_task_model("classification", "linear", default=True)
+def _classifier_from_spec(spec: ModelSpec) -> nn.Module:
+    return build_classifier(spec.backbone, spec.num_classes, spec.in_chans, **spec.backbone_kwargs)
 
 
 def _load_weights(model: nn.Module, path: str | os.PathLike[str], in_chans: int) -> None:

@@ -1,176 +1,33 @@
-"""Whole models from a small, serialisable description, so a weights file can rebuild its own network.
+"""Old home of :class:`~rsvit.models.spec.ModelSpec` and friends, kept so existing imports work (they warn).
 
-A :class:`ModelSpec` names the task, the backbone and the head. It is stored in the metadata of every
-model rsvit saves (``save_model``), which lets ``load_model`` (and ``rsvit predict-raster``) rebuild
-the network from the file alone:
-
->>> spec = ModelSpec(task="segmentation", backbone="vitaev2_s", head="upernet", num_classes=6)
->>> model = build_model(spec)                                         # doctest: +SKIP
->>> save_model("seg.safetensors", model, spec, WeightsMetadata(classes=(...)))  # doctest: +SKIP
->>> model, spec, meta = load_model("seg.safetensors")                # doctest: +SKIP
+``ModelSpec``, ``build_model``, ``save_model``, ``load_model`` and ``task_spec`` live in
+:mod:`rsvit.models.spec`; the ``TASK_HEADS`` table gave way to the builders each model module registers
+(:func:`rsvit.models.registry.task_heads`).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
+import warnings
 from typing import Any
 
-from torch import nn
-
-__all__ = ["TASK_HEADS", "ModelSpec", "build_model", "load_model", "save_model", "task_spec"]
-
-# Heads each task accepts; the first is the default.
-TASK_HEADS: dict[str, tuple[str, ...]] = {
-    "classification": ("linear",),
-    "segmentation": ("upernet", "dpt", "fcn"),
-    "change": ("bit",),
-    "regression": ("dpt",),
-}
-_SPEC_KEY = "model_spec"
+from rsvit.models import registry, spec
 
 
-@dataclass
-class ModelSpec:
-    """What network to build.
-
-    Args:
-        task: ``classification``, ``segmentation``, ``change`` or ``regression`` (depth / height).
-        backbone: backbone name (see ``rsvit models``); for change detection also ``bit_resnet18``.
-        head: one of :data:`TASK_HEADS` for the task (default: the first).
-        num_classes: outputs of the head (regression: ignored, one channel).
-        in_chans: input bands.
-        head_kwargs: further arguments of the head builder (e.g. ``channels`` of UperNet).
-        backbone_kwargs: further arguments of the backbone (e.g. ``drop_path_rate``).
-    """
-
-    task: str
-    backbone: str
-    head: str | None = None
-    num_classes: int = 2
-    in_chans: int = 3
-    head_kwargs: dict[str, Any] = field(default_factory=dict)
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.task not in TASK_HEADS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASK_HEADS)}")
-        if self.head is None:
-            self.head = TASK_HEADS[self.task][0]
-        if self.head not in TASK_HEADS[self.task]:
-            raise ValueError(
-                f"head {self.head!r} does not fit task {self.task!r}; choose one of "
-                f"{', '.join(TASK_HEADS[self.task])}"
-            )
-        if self.num_classes < 1 or self.in_chans < 1:
-            raise ValueError(
-                f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model spec entries {sorted(unknown)}")
-        return cls(**data)
-
-
-def task_spec(
-    model: ModelSpec | dict[str, Any] | None,
-    task: str,
-    default_backbone: str,
-    owner: str,
-    **overrides: Any,
-) -> ModelSpec:
-    """The spec a task model is built from: ``model`` (a spec, or a dict where ``task`` may be left out and
-    the backbone defaults to ``default_backbone``), checked to be a ``task`` spec (``owner`` names the
-    caller in the error), with the ``overrides`` that are not ``None`` applied (e.g. ``num_classes`` and
-    ``in_chans`` linked from the data)."""
-    spec = (
-        model
-        if isinstance(model, ModelSpec)
-        else ModelSpec.from_dict({"task": task, "backbone": default_backbone, **(model or {})})
-    )
-    if spec.task != task:
-        raise ValueError(f"{owner} needs a {task} model spec, got task {spec.task!r}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return ModelSpec.from_dict({**spec.to_dict(), **changes}) if changes else spec
-
-
-def build_model(spec: ModelSpec | dict[str, Any]) -> nn.Module:
-    """Builds the (randomly initialised) network a spec describes."""
-    if isinstance(spec, dict):
-        spec = ModelSpec.from_dict(spec)
-    from rsvit.models.backbones import create_backbone
-
-    if spec.task == "classification":
-        from rsvit.models.classifier import build_classifier
-
-        return build_classifier(spec.backbone, spec.num_classes, spec.in_chans, **spec.backbone_kwargs)
-    if spec.task == "change":
-        from rsvit.models.change.bit import bit_resnet18_dd8, bit_rsp
-
-        if spec.backbone == "bit_resnet18":
-            return bit_resnet18_dd8(num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.head_kwargs)
-        return bit_rsp(
-            spec.backbone, num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.backbone_kwargs
+def __getattr__(name: str) -> Any:
+    if name == "TASK_HEADS":
+        warnings.warn(
+            "rsvit.models.factory.TASK_HEADS is gone; use rsvit.models.registry.task_heads(task) and "
+            "task_names()",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    if spec.task == "regression":
-        from rsvit.models.dpt import dpt_with_backbone
-
-        backbone = create_backbone(spec.backbone, in_chans=spec.in_chans, **spec.backbone_kwargs)
-        return dpt_with_backbone(backbone, task="depth", **spec.head_kwargs)
-    # segmentation
-    backbone = create_backbone(spec.backbone, in_chans=spec.in_chans, **spec.backbone_kwargs)
-    if spec.head == "upernet":
-        from rsvit.models.segmentor import build_upernet_segmentor
-
-        return build_upernet_segmentor(backbone, spec.num_classes, **spec.head_kwargs)
-    from rsvit.models.segmentor import Segmentor
-
-    if spec.head == "dpt":
-        from rsvit.models.dpt import DPTHead
-
-        head = DPTHead(
-            backbone.channels, task="segmentation", num_classes=spec.num_classes, **spec.head_kwargs
+        return {task: registry.task_heads(task) for task in registry.task_names()}
+    if name in spec.__all__:
+        warnings.warn(
+            f"rsvit.models.factory.{name} moved to rsvit.models.spec.{name}; import it from there (or from "
+            "rsvit.models)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        return Segmentor(backbone, head)
-    from rsvit.models.heads import FCNHead
-
-    kwargs = {"channels": 256, **spec.head_kwargs}
-    head = FCNHead(backbone.channels[-1], num_classes=spec.num_classes, **kwargs)
-    return Segmentor(backbone, head)
-
-
-def save_model(path: str | os.PathLike[str], model: nn.Module, spec: ModelSpec, metadata: Any = None) -> None:
-    """Writes the model's weights and its spec (plus preprocessing metadata) to safetensors, atomically."""
-    from rsvit.weights import WeightsMetadata, save
-
-    metadata = metadata or WeightsMetadata()
-    extra = {**metadata.extra, _SPEC_KEY: spec.to_dict()}
-    fields = {k: v for k, v in asdict(metadata).items() if k != "extra"}
-    fields["architecture"] = fields["architecture"] or f"{spec.task}/{spec.backbone}/{spec.head}"
-    save(path, model.state_dict(), WeightsMetadata(**fields, extra=extra))
-
-
-def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec, Any]:
-    """Rebuilds a model saved by :func:`save_model` and loads its weights strictly.
-
-    Returns ``(model in eval mode, spec, WeightsMetadata)``.
-    """
-    from rsvit.weights import load_into, read_metadata
-
-    metadata = read_metadata(path)
-    raw = metadata.extra.get(_SPEC_KEY)
-    if not isinstance(raw, dict):
-        raise ValueError(
-            f"{path} carries no model description ('{_SPEC_KEY}' metadata); it holds bare weights. Build "
-            "the model yourself and use rsvit.weights.load_into, or save it with rsvit.models.save_model"
-        )
-    spec = ModelSpec.from_dict(raw)
-    model = build_model(spec)
-    load_into(model, path, strict=True)
-    return model.eval(), spec, metadata
+        return getattr(spec, name)
+    raise AttributeError(f"module 'rsvit.models.factory' has no attribute {name!r}")

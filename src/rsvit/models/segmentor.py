@@ -17,9 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsvit.models.backbones import create_backbone
+from rsvit.models.dpt.head import DPTHead
 from rsvit.models.heads.fcn import FCNHead
 from rsvit.models.heads.upernet import UperNetHead
+from rsvit.models.registry import register_task_model
 from rsvit.models.sliding_window import sliding_window_inference
+from rsvit.models.spec import ModelSpec
+from rsvit.weights.convert import (
+    StateDict,
+    convert_state_dict,
+    guess_family,
+    infer_family,
+    register_converter,
+)
 
 
 class Segmentor(nn.Module):
@@ -129,6 +140,28 @@ def build_upernet_segmentor(
     return Segmentor(backbone, decode_head, aux)
 
 
+@register_task_model("segmentation", "upernet", default=True)
+def _upernet_from_spec(spec: ModelSpec) -> Segmentor:
+    backbone = create_backbone(spec.backbone, in_chans=spec.in_chans, **spec.backbone_kwargs)
+    return build_upernet_segmentor(backbone, spec.num_classes, **spec.head_kwargs)
+
+
+@register_task_model("segmentation", "dpt")
+def _dpt_segmentor_from_spec(spec: ModelSpec) -> Segmentor:
+    backbone = create_backbone(spec.backbone, in_chans=spec.in_chans, **spec.backbone_kwargs)
+    head = DPTHead(backbone.channels, task="segmentation", num_classes=spec.num_classes, **spec.head_kwargs)
+    return Segmentor(backbone, head)
+
+
+@register_task_model("segmentation", "fcn")
+def _fcn_segmentor_from_spec(spec: ModelSpec) -> Segmentor:
+    backbone = create_backbone(spec.backbone, in_chans=spec.in_chans, **spec.backbone_kwargs)
+    head = FCNHead(
+        backbone.channels[-1], num_classes=spec.num_classes, **{"channels": 256, **spec.head_kwargs}
+    )
+    return Segmentor(backbone, head)
+
+
 # Official mmsegmentation head names -> ours (prefix renames; module names after the prefix are shared).
 _HEAD_RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -205,3 +238,17 @@ def convert_mmseg_state_dict(
     prefix, network = _backbone_target(model)
     converted = backbone_filter(backbone, model=network)
     return {**{prefix + k: v for k, v in converted.items()}, **out}
+
+
+@register_converter("mmseg")
+def _convert_mmseg(state_dict: StateDict, model: nn.Module | None) -> StateDict:
+    """Official mmseg ``EncoderDecoder`` (UperNet + FCN) -> :class:`Segmentor`.
+
+    The ``backbone.*`` part goes through the converter of the backbone's own family.
+    """
+
+    def backbone_filter(sd: StateDict, model: nn.Module | None = None) -> StateDict:
+        family = (infer_family(model) if model is not None else None) or guess_family(sd) or "vitaev2"
+        return convert_state_dict(sd, family, model)
+
+    return convert_mmseg_state_dict(state_dict, model=model, backbone_filter=backbone_filter)

@@ -1,12 +1,16 @@
 """Rotated-box operations in pure PyTorch (CPU and CUDA, no compiled extensions).
 
-Conventions shared by every op (details in :mod:`rsvit.ops.rotated_boxes`): pixel coordinates with
+Conventions shared by every op (details in :mod:`rsvit.structures.rotated_boxes`): pixel coordinates with
 ``y`` pointing down; rotated boxes are ``(cx, cy, w, h, angle)`` rows with the angle in radians,
 turning the ``w`` side from +x towards +y; the default angle convention is ``le90``.
 """
 
 from rsvit.ops.box_coders import DeltaXYWHACoder, MidpointOffsetCoder, parallelogram_to_obb
-from rsvit.ops.rotated_boxes import (
+from rsvit.ops.rotated_boxes import pairwise_iou
+from rsvit.ops.rotated_iou import box_iou_rotated, rotated_box_intersection
+from rsvit.ops.rotated_nms import batched_nms_rotated, nms_rotated, rotated_overlap_pairs
+from rsvit.ops.rotated_roi_align import RotatedRoIAlign, rotated_roi_align
+from rsvit.structures.rotated_boxes import (
     ANGLE_CONVENTIONS,
     AngleConvention,
     RotatedBoxes,
@@ -14,15 +18,11 @@ from rsvit.ops.rotated_boxes import (
     hbox_to_obb,
     obb_to_hbox,
     obb_to_poly,
-    pairwise_iou,
     poly_area,
     poly_to_hbox,
     poly_to_obb,
     regularize_obb,
 )
-from rsvit.ops.rotated_iou import box_iou_rotated, rotated_box_intersection
-from rsvit.ops.rotated_nms import batched_nms_rotated, nms_rotated, rotated_overlap_pairs
-from rsvit.ops.rotated_roi_align import RotatedRoIAlign, rotated_roi_align
 
 __all__ = [
     "ANGLE_CONVENTIONS",

@@ -11,7 +11,7 @@ import shapely
 import torch
 from torch import Tensor
 
-from rsvit.ops.rotated_boxes import obb_to_poly
+from rsvit.structures.rotated_boxes import obb_to_poly
 
 __all__ = ["box_iou_rotated_shapely", "nms_rotated_shapely", "obb_to_shapely"]
 

@@ -21,6 +21,7 @@ from rsvit.weights.api import (
     save,
 )
 from rsvit.weights.convert import (
+    CONVERTER_PROVIDERS,
     available_families,
     convert_state_dict,
     guess_family,
@@ -37,6 +38,7 @@ from rsvit.weights.errors import (
 from rsvit.weights.formats import Checkpoint, read_checkpoint
 
 __all__ = [
+    "CONVERTER_PROVIDERS",
     "Checkpoint",
     "CheckpointFormatError",
     "LoadResult",

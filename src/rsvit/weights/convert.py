@@ -5,10 +5,16 @@ Converters are registered per architecture family with :func:`register_converter
 :func:`rsvit.weights.formats.read_checkpoint`) and, when available, the target model, which lets it
 drop a classifier whose class count differs or resize position tables. Without a model the
 conversion is purely by name, which is what ``rsvit convert`` does.
+
+The converters of timm's own layouts (ResNet, Swin) are defined here. A model rsvit defines registers
+its converter from its own module, beside the model (as timm keeps ``checkpoint_filter_fn``). Those
+modules are named in :data:`CONVERTER_PROVIDERS`, as data, and imported the first time a family is
+looked up: ``rsvit.weights`` works when it is all a user imported, and never imports model code itself.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -19,6 +25,7 @@ from torch import nn
 from rsvit.weights.errors import WeightsError
 
 __all__ = [
+    "CONVERTER_PROVIDERS",
     "Converter",
     "align_feature_names",
     "available_families",
@@ -35,6 +42,29 @@ Converter = Callable[[StateDict, nn.Module | None], StateDict]
 
 _CONVERTERS: dict[str, Converter] = {}
 
+# Modules whose import registers further converters (the model packages); extend it for plugins.
+CONVERTER_PROVIDERS: list[str] = ["rsvit.models"]
+_imported_providers: set[str] = set()
+_provider_errors: dict[str, str] = {}
+
+
+def _import_providers() -> None:
+    """Imports each provider once; a provider that fails to import is reported, not fatal, so the
+    families registered here (and by the other providers) keep working."""
+    for name in CONVERTER_PROVIDERS:
+        if name in _imported_providers:
+            continue
+        _imported_providers.add(name)  # before importing: a provider may look up families while loading
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _provider_errors[name] = f"{type(exc).__name__}: {exc}"
+
+
+def _registered() -> dict[str, Converter]:
+    _import_providers()
+    return _CONVERTERS
+
 
 def register_converter(family: str) -> Callable[[Converter], Converter]:
     """Decorator registering ``fn(state_dict, model) -> state_dict`` for an architecture family."""
@@ -49,7 +79,8 @@ def register_converter(family: str) -> Callable[[Converter], Converter]:
 
 
 def available_families() -> tuple[str, ...]:
-    return tuple(sorted(_CONVERTERS))
+    """Every family a converter is registered for, those of :data:`CONVERTER_PROVIDERS` included."""
+    return tuple(sorted(_registered()))
 
 
 def convert_state_dict(
@@ -62,12 +93,13 @@ def convert_state_dict(
     state_dict = dict(state_dict)
     if family is None:
         return _strip_uniform(state_dict, "module.")
-    try:
-        converter = _CONVERTERS[family]
-    except KeyError:
+    converter = _registered().get(family)
+    if converter is None:
+        failed = "".join(f"; {name} failed to import ({error})" for name, error in _provider_errors.items())
         raise WeightsError(
             f"no weights converter for family {family!r}; known families: {', '.join(available_families())}"
-        ) from None
+            f"{failed}"
+        )
     return converter(state_dict, model)
 
 
@@ -137,7 +169,7 @@ def infer_family(model: nn.Module) -> str | None:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     architecture = str(cfg.get("architecture", "")) if isinstance(cfg, Mapping) else ""
     for prefix, fam in (("vitaev2", "vitaev2"), ("swin", "swin"), ("resnet", "resnet")):
-        if architecture.startswith(prefix) and fam in _CONVERTERS:
+        if architecture.startswith(prefix) and fam in _registered():
             return fam
     return None
 
@@ -224,19 +256,6 @@ def _convert_swin(state_dict: StateDict, model: nn.Module | None) -> StateDict:
     return converted
 
 
-@register_converter("vitaev2")
-def _convert_vitaev2(state_dict: StateDict, model: nn.Module | None) -> StateDict:
-    """Official ViTAEv2 (RSP classification, mmseg/mmdet backbone, change-detection copies) -> ours.
-
-    Delegates to the backbone module's own filter, which knows its parameter names.
-    """
-    try:
-        from rsvit.models.backbones.vitaev2 import checkpoint_filter_fn
-    except ImportError as exc:
-        raise WeightsError(f"ViTAEv2 weights conversion is unavailable: {exc}") from exc
-    return checkpoint_filter_fn(state_dict, model=model)
-
-
 def align_feature_names(state_dict: StateDict, target_keys: Iterable[str]) -> StateDict:
     """Match names to timm's feature wrappers: ``layers.0.x`` -> ``layers_0.x`` (``FeatureListNet``
     flattens sequential stages) and ``x`` -> ``model.x`` (``FeatureGetterNet`` keeps the model inside).
@@ -254,47 +273,3 @@ def align_feature_names(state_dict: StateDict, target_keys: Iterable[str]) -> St
                     break
         out[key] = value
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Whole task models (the converters live beside the models; imported lazily)
-# ----------------------------------------------------------------------------------------------
-
-
-@register_converter("mmseg")
-def _convert_mmseg(state_dict: StateDict, model: nn.Module | None) -> StateDict:
-    """Official mmseg ``EncoderDecoder`` (UperNet + FCN) -> :class:`rsvit.models.segmentor.Segmentor`.
-
-    The ``backbone.*`` part goes through the converter of the backbone's own family.
-    """
-    from rsvit.models.segmentor import convert_mmseg_state_dict
-
-    def backbone_filter(sd: StateDict, model: nn.Module | None = None) -> StateDict:
-        family = (infer_family(model) if model is not None else None) or guess_family(sd) or "vitaev2"
-        return convert_state_dict(sd, family, model)
-
-    return convert_mmseg_state_dict(state_dict, model=model, backbone_filter=backbone_filter)
-
-
-@register_converter("bit")
-def _convert_bit(state_dict: StateDict, model: nn.Module | None) -> StateDict:
-    """Official BIT_CD ``model_G_state_dict`` (ResNet-18 variants) -> :class:`rsvit.models.change.BIT`."""
-    from rsvit.models.change.bit import convert_official_bit_state_dict
-
-    return convert_official_bit_state_dict(state_dict, model)
-
-
-@register_converter("rsp_bit_cd")
-def _convert_rsp_bit_cd(state_dict: StateDict, model: nn.Module | None) -> StateDict:
-    """RSP change-detection models (BIT on ViTAEv2-S, whole pickled modules) -> our BIT."""
-    from rsvit.models.change.bit import convert_rsp_cd_state_dict
-
-    return convert_rsp_cd_state_dict(state_dict, model)
-
-
-@register_converter("dpt")
-def _convert_dpt(state_dict: StateDict, model: nn.Module | None) -> StateDict:
-    """Official DPT / MiDaS files (``pretrained.*``, ``scratch.*``, ``auxlayer.*``) -> our DPT."""
-    from rsvit.models.dpt import convert_official_dpt_state_dict
-
-    return convert_official_dpt_state_dict(state_dict, model)

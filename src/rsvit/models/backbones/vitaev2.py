@@ -23,10 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg
 from torch import Tensor, nn
 
 from rsvit.models.backbones.fused_linear import FusedLinear, FusedMlp
+from rsvit.weights.convert import register_converter
 
 __all__ = [
     "ViTAEv2",
@@ -615,6 +616,7 @@ _UNUSED = re.compile(
 _DENSE_NORM = re.compile(r"^norm\d+\.(weight|bias)$")
 
 
+@register_converter("vitaev2")
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
     """Maps any official RSP ViTAEv2 state dict (classification, segmentation, detection, change
     detection copies) to our layout.
@@ -642,31 +644,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None 
     return out
 
 
-# -- timm registration ----------------------------------------------------------------------------
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 51,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        # Every convolution that sees the image, so band adaptation reaches all of them.
-        "first_conv": (
-            *(f"stages.0.reduction.prm.convs.{i}" for i in range(4)),
-            "stages.0.reduction.pcm.0",
-        ),
-        "classifier": "head",
-        "license": "mit",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({"vitaev2_s.rsp_millionaid": _cfg()})
+# -- built through timm (rsvit.timm_models registers the names with timm) -------------------------
 
 
 def _create_vitaev2(variant: str, pretrained: bool = False, **kwargs: Any) -> ViTAEv2:
@@ -681,7 +659,6 @@ def _create_vitaev2(variant: str, pretrained: bool = False, **kwargs: Any) -> Vi
     )
 
 
-@register_model
 def vitaev2_s(pretrained: bool = False, **kwargs: Any) -> ViTAEv2:
     """ViTAEv2-S (18.8 M parameters with a 51-class head), the RSP configuration."""
     kwargs.setdefault("num_classes", 51)

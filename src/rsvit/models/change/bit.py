@@ -31,6 +31,9 @@ from torchvision.models.resnet import BasicBlock
 
 from rsvit.models.backbones import create_backbone
 from rsvit.models.backbones.vitaev2 import checkpoint_filter_fn
+from rsvit.models.registry import register_task_model
+from rsvit.models.spec import ModelSpec
+from rsvit.weights.convert import register_converter
 
 __all__ = [
     "BIT",
@@ -418,6 +421,16 @@ def bit_rsp(
     return model
 
 
+@register_task_model("change", "bit", default=True)
+def _bit_from_spec(spec: ModelSpec) -> BIT:
+    """``backbone="bit_resnet18"``: the official release geometry; any other backbone: the RSP variant."""
+    if spec.backbone == "bit_resnet18":
+        return bit_resnet18_dd8(num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.head_kwargs)
+    return bit_rsp(
+        spec.backbone, num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.backbone_kwargs
+    )
+
+
 # -- official checkpoint layouts -------------------------------------------------------------------------
 
 _HEAD_RENAMES: list[tuple[re.Pattern[str], str]] = [
@@ -454,6 +467,7 @@ def _rename_bit_part(key: str) -> str:
     raise ValueError(f"unexpected key {key!r} in an official BIT state dict")
 
 
+@register_converter("bit")
 def convert_official_bit_state_dict(
     state_dict: Mapping[str, Tensor], model: nn.Module | None = None
 ) -> dict[str, Tensor]:
@@ -474,6 +488,7 @@ def convert_official_bit_state_dict(
     return out
 
 
+@register_converter("rsp_bit_cd")
 def convert_rsp_cd_state_dict(
     state_dict: Mapping[str, Tensor], model: nn.Module | None = None
 ) -> dict[str, Tensor]:

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from rsvit.weights.convert import register_converter
+
 __all__ = ["UNUSED_OFFICIAL_PREFIXES", "convert_official_dpt_state_dict"]
 
 UNUSED_OFFICIAL_PREFIXES: tuple[str, ...] = (
@@ -56,6 +58,7 @@ def _rename(key: str, segmentation: bool) -> str | None:
     return None
 
 
+@register_converter("dpt")
 def convert_official_dpt_state_dict(
     state_dict: Mapping[str, Tensor], model: nn.Module | None = None
 ) -> dict[str, Tensor]:

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from rsvit.models.backbones import create_backbone
 from rsvit.models.dpt.encoder import DPTViTBackbone, ReadoutMode
 from rsvit.models.dpt.head import DPTHead, Task
+from rsvit.models.registry import register_task_model
+from rsvit.models.spec import ModelSpec
 
 __all__ = [
     "DPT",
@@ -243,3 +245,9 @@ def dpt_with_backbone(
     channels = list(getattr(backbone, "channels", []))
     head = DPTHead(channels, features, task=task, num_classes=num_classes, **(head_kwargs or {}))
     return DPT(backbone, head, **model_kwargs)
+
+
+@register_task_model("regression", "dpt", default=True)
+def _regression_dpt_from_spec(spec: ModelSpec) -> DPT:
+    backbone = create_backbone(spec.backbone, in_chans=spec.in_chans, **spec.backbone_kwargs)
+    return dpt_with_backbone(backbone, task="depth", **spec.head_kwargs)

@@ -1,0 +1,102 @@
+"""Contracts every registered model keeps, parametrised over the registries.
+
+Backbones (``list_backbones``): NCHW maps matching ``.channels`` / ``.reductions`` on a small input padded
+to the deepest stride. Task models (``task_names`` x ``task_heads``): a tiny configuration builds, runs
+forward, and comes back from ``save_model`` / ``load_model`` with identical outputs. A newly registered
+task model needs its tiny configuration in ``TINY`` below, or the coverage test fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from rsvit.models import ModelSpec, build_model, create_backbone, list_backbones, task_heads, task_names
+from rsvit.models.spec import load_model, save_model
+
+
+def _registered_task_models() -> list[tuple[str, str]]:
+    return [(task, head) for task in task_names() for head in task_heads(task)]
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_backbone_features_contract(name: str) -> None:
+    backbone = create_backbone(name).eval()
+    height, width = 40, 56
+    with torch.no_grad():
+        maps = backbone(torch.randn(1, 3, height, width))
+    assert isinstance(maps, list) and len(maps) == len(backbone.channels) == len(backbone.reductions)
+    stride = backbone.pad_multiple
+    padded = (-(-height // stride) * stride, -(-width // stride) * stride)
+    for level, (features, channels, reduction) in enumerate(
+        zip(maps, backbone.channels, backbone.reductions, strict=True)
+    ):
+        expected = (1, channels, padded[0] // reduction, padded[1] // reduction)
+        assert tuple(features.shape) == expected, (
+            f"{name} level {level}: {tuple(features.shape)} != {expected}"
+        )
+        assert torch.isfinite(features).all()
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """A small spec for one registered task model, how many images it takes, and its output shape."""
+
+    spec: dict[str, Any]
+    size: int = 64
+    images: int = 1
+    output: tuple[str, ...] = ("batch", "classes", "height", "width")
+
+
+TINY: dict[tuple[str, str], Tiny] = {
+    ("classification", "linear"): Tiny(
+        {"backbone": "resnet18", "num_classes": 3, "in_chans": 4}, 32, 1, ("batch", "classes")
+    ),
+    ("segmentation", "upernet"): Tiny(
+        {"backbone": "resnet18", "num_classes": 3, "head_kwargs": {"channels": 16, "aux_channels": 8}}
+    ),
+    ("segmentation", "dpt"): Tiny(
+        {"backbone": "resnet18", "num_classes": 3, "head_kwargs": {"features": 16}}
+    ),
+    ("segmentation", "fcn"): Tiny(
+        {"backbone": "resnet18", "num_classes": 3, "head_kwargs": {"channels": 16}}
+    ),
+    ("regression", "dpt"): Tiny(
+        {"backbone": "resnet18", "head_kwargs": {"features": 16}}, output=("batch", "height", "width")
+    ),
+    ("change", "bit"): Tiny({"backbone": "bit_resnet18", "num_classes": 2}, images=2),
+}
+
+
+def test_every_registered_task_model_has_a_tiny_configuration() -> None:
+    missing = sorted(set(_registered_task_models()) - set(TINY))
+    assert not missing, f"add a tiny configuration to TINY in {__file__} for {missing}"
+
+
+def _spec_and_inputs(task: str, head: str) -> tuple[ModelSpec, Tiny, list[torch.Tensor]]:
+    tiny = TINY[(task, head)]
+    spec = ModelSpec.from_dict({"task": task, "head": head, **tiny.spec})
+    inputs = [torch.randn(2, spec.in_chans, tiny.size, tiny.size) for _ in range(tiny.images)]
+    return spec, tiny, inputs
+
+
+@pytest.mark.parametrize(("task", "head"), _registered_task_models())
+def test_task_model_builds_runs_and_round_trips(task: str, head: str, tmp_path) -> None:
+    spec, tiny, inputs = _spec_and_inputs(task, head)
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        out = model(*inputs)
+    sizes = {"batch": 2, "classes": spec.num_classes, "height": tiny.size, "width": tiny.size}
+    assert tuple(out.shape) == tuple(sizes[d] for d in tiny.output)
+    assert torch.isfinite(out).all()
+
+    path = tmp_path / f"{task}-{head}.safetensors"
+    save_model(path, model, spec)
+    loaded, loaded_spec, metadata = load_model(path)
+    assert loaded_spec == spec and metadata.architecture == f"{task}/{spec.backbone}/{head}"
+    assert not loaded.training
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*inputs), out, rtol=0, atol=0)
