@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rsvit.atomic import atomic_write_text
+from rsvit.utils.atomic import atomic_write_text
 
 __all__ = ["OUTPUT_FILES", "add_zero_shot_arguments", "run_zero_shot"]
 
@@ -89,7 +89,7 @@ class _ClipImageTransform:
     def __call__(self, array: np.ndarray) -> torch.Tensor:
         from PIL import Image
 
-        from rsvit.data.image_io import to_unit_range
+        from rsvit.data.io import to_unit_range
 
         if array.dtype != np.uint8:
             array = np.round(to_unit_range(array) * 255.0).clip(0, 255).astype(np.uint8)
@@ -97,7 +97,11 @@ class _ClipImageTransform:
 
 
 def _dataset(args: argparse.Namespace, transform: Any) -> Any:
-    from rsvit.data.scene import FolderSceneDataset, LabelFileSceneDataset, MillionAIDDataset
+    from rsvit.data.classification.datasets import (
+        FolderSceneDataset,
+        LabelFileSceneDataset,
+        MillionAIDDataset,
+    )
 
     kwargs = {"transform": transform, "num_bands": 3}
     if args.split_file is not None:
@@ -145,7 +149,7 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> di
 
 def run_zero_shot(args: argparse.Namespace) -> int:
     """Classifies the images, writes the three outputs and prints the accuracy."""
-    from rsvit.data.scene import collate_skip_none
+    from rsvit.data.classification.datasets import collate_skip_none
     from rsvit.models.clip import (
         CLIP_PRESETS,
         ZeroShotClassifier,

@@ -10,8 +10,8 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from rsvit.data.regression import datasets as height
 from rsvit.data.geo import GridMismatchError, PixelGrid, compare_grids
+from rsvit.data.regression import datasets as height
 from rsvit.inference import change
 
 UTM33 = CRS.from_epsg(32633)

@@ -17,7 +17,6 @@ import pytest
 import torch
 from torch import nn
 
-from rsvit.atomic import atomic_write_text
 from rsvit.inference import predict_raster
 from rsvit.inference.outputs import (
     ModelFacts,
@@ -33,6 +32,7 @@ from rsvit.inference.outputs.dense_classes import ClassMapOutput
 from rsvit.inference.outputs.dense_values import ValueMapOutput
 from rsvit.inference.plan import WindowPlan
 from rsvit.inference.writer import PartialFiles
+from rsvit.utils.atomic import atomic_write_text
 
 
 class BrightSpots(nn.Module):

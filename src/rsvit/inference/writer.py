@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rsvit.data.segmentation import default_palette
+from rsvit.viz.palettes import default_palette
 
 __all__ = [
     "MapSink",

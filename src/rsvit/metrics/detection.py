@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from rsvit.atomic import atomic_write_text
 from rsvit.data.detection.labels import DotaLabels
+from rsvit.utils.atomic import atomic_write_text
 
 __all__ = [
     "ClassAP",

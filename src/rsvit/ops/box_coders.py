@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rsvit.ops.rotated_boxes import AngleConvention, obb_to_poly, regularize_obb
+from rsvit.structures.rotated_boxes import AngleConvention, obb_to_poly, regularize_obb
 
 __all__ = ["DeltaXYWHACoder", "MidpointOffsetCoder", "parallelogram_to_obb"]
 

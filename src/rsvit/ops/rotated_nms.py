@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rsvit.ops.rotated_boxes import obb_to_hbox
 from rsvit.ops.rotated_iou import rotated_box_intersection
+from rsvit.structures.rotated_boxes import obb_to_hbox
 
 __all__ = ["batched_nms_rotated", "nms_rotated", "rotated_overlap_pairs"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsvit.atomic import save_figure
+from rsvit.utils.atomic import save_figure
 from rsvit.viz.images import display_image
 from rsvit.viz.palettes import Colour
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rsvit.atomic import atomic_write_bytes
 from rsvit.data.detection.labels import DOTA_V2_0_CLASSES, DotaLabels
+from rsvit.utils.atomic import atomic_write_bytes
 
 __all__ = ["class_colors", "draw_labels", "draw_polygons", "save_drawing"]
 

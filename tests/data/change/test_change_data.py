@@ -13,11 +13,11 @@ from rsvit.data.change import (
     ChangeDataError,
     ChangeDetectionDataset,
     ChangeLabelError,
-    ChangeTransform,
     MissingPartnerError,
     crop_tiles,
     read_change_label,
 )
+from rsvit.data.change.transforms import ChangeTransform
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rsvit.atomic import atomic_write_bytes, atomic_write_text
 from rsvit.data.io import RASTER_SUFFIXES, read_image, to_unit_range
+from rsvit.utils.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "IMAGE_SUFFIXES",

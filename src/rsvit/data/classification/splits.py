@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rsvit.atomic import atomic_write_text
 from rsvit.data.classification.datasets import FolderSceneDataset, MillionAIDDataset, SceneDataset
+from rsvit.utils.atomic import atomic_write_text
 
 __all__ = [
     "PROTOCOLS",

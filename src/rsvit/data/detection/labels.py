@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from rsvit.atomic import atomic_write_text
-from rsvit.ops.rotated_boxes import AngleConvention, obb_to_poly, poly_to_obb, regularize_obb
+from rsvit.structures.rotated_boxes import AngleConvention, obb_to_poly, poly_to_obb, regularize_obb
+from rsvit.utils.atomic import atomic_write_text
 
 __all__ = [
     "DOTA_CLASSES",

@@ -26,16 +26,16 @@ import shapely
 import torch
 from PIL import Image
 
-from rsvit.atomic import atomic_write_bytes
 from rsvit.data.detection.labels import (
     DotaLabels,
     pair_images_and_labels,
     read_labels,
     write_labels,
 )
-from rsvit.ops.rotated_boxes import obb_to_poly, poly_to_obb
 from rsvit.ops.rotated_nms import batched_nms_rotated
 from rsvit.ops.windows import stride_starts
+from rsvit.structures.rotated_boxes import obb_to_poly, poly_to_obb
+from rsvit.utils.atomic import atomic_write_bytes
 
 __all__ = [
     "MergedDetections",

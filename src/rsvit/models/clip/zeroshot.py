@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsvit.atomic import atomic_path
 from rsvit.models.clip.loading import MEAN_THEN_NORMALISE, NORMALISE_THEN_MEAN
 from rsvit.models.clip.templates import check_templates, fill_templates
+from rsvit.utils.atomic import atomic_path
 
 __all__ = [
     "AVERAGING_RULES",

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from rsvit.metrics.depth import apply_scale_shift, least_squares_scale_shift, prepare_depth_inputs
+from rsvit.metrics.regression import apply_scale_shift, least_squares_scale_shift, prepare_depth_inputs
 
 __all__ = [
     "BerHuLoss",
