@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rsvit.models.classifier import build_classifier, classifier_keys
-from rsvit.tasks.classification import ClassificationTask, parameter_groups
+from rsvit.tasks.classification import ClassificationTask
+from rsvit.tasks.optim import weight_decay_groups
 from rsvit.weights import WeightsMetadata, WeightsMismatchError, save
 
 
@@ -60,13 +61,13 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 
 def test_no_weight_decay_on_norms_and_biases():
     model = build_classifier("test_resnet", 3)
-    decay, no_decay = parameter_groups(model)
+    decay, no_decay = weight_decay_groups(model, skip_norms_and_biases=True)
     assert no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim > 1 for p in decay["params"])
     assert {names[id(p)] for p in no_decay["params"]} >= {"fc.bias", "bn1.weight", "bn1.bias"}
     swin = build_classifier("swin_t", 3)
-    _, swin_no_decay = parameter_groups(swin)
+    _, swin_no_decay = weight_decay_groups(swin, skip_norms_and_biases=True)
     swin_names = {id(p): n for n, p in swin.named_parameters()}
     assert any("relative_position_bias_table" in swin_names[id(p)] for p in swin_no_decay["params"])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsvit.tasks.cli import run_lightning_cli
+from rsvit.cli.lightning import run_lightning
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "scene").glob("*.yaml"))
 PROTOCOLS = ["ucm_82", "aid_28", "aid_55", "nwpu_19", "nwpu_28"]
@@ -22,9 +22,9 @@ def test_every_protocol_and_backbone_has_a_config():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_config_parses(config, capsys):
-    assert run_lightning_cli(["fit", "--config", str(config), "--print_config"]) == 0
+    assert run_lightning(["fit", "--config", str(config), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["backbone"] in [*BACKBONES, "resnet18"]
+    assert printed["model"]["init_args"]["model"]["backbone"] in [*BACKBONES, "resnet18"]
 
 
 def test_paper_settings():
@@ -32,14 +32,21 @@ def test_paper_settings():
         cfg = yaml.safe_load(path.read_text())
         if path.stem == "rsscn7_quick":
             continue
-        model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
+        model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
+        spec = model["model"]
         assert model["optimizer"]["init_args"]["lr"] == 5e-4 and model["lr_scale_batch"] == 512
         assert trainer["gradient_clip_val"] == 5.0 and model["label_smoothing"] == 0.1
-        backbone = model["backbone"]
+        backbone = spec["backbone"]
         if path.stem.startswith("millionaid"):
             assert data["batch_size"] * trainer["devices"] == 512
             assert trainer["max_epochs"] == (100 if backbone == "vitaev2_s" else 300)
-            assert model["drop_path_rate"] == {"resnet50": 0.0, "swin_t": 0.2, "vitaev2_s": 0.0}[backbone]
+            assert (
+                spec["backbone_kwargs"]["drop_path_rate"]
+                == {"resnet50": 0.0, "swin_t": 0.2, "vitaev2_s": 0.0}[backbone]
+            )
         else:
             assert data["batch_size"] == 64 and trainer["max_epochs"] == 200 and model["weights"]
-            assert model["drop_path_rate"] == {"resnet50": 0.0, "swin_t": 0.1, "vitaev2_s": 0.0}[backbone]
+            assert (
+                spec["backbone_kwargs"]["drop_path_rate"]
+                == {"resnet50": 0.0, "swin_t": 0.1, "vitaev2_s": 0.0}[backbone]
+            )

@@ -51,7 +51,7 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     env.pop("MASTER_PORT", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "rsvit.tasks.cli", "fit", "--config", str(config)],
+        [sys.executable, "-m", "rsvit", "fit", "--config", str(config)],
         cwd=tmp_path,
         env=env,
         capture_output=True,

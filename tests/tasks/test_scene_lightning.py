@@ -14,16 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from rsvit.cli import main
+from rsvit.cli.export_backbone import add_export_backbone_arguments, run_export_backbone
+from rsvit.cli.lightning import run_lightning as run_lightning_cli
+from rsvit.cli.repeat import add_repeat_arguments, run_repeat
 from rsvit.models.backbones.factory import create_backbone
 from rsvit.models.classifier import build_classifier
-from rsvit.tasks.cli import (
-    add_export_backbone_arguments,
-    add_repeat_arguments,
-    main,
-    run_export_backbone,
-    run_lightning_cli,
-    run_repeat,
-)
 from rsvit.weights import load, load_into, read_metadata
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
@@ -63,22 +59,32 @@ def write_config(path, data_root, runs, **extra):
             ],
         },
         "model": {
-            "backbone": "test_resnet",
-            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01, "weight_decay": 0.05}},
-            "lr_scale_batch": 0,
+            "class_path": "rsvit.tasks.ClassificationTask",
+            "init_args": {
+                "model": {"backbone": "test_resnet"},
+                "optimizer": {
+                    "class_path": "torch.optim.AdamW",
+                    "init_args": {"lr": 0.01, "weight_decay": 0.05},
+                },
+                "lr_scale_batch": 0,
+            },
         },
         "data": {
-            "root": str(data_root),
-            "layout": "folders",
-            "train_fraction": 0.5,
-            "batch_size": 4,
-            "num_workers": 0,
-            "input_size": 32,
+            "class_path": "rsvit.datamodules.SceneDataModule",
+            "init_args": {
+                "root": str(data_root),
+                "layout": "folders",
+                "train_fraction": 0.5,
+                "batch_size": 4,
+                "num_workers": 0,
+                "input_size": 32,
+            },
         },
     }
     for key, value in extra.items():
         section, name = key.split("__")
-        config[section][name] = value
+        target = config[section]
+        (target["init_args"] if section in ("model", "data") else target)[name] = value
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
 

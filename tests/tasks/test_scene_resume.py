@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from test_scene_lightning import make_tree, write_config
 
-from rsvit.tasks.cli import build_cli
+from rsvit.cli.lightning import build_cli
 
 
 class Crash(Callback):

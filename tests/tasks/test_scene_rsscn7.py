@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rsvit.tasks.cli import build_cli
+from rsvit.cli.lightning import build_cli
 
 QUICK_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "scene" / "rsscn7_quick.yaml"
 

@@ -1,7 +1,7 @@
 """Lightning tasks (scene classification and RSP pretraining, segmentation, change detection,
-dense regression).
+dense regression), all built on :class:`~rsvit.tasks.base.BaseTask`.
 
-Each comes with its reports and command line.
+Each comes with its reports; ``rsvit fit --config`` runs the one a config names.
 
 Names are imported on first use, so ``import rsvit.tasks.<module>`` loads only what that module needs.
 """
@@ -17,7 +17,8 @@ _EXPORTS = {
     "SegmentationTask": "rsvit.tasks.segmentation",
     "SegmentationReport": "rsvit.tasks.seg_plots",
     "SegmentationPredictionWriter": "rsvit.tasks.seg_plots",
-    "train_from_config": "rsvit.tasks.seg_runner",
+    "train_from_config": "rsvit.cli.lightning",
+    "BaseTask": "rsvit.tasks.base",
     "ChangeDetectionTask": "rsvit.tasks.change",
     "ChangeReport": "rsvit.tasks.change",
     "DenseRegressionTask": "rsvit.tasks.regression",

@@ -1,12 +1,13 @@
 """The ``rsvit`` command: one entry point with a subcommand per job.
 
-Subcommands import their dependencies lazily so that ``rsvit --help`` stays fast.
+``fit``, ``validate``, ``test`` and ``predict`` go to the one LightningCLI (:mod:`rsvit.cli.lightning`),
+which builds the task class the config names; the other subcommands are argparse commands. Subcommands
+import their dependencies lazily so that ``rsvit --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -65,7 +66,7 @@ def _add_predict_raster(sub: argparse._SubParsersAction) -> Callable[[argparse.N
 
 
 def _add_split(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
-    from rsvit.tasks.cli import add_split_arguments, run_split
+    from rsvit.data.splits import add_split_arguments, run_split
 
     parser = sub.add_parser(
         "split",
@@ -78,7 +79,7 @@ def _add_split(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
 
 
 def _add_repeat(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
-    from rsvit.tasks.cli import add_repeat_arguments, run_repeat
+    from rsvit.cli.repeat import add_repeat_arguments, run_repeat
 
     parser = sub.add_parser("repeat", help="fit one scene config with N seeds and tabulate mean ± std")
     add_repeat_arguments(parser)
@@ -86,7 +87,7 @@ def _add_repeat(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace
 
 
 def _add_export_backbone(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
-    from rsvit.tasks.cli import add_export_backbone_arguments, run_export_backbone
+    from rsvit.cli.export_backbone import add_export_backbone_arguments, run_export_backbone
 
     parser = sub.add_parser(
         "export-backbone", help="write a trained run's backbone to safetensors with its preprocessing"
@@ -121,66 +122,15 @@ _SUBCOMMANDS = [
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def _config_files(argv: Sequence[str]) -> list[str]:
-    paths = []
-    for i, arg in enumerate(argv):
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            paths.append(argv[i + 1])
-        elif arg.startswith("--config="):
-            paths.append(arg.split("=", 1)[1])
-    return paths
-
-
-# Lightning command line of each task: (module, function taking the argument list).
-_TASK_CLIS = {
-    "classification": ("rsvit.tasks.cli", "run_lightning_cli"),
-    "segmentation": ("rsvit.tasks.seg_runner", "run_segmentation_cli"),
-    "change": ("rsvit.tasks.change_runner", "run_change_cli"),
-    "regression": ("rsvit.tasks.regression_runner", "run_regression_cli"),
-}
-
-
-def lightning_task_of(argv: Sequence[str]) -> str:
-    """Which Lightning task a ``fit|validate|test|predict`` call is for, read from its config files.
-
-    Task configs other than scene classification describe their network as ``model.model.task``
-    (``segmentation``, ``change``, ``regression``); everything else is scene classification.
-    ``--task NAME`` decides explicitly.
-    """
-    if "--task" in argv:
-        i = list(argv).index("--task")
-        if i + 1 >= len(argv) or argv[i + 1] not in _TASK_CLIS:
-            raise ValueError(f"--task takes one of {', '.join(_TASK_CLIS)}")
-        return argv[i + 1]
-    import yaml
-
-    for path in _config_files(argv):
-        try:
-            with open(path) as fh:
-                config = yaml.safe_load(fh) or {}
-        except OSError as err:
-            raise FileNotFoundError(f"cannot read config {path}: {err}") from err
-        inner = (config.get("model") or {}).get("model") if isinstance(config.get("model"), dict) else None
-        if isinstance(inner, dict) and inner.get("task") in _TASK_CLIS:
-            return str(inner["task"])
-    return "classification"
-
-
-def _run_lightning(argv: list[str]) -> int:
-    task = lightning_task_of(argv)
-    if "--task" in argv:
-        i = argv.index("--task")
-        argv = argv[:i] + argv[i + 2 :]
-    module, function = _TASK_CLIS[task]
-    return int(getattr(importlib.import_module(module), function)(argv))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """``rsvit COMMAND ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         # LightningCLI parses its own arguments (configs, dotted overrides, --help).
+        from rsvit.cli.lightning import run_lightning
+
         try:
-            return _run_lightning(argv)
+            return run_lightning(argv)
         except (ValueError, FileNotFoundError) as err:
             print(f"rsvit {argv[0]}: error: {err}", file=sys.stderr)
             return 1
@@ -193,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"rsvit {__version__}")
     parser.epilog = (
         "Training: rsvit fit|validate|test|predict --config CONFIG.yaml [--trainer.max_epochs=N ...] "
-        "(LightningCLI; classification, segmentation, change detection or height regression, "
-        "read from the config)."
+        "(LightningCLI; the config names its task, e.g. model.class_path: rsvit.tasks.SegmentationTask)."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}
@@ -210,7 +159,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"rsvit {args.command}: error: {err}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
