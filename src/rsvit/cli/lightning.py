@@ -35,7 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LIGHTNING_COMMANDS", "build_cli", "run_lightning", "task_class_of", "train_from_config"]
+__all__ = [
+    "LIGHTNING_COMMANDS",
+    "build_cli",
+    "entry_points",
+    "named_class_path",
+    "run_lightning",
+    "task_class_of",
+    "train_from_config",
+]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 _HELP = ("-h", "--help")
@@ -216,3 +224,30 @@ def train_from_config(
     if exported is None or not exported.is_file():
         raise RuntimeError(f"the run in {folder} did not export its model (report.export disabled?)")
     return folder
+
+
+def entry_points(task_path: str) -> tuple[Any, Any, Any, Any]:
+    """``(build, run, train_from_config, main)`` bound to one task class (``"module:Class"``).
+
+    What the deprecated per-task runner modules re-export: each delegates to this command line with the
+    task fixed, so their configs need no ``class_path``.
+    """
+    from importlib import import_module
+
+    def task() -> type:
+        module, _, name = task_path.partition(":")
+        return getattr(import_module(module), name)
+
+    def build(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
+        return build_cli(args, run=run, task=task(), **kwargs)
+
+    def run(args: list[str]) -> int:
+        return run_lightning(args, task=task())
+
+    def train(config_path: str | Path, overrides: list[str] | None = None) -> Path:
+        return train_from_config(config_path, overrides, task=task())
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run(list(sys.argv[1:] if argv is None else argv))
+
+    return build, run, train, main

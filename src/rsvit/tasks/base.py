@@ -5,8 +5,9 @@ A family task subclasses :class:`BaseTask` and gets
 * the network from a :class:`~rsvit.models.ModelSpec` (:meth:`BaseTask.network_from`) and its starting
   weights (:meth:`BaseTask.load_weights`);
 * the optimiser from config, else the family's :attr:`BaseTask.default_optimizer`;
-* the evaluation lifecycle: the family's :meth:`BaseTask.compute_evaluation` computes and resets its metrics,
-  the base logs them as ``<stage>/<name>`` and keeps the entry in ``evaluation[stage]`` for the report;
+* the evaluation lifecycle: validation and test batches go to the family's :meth:`BaseTask.evaluation_step`,
+  at the end of the epoch its :meth:`BaseTask.compute_evaluation` computes and resets the metrics, and the
+  base logs them as ``<stage>/<name>`` and keeps the entry in ``evaluation[stage]`` for the report;
 * the ``model.safetensors`` export (:meth:`BaseTask.export_model`), the family adding its metadata in
   :meth:`BaseTask.export_extra`;
 * its place in the command line (:meth:`BaseTask.command_line`): the DataModule it trains on, which data
@@ -106,6 +107,7 @@ class BaseTask(L.LightningModule):
 
     spec: ModelSpec | None
     evaluation: dict[str, dict[str, Any]]
+    examples: list[dict[str, Any]]
 
     # -- the command line ----------------------------------------------------------------------------
 
@@ -156,6 +158,19 @@ class BaseTask(L.LightningModule):
         return self.optimizer_factory(params)
 
     # -- evaluation lifecycle -------------------------------------------------------------------------
+
+    def evaluation_step(self, batch: Any, stage: str) -> None:
+        """Updates the ``stage`` (``"val"`` or ``"test"``) metrics with a batch; may keep examples to plot."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.examples = []  # validation examples for the report's figures, refilled every validation
 
     def compute_evaluation(self, stage: str) -> Evaluation:
         """Computes (synchronised over processes) and resets the ``stage`` metrics."""

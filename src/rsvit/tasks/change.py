@@ -194,7 +194,7 @@ class ChangeDetectionTask(BaseTask):
         std = torch.tensor(self.std, dtype=image.dtype, device=image.device)[:, None, None]
         return image * std + mean
 
-    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         logits = self.infer(batch["image_a"], batch["image_b"])
         mask = batch["mask"]
         getattr(self, f"{stage}_loss").update(self.loss(logits, mask), weight=logits.shape[0])
@@ -214,12 +214,6 @@ class ChangeDetectionTask(BaseTask):
                     }
                 )
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Per pair: ``path``, ``prediction`` (uint8 class map), both dates for display, ``mask`` if known."""
         image_a, image_b = batch["image_a"], batch["image_b"]
@@ -234,9 +228,6 @@ class ChangeDetectionTask(BaseTask):
         if "mask" in batch:
             out["mask"] = list(batch["mask"].cpu())
         return out
-
-    def on_validation_epoch_start(self) -> None:
-        self.examples = []
 
     def compute_evaluation(self, stage: str) -> Evaluation:
         metrics: ChangeDetectionMetrics = getattr(self, f"{stage}_metrics")

@@ -1,16 +1,15 @@
 """Deprecated: ``rsvit fit|validate|test|predict`` (:mod:`rsvit.cli.lightning`) runs every task.
 
-``build_change_cli`` and ``run_change_cli`` delegate to the one LightningCLI with
-``ChangeDetectionTask``.
+``build_change_cli``, ``run_change_cli`` and ``train_from_config``
+delegate to it with ``ChangeDetectionTask``.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+
+from rsvit.cli.lightning import entry_points
 
 __all__ = ["build_change_cli", "main", "run_change_cli", "train_from_config"]
 
@@ -20,38 +19,9 @@ warnings.warn(
     stacklevel=2,
 )
 
-
-def _task() -> type:
-    from rsvit.tasks.change import ChangeDetectionTask
-
-    return ChangeDetectionTask
-
-
-def build_change_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
-    """The one LightningCLI with ``ChangeDetectionTask``."""
-    from rsvit.cli.lightning import build_cli
-
-    return build_cli(args, run=run, task=_task(), **kwargs)
-
-
-def run_change_cli(args: list[str]) -> int:
-    """``fit|validate|test|predict --config ...``; returns the exit status."""
-    from rsvit.cli.lightning import run_lightning
-
-    return run_lightning(args, task=_task())
-
-
-def train_from_config(config_path: str | Path, overrides: list[str] | None = None) -> Path:
-    """:func:`rsvit.cli.lightning.train_from_config` with ``ChangeDetectionTask``."""
-    from rsvit.cli.lightning import train_from_config as train
-
-    return train(config_path, overrides, task=_task())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rsvit.tasks.change_runner fit --config ...``."""
-    return run_change_cli(list(sys.argv[1:] if argv is None else argv))
-
+build_change_cli, run_change_cli, train_from_config, main = entry_points(
+    "rsvit.tasks.change:ChangeDetectionTask"
+)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -234,7 +234,7 @@ class ClassificationTask(BaseTask):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=images.shape[0])
         return loss
 
-    def _eval_step(self, batch: dict[str, Any] | None, stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any] | None, stage: str) -> None:
         if batch is None:
             return
         logits = self(batch["image"])
@@ -246,12 +246,6 @@ class ClassificationTask(BaseTask):
                 metric.update(loss, weight=labels.shape[0])
             else:
                 metric.update(logits, labels)
-
-    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any] | None, batch_idx: int, dataloader_idx: int = 0) -> Any:
         if batch is None:

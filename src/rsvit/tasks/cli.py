@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from rsvit.cli.export_backbone import add_export_backbone_arguments, export_backbone, run_export_backbone
+from rsvit.cli.lightning import entry_points
 from rsvit.cli.repeat import add_repeat_arguments, repeat_runs, run_repeat
 from rsvit.data.splits import add_split_arguments, run_split
 
@@ -37,24 +37,7 @@ warnings.warn(
 )
 
 
-def _task() -> type:
-    from rsvit.tasks.classification import ClassificationTask
-
-    return ClassificationTask
-
-
-def build_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
-    """The one LightningCLI with :class:`~rsvit.tasks.ClassificationTask`."""
-    from rsvit.cli.lightning import build_cli as build
-
-    return build(args, run=run, task=_task(), **kwargs)
-
-
-def run_lightning_cli(args: list[str]) -> int:
-    """``fit|validate|test|predict --config ...`` of a scene config."""
-    from rsvit.cli.lightning import run_lightning
-
-    return run_lightning(args, task=_task())
+build_cli, run_lightning_cli, _, _ = entry_points("rsvit.tasks.classification:ClassificationTask")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

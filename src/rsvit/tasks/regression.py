@@ -188,7 +188,7 @@ class DenseRegressionTask(BaseTask):
         hi = flat.quantile(0.98, dim=1)[:, None, None, None]
         return ((rgb - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1).permute(0, 2, 3, 1)
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         loss, pred = self.compute_loss(batch)
         target, valid = batch["target"].float(), batch["valid"]
         getattr(self, f"{stage}_relative").update(pred, target, valid)
@@ -215,15 +215,6 @@ class DenseRegressionTask(BaseTask):
                     "prediction": shown[i, :h, :w].detach().float().cpu().clone(),
                 }
             )
-
-    def on_validation_epoch_start(self) -> None:
-        self.examples = []
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

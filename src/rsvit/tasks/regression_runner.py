@@ -1,16 +1,15 @@
 """Deprecated: ``rsvit fit|validate|test|predict`` (:mod:`rsvit.cli.lightning`) runs every task.
 
-``build_regression_cli`` and ``run_regression_cli`` delegate to the one LightningCLI with
-``DenseRegressionTask``.
+``build_regression_cli``, ``run_regression_cli`` and ``train_from_config``
+delegate to it with ``DenseRegressionTask``.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+
+from rsvit.cli.lightning import entry_points
 
 __all__ = ["build_regression_cli", "main", "run_regression_cli", "train_from_config"]
 
@@ -20,38 +19,9 @@ warnings.warn(
     stacklevel=2,
 )
 
-
-def _task() -> type:
-    from rsvit.tasks.regression import DenseRegressionTask
-
-    return DenseRegressionTask
-
-
-def build_regression_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
-    """The one LightningCLI with ``DenseRegressionTask``."""
-    from rsvit.cli.lightning import build_cli
-
-    return build_cli(args, run=run, task=_task(), **kwargs)
-
-
-def run_regression_cli(args: list[str]) -> int:
-    """``fit|validate|test|predict --config ...``; returns the exit status."""
-    from rsvit.cli.lightning import run_lightning
-
-    return run_lightning(args, task=_task())
-
-
-def train_from_config(config_path: str | Path, overrides: list[str] | None = None) -> Path:
-    """:func:`rsvit.cli.lightning.train_from_config` with ``DenseRegressionTask``."""
-    from rsvit.cli.lightning import train_from_config as train
-
-    return train(config_path, overrides, task=_task())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rsvit.tasks.regression_runner fit --config ...``."""
-    return run_regression_cli(list(sys.argv[1:] if argv is None else argv))
-
+build_regression_cli, run_regression_cli, train_from_config, main = entry_points(
+    "rsvit.tasks.regression:DenseRegressionTask"
+)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -229,7 +229,7 @@ class SegmentationTask(BaseTask):
             images = transform.denormalize(images.float().cpu()).clamp(0, 1)
         return torch.stack([torch.from_numpy(display_image(im)) for im in images.float().cpu()])
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         images, masks = batch["image"], batch["mask"]
         scores = self.infer(images)
         hp = self.hparams
@@ -251,15 +251,6 @@ class SegmentationTask(BaseTask):
                         "prediction": preds[i, :h, :w].cpu().clone(),
                     }
                 )
-
-    def on_validation_epoch_start(self) -> None:
-        self.examples = []
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         images = batch["image"]
