@@ -17,8 +17,8 @@ from rsvit.datamodules.segmentation import SegmentationDataModule
 from rsvit.metrics.segmentation import confusion_metrics
 from rsvit.models import ModelSpec, load_model
 from rsvit.tasks.optim import weight_decay_groups
-from rsvit.tasks.seg_plots import SegmentationPredictionWriter, SegmentationReport
-from rsvit.tasks.segmentation import SegmentationTask, poly_lr_factor, segmentation_loss
+from rsvit.tasks.segmentation import SegmentationReport, SegmentationTask, poly_lr_factor, segmentation_loss
+from rsvit.tasks.segmentation_predict import SegmentationPredictionWriter
 
 TINY = {"backbone": "resnet18", "head": "upernet", "head_kwargs": {"channels": 16, "aux_channels": 8}}
 CLASSES = ["ground", "roof", "tree"]

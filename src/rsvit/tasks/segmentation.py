@@ -17,7 +17,8 @@ What the task adds to the network built from a :class:`~rsvit.models.ModelSpec`:
 
 :meth:`SegmentationTask.export_model` writes the network with
 :func:`rsvit.models.save_model` (spec, classes, mean/std, palette), the file ``rsvit predict-raster``
-reads; :class:`rsvit.tasks.seg_plots.SegmentationReport` calls it at the end of fit.
+reads; :class:`SegmentationReport` calls it at the end of fit and writes ``metrics.json`` and the
+validation PNGs (image | ground truth | prediction, palette colours, legend) in ``val_predictions/``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
@@ -38,9 +41,11 @@ from rsvit.metrics.segmentation import confusion_metrics
 from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
+from rsvit.tasks.callbacks import RunReport, safe_stem
 from rsvit.tasks.optim import poly_lr_factor, weight_decay_groups
+from rsvit.tasks.segmentation_predict import save_prediction_png
 
-__all__ = ["SegmentationTask", "poly_lr_factor", "segmentation_loss"]
+__all__ = ["SegmentationReport", "SegmentationTask", "poly_lr_factor", "segmentation_loss"]
 
 OFFICIAL_NO_DECAY = ("absolute_pos_embed", "relative_position_bias_table", "norm")
 _MOVED = {
@@ -324,7 +329,7 @@ class SegmentationTask(BaseTask):
     @classmethod
     def command_line(cls) -> CommandLine:
         from rsvit.datamodules.segmentation import SegmentationDataModule
-        from rsvit.tasks.seg_plots import SegmentationPredictionWriter, SegmentationReport
+        from rsvit.tasks.segmentation_predict import SegmentationPredictionWriter
 
         return CommandLine(
             datamodule=SegmentationDataModule,
@@ -337,3 +342,38 @@ class SegmentationTask(BaseTask):
             ),
             callbacks={"report": SegmentationReport, "prediction_writer": SegmentationPredictionWriter},
         )
+
+
+class SegmentationReport(RunReport):
+    """Writes ``metrics.json``, validation prediction PNGs and (end of fit) ``model.safetensors``.
+
+    Reads what :class:`SegmentationTask` keeps in ``evaluation`` and
+    ``examples`` (see :class:`~rsvit.tasks.callbacks.RunReport`).
+
+    Args:
+        filename: report name inside the run folder.
+        monitor: validation entry deciding the best evaluation (``mIoU`` or ``mF1``).
+        export: file name of the exported model ('' to skip).
+        plots: write the validation prediction PNGs.
+    """
+
+    def __init__(
+        self,
+        filename: str = "metrics.json",
+        monitor: str = "mIoU",
+        export: str = "model.safetensors",
+        plots: bool = True,
+    ) -> None:
+        super().__init__(filename, monitor, export, plots)
+
+    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
+        for i, example in enumerate(getattr(pl_module, "examples", [])):
+            save_prediction_png(
+                folder / f"{i:02d}_{safe_stem(example['path'], i)}.png",
+                example["image"],
+                example["prediction"],
+                pl_module.class_names,
+                getattr(pl_module, "palette", None),
+                mask=example["mask"],
+                title=Path(example["path"]).name,
+            )
