@@ -196,12 +196,24 @@ class BaseTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    # -- run report and export ------------------------------------------------------------------------
+    # -- data, run report and export ----------------------------------------------------------------
+
+    def attached_datamodule(self) -> L.LightningDataModule | None:
+        """The DataModule of the trainer this task runs in, if any."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
     def datamodule_preprocessing(self) -> dict[str, Any] | None:
         """The attached DataModule's ``preprocessing()`` (input size, mean/std, bands), if any."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.attached_datamodule()
         return datamodule.preprocessing() if hasattr(datamodule, "preprocessing") else None
+
+    def undo_data_normalisation(self, images: torch.Tensor) -> torch.Tensor | None:
+        """``images`` (float, on the CPU) with the DataModule's evaluation normalisation undone, for plots;
+        ``None`` when the DataModule has no ``eval_transform.denormalize``."""
+        transform = getattr(self.attached_datamodule(), "eval_transform", None)
+        if transform is None or not hasattr(transform, "denormalize"):
+            return None
+        return transform.denormalize(images.float().cpu())
 
     def default_preprocessing(self) -> dict[str, Any]:
         """What :meth:`export_model` writes when given no preprocessing: the DataModule's, else nothing."""

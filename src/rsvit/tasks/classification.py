@@ -334,9 +334,9 @@ class ClassificationTask(BaseTask):
             "in_chans": int(self.hparams.in_chans),
             "classes": list(self.class_names),
         }
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "preprocessing"):
-            checkpoint["rsvit"]["preprocessing"] = datamodule.preprocessing()
+        preprocessing = self.datamodule_preprocessing()
+        if preprocessing is not None:
+            checkpoint["rsvit"]["preprocessing"] = preprocessing
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rsvit_rng_states")

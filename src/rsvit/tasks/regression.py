@@ -177,11 +177,8 @@ class DenseRegressionTask(BaseTask):
 
     def _display(self, images: Tensor) -> Tensor:
         """``(B, H, W, 3)`` floats in [0, 1]: bands 1-3 (or band 1 as grey), 2-98 % stretched per image."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        transform = getattr(datamodule, "eval_transform", None)
-        images = images.float().cpu()
-        if transform is not None and hasattr(transform, "denormalize"):
-            images = transform.denormalize(images)
+        restored = self.undo_data_normalisation(images)
+        images = restored if restored is not None else images.float().cpu()
         rgb = images[:, :3] if images.shape[1] >= 3 else images[:, :1].expand(-1, 3, -1, -1)
         flat = rgb.flatten(1)
         lo = flat.quantile(0.02, dim=1)[:, None, None, None]

@@ -226,12 +226,11 @@ class SegmentationTask(BaseTask):
 
     def _display(self, images: Tensor) -> Tensor:
         """Normalised images -> ``(B, H, W, 3)`` uint8 for plots (undoing the data's normalisation)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        transform = getattr(datamodule, "eval_transform", None)
         from rsvit.data.segmentation import display_image
 
-        if transform is not None and hasattr(transform, "denormalize"):
-            images = transform.denormalize(images.float().cpu()).clamp(0, 1)
+        restored = self.undo_data_normalisation(images)
+        if restored is not None:
+            images = restored.clamp(0, 1)
         return torch.stack([torch.from_numpy(display_image(im)) for im in images.float().cpu()])
 
     def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
