@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_scene_lightning import make_tree
+from test_classification_lightning import make_tree
 
 from rsvit.data.scene import FolderSceneDataset, LabelFileError
 from rsvit.data.splits import write_split

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from test_scene_lightning import make_tree, write_config
+from test_classification_lightning import make_tree, write_config
 
 from rsvit.cli.lightning import build_cli
 

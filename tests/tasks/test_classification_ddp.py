@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import torch
-from test_scene_lightning import make_tree, write_config
+from test_classification_lightning import make_tree, write_config
 
 DUMP_CALLBACK = '''
 import torch
