@@ -207,7 +207,7 @@ def train_from_config(
     ``config.yaml``, ``metrics.json``, the report's figures and ``model.safetensors`` (load it with
     :func:`rsvit.models.load_model`).
     """
-    from rsvit.tasks.callbacks import run_dir
+    from rsvit.tasks.reports import run_dir
 
     config_path = Path(config_path)
     if not config_path.is_file():

@@ -37,7 +37,7 @@ def repeat_runs(
     last-epoch and the best-epoch validation top-1 (RSP logs both).
     """
     from rsvit.cli.lightning import build_cli
-    from rsvit.tasks.callbacks import MetricsReport, run_dir, write_json, write_text
+    from rsvit.tasks.reports import MetricsReport, run_dir, write_json, write_text
 
     rows: list[dict[str, Any]] = []
     for seed in seeds:

@@ -12,8 +12,8 @@ from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "ClassificationTask": "rsvit.tasks.classification",
-    "MetricsReport": "rsvit.tasks.callbacks",
-    "PredictionWriter": "rsvit.tasks.callbacks",
+    "MetricsReport": "rsvit.tasks.reports",
+    "PredictionWriter": "rsvit.tasks.writers",
     "SegmentationTask": "rsvit.tasks.segmentation",
     "SegmentationReport": "rsvit.tasks.segmentation",
     "SegmentationPredictionWriter": "rsvit.tasks.segmentation_predict",

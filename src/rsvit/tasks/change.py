@@ -41,8 +41,9 @@ from rsvit.models.change import bit_cross_entropy
 from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link
-from rsvit.tasks.callbacks import RunReport, safe_stem
 from rsvit.tasks.optim import linear_lr_factor
+from rsvit.tasks.reports import RunReport
+from rsvit.tasks.writers import safe_stem
 
 __all__ = ["CHANGE_METRICS", "ChangeDetectionTask", "ChangeReport", "linear_lr_factor"]
 
@@ -303,7 +304,7 @@ class ChangeReport(RunReport):
     """Writes ``metrics.json``, validation A | B | prediction | label PNGs and ``model.safetensors``.
 
     Reads ``evaluation`` and ``examples`` of :class:`ChangeDetectionTask` (see
-    :class:`~rsvit.tasks.callbacks.RunReport`); the best validation entry is chosen by ``monitor``
+    :class:`~rsvit.tasks.reports.RunReport`); the best validation entry is chosen by ``monitor``
     (higher is better).
 
     Args:

@@ -11,7 +11,7 @@ What the task adds to the network from :func:`rsvit.models.classifier.build_clas
 * Mixup/CutMix with label smoothing (timm) and ``SoftTargetCrossEntropy``, plain cross-entropy for
   evaluation;
 * top-1, top-5, per-class accuracy and the confusion matrix (torchmetrics, synchronised across
-  processes); the last results are kept in ``evaluation`` for :mod:`rsvit.tasks.callbacks`.
+  processes); the last results are kept in ``evaluation`` for :mod:`rsvit.tasks.reports`.
 
 Gradient clipping and mixed precision are Trainer settings (``gradient_clip_val: 5.0``,
 ``precision: bf16-mixed``). Checkpoints also hold the global random states, so that a resumed run
@@ -275,7 +275,8 @@ class ClassificationTask(BaseTask):
     @classmethod
     def command_line(cls) -> CommandLine:
         from rsvit.datamodules.classification import SceneDataModule
-        from rsvit.tasks.callbacks import MetricsReport, PredictionWriter
+        from rsvit.tasks.reports import MetricsReport
+        from rsvit.tasks.writers import PredictionWriter
 
         return CommandLine(
             datamodule=SceneDataModule,

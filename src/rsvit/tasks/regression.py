@@ -49,8 +49,9 @@ from rsvit.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, apply_scale_sh
 from rsvit.models.dpt.losses import BerHuLoss, MaskedL1Loss, ScaleShiftInvariantLoss
 from rsvit.models.factory import ModelSpec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
-from rsvit.tasks.callbacks import RunReport, safe_stem
 from rsvit.tasks.optim import ScheduleName, WarmupDecay, encoder_decoder_groups
+from rsvit.tasks.reports import RunReport
+from rsvit.tasks.writers import safe_stem
 
 __all__ = [
     "DenseRegressionTask",
@@ -372,7 +373,7 @@ class HeightReport(RunReport):
     """Writes ``metrics.json``, validation previews and (end of fit) ``model.safetensors``.
 
     Reads what :class:`DenseRegressionTask` keeps in ``evaluation`` and ``examples`` (see
-    :class:`~rsvit.tasks.callbacks.RunReport`).
+    :class:`~rsvit.tasks.reports.RunReport`).
 
     Args:
         filename: report name inside the run folder.

@@ -41,9 +41,10 @@ from rsvit.metrics.segmentation import confusion_metrics
 from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
-from rsvit.tasks.callbacks import RunReport, safe_stem
 from rsvit.tasks.optim import poly_lr_factor, weight_decay_groups
+from rsvit.tasks.reports import RunReport
 from rsvit.tasks.segmentation_predict import save_prediction_png
+from rsvit.tasks.writers import safe_stem
 
 __all__ = ["SegmentationReport", "SegmentationTask", "poly_lr_factor", "segmentation_loss"]
 
@@ -347,7 +348,7 @@ class SegmentationReport(RunReport):
     """Writes ``metrics.json``, validation prediction PNGs and (end of fit) ``model.safetensors``.
 
     Reads what :class:`SegmentationTask` keeps in ``evaluation`` and
-    ``examples`` (see :class:`~rsvit.tasks.callbacks.RunReport`).
+    ``examples`` (see :class:`~rsvit.tasks.reports.RunReport`).
 
     Args:
         filename: report name inside the run folder.

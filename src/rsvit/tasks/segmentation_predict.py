@@ -20,7 +20,7 @@ import torch
 
 from rsvit.atomic import atomic_path, save_figure
 from rsvit.data.segmentation import Colour, default_palette, segmentation_figure
-from rsvit.tasks.callbacks import FolderPredictionWriter
+from rsvit.tasks.writers import FolderPredictionWriter
 
 __all__ = [
     "SegmentationPredictionWriter",
