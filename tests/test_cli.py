@@ -140,3 +140,19 @@ def test_python_dash_m_rsvit_runs_the_command():
     done = subprocess.run([sys.executable, "-m", "rsvit", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert "fit|validate|test|predict" in done.stdout
+
+
+def test_the_last_named_task_class_wins(tmp_path):
+    from rsvit.cli.lightning import named_class_path, task_class_of
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("model:\n  class_path: rsvit.tasks.ChangeDetectionTask\n")
+    second.write_text("model:\n  init_args: {num_plots: 1}\n")  # arguments only: the class stays
+    args = ["fit", "--config", str(first), f"--config={second}"]
+    assert named_class_path(args) == "rsvit.tasks.ChangeDetectionTask"
+    assert (
+        named_class_path([*args, "--model", "{init_args: {num_plots: 2}}"])
+        == "rsvit.tasks.ChangeDetectionTask"
+    )
+    assert task_class_of([*args, "--model=SegmentationTask"]).__name__ == "SegmentationTask"
+    assert named_class_path(["fit", "--trainer.max_steps=3"]) is None

@@ -96,15 +96,19 @@ def named_class_path(args: Sequence[str]) -> str | None:
         if option == "--model.class_path":
             class_path = value
         elif option == "--model":
-            loaded = _load_yaml(value)
-            class_path = (
-                str(loaded.get("class_path", class_path)) if isinstance(loaded, dict) else str(loaded)
-            )
+            loaded = _load_yaml(value)  # a config file, a YAML mapping or a class path
+            if isinstance(loaded, dict):
+                class_path = str(loaded["class_path"]) if loaded.get("class_path") else class_path
+            elif loaded:
+                class_path = str(loaded)
     return class_path
 
 
 def task_class_of(args: Sequence[str]) -> type:
-    """The task class a ``[fit|validate|test|predict] --config ...`` call names (``model.class_path``)."""
+    """The task class a ``[fit|validate|test|predict] --config ...`` call names (``model.class_path``).
+
+    A bare class name (``SegmentationTask``) is looked up in :mod:`rsvit.tasks`.
+    """
     from importlib import import_module
 
     class_path = named_class_path(args)
