@@ -111,7 +111,7 @@ def test_full_demo_trains_maps_and_previews(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("config", "task"),
     [
-        ("configs/scene/rsscn7_quick.yaml", "classification"),
+        ("configs/classification/rsscn7_quick.yaml", "classification"),
         ("configs/segmentation/dubai_quick.yaml", "segmentation"),
         ("configs/change/levir_quick.yaml", "change"),
         ("configs/regression/height_quick.yaml", "regression"),

@@ -9,7 +9,7 @@ import yaml
 
 from rsvit.cli.lightning import run_lightning
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "scene").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "classification").glob("*.yaml"))
 PROTOCOLS = ["ucm_82", "aid_28", "aid_55", "nwpu_19", "nwpu_28"]
 BACKBONES = ["resnet50", "swin_t", "vitaev2_s"]
 

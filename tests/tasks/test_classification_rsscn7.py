@@ -10,7 +10,7 @@ import pytest
 
 from rsvit.cli.lightning import build_cli
 
-QUICK_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "scene" / "rsscn7_quick.yaml"
+QUICK_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "classification" / "rsscn7_quick.yaml"
 
 
 @pytest.mark.slow
