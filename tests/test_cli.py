@@ -111,22 +111,48 @@ def test_full_demo_trains_maps_and_previews(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("config", "task"),
     [
-        ("configs/scene/rsscn7_quick.yaml", "classification"),
+        ("configs/classification/rsscn7_quick.yaml", "classification"),
         ("configs/segmentation/dubai_quick.yaml", "segmentation"),
         ("configs/change/levir_quick.yaml", "change"),
         ("configs/regression/height_quick.yaml", "regression"),
     ],
 )
 def test_training_commands_find_their_task_from_the_config(config, task):
-    from rsvit.cli import lightning_task_of
+    from rsvit.cli.lightning import task_class_of
 
     repo = sample_image_path().parents[3]
-    assert lightning_task_of(["fit", "--config", str(repo / config)]) == task
+    assert task_class_of(["fit", "--config", str(repo / config)]).family == task
+    overridden = ["fit", "--config", str(repo / config), "--model.class_path=rsvit.tasks.SegmentationTask"]
+    assert task_class_of(overridden).family == "segmentation"
+
+
+def test_unknown_task_is_refused(capsys, tmp_path):
+    config = tmp_path / "x.yaml"
+    config.write_text("model:\n  class_path: rsvit.tasks.DetectionTask\n")
+    assert main(["fit", "--config", str(config)]) == 1
+    assert "cannot be imported" in capsys.readouterr().err
+    config.write_text("model:\n  backbone: resnet18\n")
+    assert main(["fit", "--config", str(config)]) == 1
+    assert "does not name its task" in capsys.readouterr().err
+
+
+def test_python_dash_m_rsvit_runs_the_command():
+    done = subprocess.run([sys.executable, "-m", "rsvit", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "fit|validate|test|predict" in done.stdout
+
+
+def test_the_last_named_task_class_wins(tmp_path):
+    from rsvit.cli.lightning import named_class_path, task_class_of
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("model:\n  class_path: rsvit.tasks.ChangeDetectionTask\n")
+    second.write_text("model:\n  init_args: {num_plots: 1}\n")  # arguments only: the class stays
+    args = ["fit", "--config", str(first), f"--config={second}"]
+    assert named_class_path(args) == "rsvit.tasks.ChangeDetectionTask"
     assert (
-        lightning_task_of(["fit", "--task", "segmentation", "--config", str(repo / config)]) == "segmentation"
+        named_class_path([*args, "--model", "{init_args: {num_plots: 2}}"])
+        == "rsvit.tasks.ChangeDetectionTask"
     )
-
-
-def test_unknown_task_is_refused(capsys):
-    assert main(["fit", "--task", "detection", "--config", "x.yaml"]) == 1
-    assert "--task takes one of" in capsys.readouterr().err
+    assert task_class_of([*args, "--model=SegmentationTask"]).__name__ == "SegmentationTask"
+    assert named_class_path(["fit", "--trainer.max_steps=3"]) is None

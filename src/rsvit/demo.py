@@ -136,7 +136,7 @@ def _feature_pyramid(args: argparse.Namespace) -> None:
 
 
 def _train_segmentation(args: argparse.Namespace) -> Path:
-    from rsvit.tasks.seg_runner import train_from_config
+    from rsvit.cli.lightning import train_from_config
 
     print("\n== 2. training a segmentation model on the bundled Dubai aerial tiles")
     overrides = [f"--trainer.logger.init_args.save_dir={args.out / 'training'}"]

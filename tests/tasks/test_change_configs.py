@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rsvit.cli.lightning import build_cli
 from rsvit.tasks.change import ChangeDetectionTask, ChangeReport
 from rsvit.tasks.change_predict import ChangePredictionWriter
-from rsvit.tasks.change_runner import build_change_cli
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "change"
 BACKBONES = ("resnet18", "resnet50", "swin_t", "vitaev2_s")
@@ -25,7 +25,7 @@ def test_every_change_config_is_covered() -> None:
 
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_config_builds_with_the_paper_settings(name: str, data_dir: Path, tmp_path: Path) -> None:
-    cli = build_change_cli(
+    cli = build_cli(
         [
             "--config",
             str(CONFIGS / f"{name}.yaml"),

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from rsvit.cli.lightning import build_cli, train_from_config
 from rsvit.data.change import ChangeDetectionDataset
 from rsvit.metrics.change import ChangeDetectionMetrics
 from rsvit.models import load_model
 from rsvit.tasks.change import ChangeDetectionTask, ChangeReport, linear_lr_factor
-from rsvit.tasks.change_runner import build_change_cli, train_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "change" / "levir_quick.yaml"
@@ -104,7 +104,7 @@ def test_logged_val_f1_matches_metric_by_hand(trained_run: Path, data_dir: Path)
 @pytest.mark.parametrize("config", [QUICK, OFFICIAL], ids=lambda p: p.stem)
 def test_configs_load_through_cli(config: Path, data_dir: Path) -> None:
     args = ["--config", str(config), f"--data.root={data_dir / 'levir-cd-samples'}"]
-    cli = build_change_cli(args, run=False)
+    cli = build_cli(args, run=False)
     task, dm = cli.model, cli.datamodule
     assert isinstance(task, ChangeDetectionTask) and task.spec is not None
     assert task.spec.backbone == "bit_resnet18" and task.num_classes == 2

@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from rsvit.cli import main as rsvit_main
+from rsvit.cli.lightning import build_cli
 from rsvit.tasks.regression_predict import HeightPredictionWriter, save_height_geotiff
-from rsvit.tasks.regression_runner import build_regression_cli
 
 REPO = Path(__file__).resolve().parents[2]
 NODATA = -9999.0
@@ -66,7 +66,7 @@ def test_predict_writes_heights_on_the_source_grid(data_dir: Path, tmp_path: Pat
     written = sorted(p.name for p in out.iterdir())
     assert written == ["dsm.png", "dsm.tif", "dsm_holed.png", "dsm_holed.tif"]
     # The same seeded model, built again, predicts the values directly.
-    cli = build_regression_cli(args, run=False)
+    cli = build_cli(args, run=False)
     model = cli.model.model.eval()
     for name in ("dsm", "dsm_holed"):
         with rasterio.open(images / f"{name}.tif") as src, rasterio.open(out / f"{name}.tif") as pred:

@@ -14,10 +14,10 @@ import rasterio
 import torch
 from rasterio.transform import Affine
 
+from rsvit.cli.lightning import build_cli, train_from_config
 from rsvit.datamodules.regression import HeightDataModule, find_height_pairs
 from rsvit.models.factory import load_model
 from rsvit.tasks.regression import DenseRegressionTask, HeightReport, WarmupDecay
-from rsvit.tasks.regression_runner import build_regression_cli, train_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 NODATA = -9999.0
@@ -292,10 +292,10 @@ def test_quick_config_groups_and_schedule_are_stepped_per_step(tmp_path: Path) -
     import yaml
 
     config_path = REPO / "configs/regression/height_quick.yaml"
-    config = yaml.safe_load(config_path.read_text())["model"]
+    config = yaml.safe_load(config_path.read_text())["model"]["init_args"]
     root = _synthetic_pairs(tmp_path / "pairs", n=2, size=64)
     steps = 20
-    cli = build_regression_cli(
+    cli = build_cli(
         [
             "--config", str(config_path), f"--data.pairs={root}", f"--trainer.max_steps={steps}",
             "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false",

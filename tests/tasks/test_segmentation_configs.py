@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rsvit.cli.lightning import build_cli
 from rsvit.demo import demo_config_path
 from rsvit.models import ModelSpec
-from rsvit.tasks.seg_runner import build_segmentation_cli
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "segmentation"
 PAPER = [f"upernet_{b}_{d}" for b in ("resnet50", "swin_t", "vitaev2_s") for d in ("potsdam", "isaid")]
@@ -22,7 +22,7 @@ def _load(name: str) -> dict:
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_configs_follow_the_official_settings(name: str) -> None:
     cfg = _load(name)
-    model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
+    model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
     spec = ModelSpec.from_dict(model["model"])
     assert spec.head == "upernet" and name.startswith(f"upernet_{spec.backbone}_")
     assert spec.head_kwargs == {"channels": 512, "aux_channels": 256, "aux_index": 2}
@@ -47,7 +47,7 @@ def test_paper_configs_follow_the_official_settings(name: str) -> None:
 
 
 def test_cli_builds_a_paper_config_and_links_the_data(tmp_path: Path) -> None:
-    cli = build_segmentation_cli(
+    cli = build_cli(
         [
             "--config",
             str(CONFIGS / "upernet_resnet50_potsdam.yaml"),
@@ -64,7 +64,7 @@ def test_cli_builds_a_paper_config_and_links_the_data(tmp_path: Path) -> None:
 
 
 def test_demo_config_reads_the_bundled_copy(tmp_path: Path) -> None:
-    cli = build_segmentation_cli(
+    cli = build_cli(
         ["--config", str(demo_config_path()), f"--trainer.logger.init_args.save_dir={tmp_path}"],
         run=False,
     )
@@ -76,7 +76,8 @@ def test_demo_config_reads_the_bundled_copy(tmp_path: Path) -> None:
 def test_dpt_config_differs_from_upernet_only_in_the_head(tmp_path: Path) -> None:
     """Comparing decoders is one config change: the DPT config keeps the UperNet one's schedule and data."""
     dpt, upernet = _load("dpt_vitaev2_s_potsdam"), _load("upernet_vitaev2_s_potsdam")
-    dpt_model, upernet_model = dpt["model"].pop("model"), upernet["model"].pop("model")
+    dpt_model = dpt["model"]["init_args"].pop("model")
+    upernet_model = upernet["model"]["init_args"].pop("model")
     assert dpt_model["head"] == "dpt" and dpt_model["head_kwargs"] == {"features": 256}
     assert {k: v for k, v in dpt_model.items() if k not in ("head", "head_kwargs")} == {
         k: v for k, v in upernet_model.items() if k not in ("head", "head_kwargs")
@@ -84,7 +85,7 @@ def test_dpt_config_differs_from_upernet_only_in_the_head(tmp_path: Path) -> Non
     dpt["trainer"]["logger"]["init_args"].pop("name")
     upernet["trainer"]["logger"]["init_args"].pop("name")
     assert dpt == upernet
-    cli = build_segmentation_cli(
+    cli = build_cli(
         [
             "--config",
             str(CONFIGS / "dpt_vitaev2_s_potsdam.yaml"),

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from rsvit.cli.lightning import train_from_config
 from rsvit.data.seg_datasets import DubaiDataset
+from rsvit.metrics.segmentation import confusion_metrics
 from rsvit.models import load_model
-from rsvit.tasks.seg_runner import train_from_config
-from rsvit.tasks.segmentation import confusion_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 30

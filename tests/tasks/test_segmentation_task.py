@@ -14,9 +14,11 @@ from PIL import Image
 from torch import nn
 
 from rsvit.datamodules.segmentation import SegmentationDataModule
+from rsvit.metrics.segmentation import confusion_metrics
 from rsvit.models import ModelSpec, load_model
-from rsvit.tasks.seg_plots import SegmentationPredictionWriter, SegmentationReport
-from rsvit.tasks.segmentation import SegmentationTask, confusion_metrics, poly_lr_factor, segmentation_loss
+from rsvit.tasks.optim import weight_decay_groups
+from rsvit.tasks.segmentation import SegmentationReport, SegmentationTask, poly_lr_factor, segmentation_loss
+from rsvit.tasks.segmentation_predict import SegmentationPredictionWriter
 
 TINY = {"backbone": "resnet18", "head": "upernet", "head_kwargs": {"channels": 16, "aux_channels": 8}}
 CLASSES = ["ground", "roof", "tree"]
@@ -136,9 +138,7 @@ def test_no_decay_keywords_and_spec_overrides() -> None:
     assert task.hparams["model"]["num_classes"] == 3
     groups = [
         {"params": g["params"], **{k: v for k, v in g.items() if k != "params"}}
-        for g in __import__("rsvit.tasks.segmentation", fromlist=["x"]).decay_parameter_groups(
-            task.model, ["bn"]
-        )
+        for g in weight_decay_groups(task.model, ["bn"])
     ]
     names = {id(p): n for n, p in task.model.named_parameters()}
     assert all("bn" in names[id(p)] for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "SceneDataModule": "rsvit.datamodules.scene",
+    "SceneDataModule": "rsvit.datamodules.classification",
     "SegmentationDataModule": "rsvit.datamodules.segmentation",
     "ChangeDataModule": "rsvit.datamodules.change",
     "HeightDataModule": "rsvit.datamodules.regression",

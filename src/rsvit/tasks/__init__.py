@@ -1,7 +1,7 @@
 """Lightning tasks (scene classification and RSP pretraining, segmentation, change detection,
-dense regression).
+dense regression), all built on :class:`~rsvit.tasks.base.BaseTask`.
 
-Each comes with its reports and command line.
+Each comes with its reports; ``rsvit fit --config`` runs the one a config names.
 
 Names are imported on first use, so ``import rsvit.tasks.<module>`` loads only what that module needs.
 """
@@ -12,12 +12,13 @@ from rsvit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "ClassificationTask": "rsvit.tasks.classification",
-    "MetricsReport": "rsvit.tasks.callbacks",
-    "PredictionWriter": "rsvit.tasks.callbacks",
+    "MetricsReport": "rsvit.tasks.reports",
+    "PredictionWriter": "rsvit.tasks.writers",
     "SegmentationTask": "rsvit.tasks.segmentation",
-    "SegmentationReport": "rsvit.tasks.seg_plots",
-    "SegmentationPredictionWriter": "rsvit.tasks.seg_plots",
-    "train_from_config": "rsvit.tasks.seg_runner",
+    "SegmentationReport": "rsvit.tasks.segmentation",
+    "SegmentationPredictionWriter": "rsvit.tasks.segmentation_predict",
+    "train_from_config": "rsvit.cli.lightning",
+    "BaseTask": "rsvit.tasks.base",
     "ChangeDetectionTask": "rsvit.tasks.change",
     "ChangeReport": "rsvit.tasks.change",
     "DenseRegressionTask": "rsvit.tasks.regression",

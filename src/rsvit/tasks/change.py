@@ -27,8 +27,6 @@ checkpoint callback's ``monitor`` in the configs), never test scores. :class:`Ch
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,9 +38,12 @@ from torchmetrics import MeanMetric
 
 from rsvit.metrics.change import ChangeDetectionMetrics
 from rsvit.models.change import bit_cross_entropy
-from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
+from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
-from rsvit.tasks.callbacks import RunReport, safe_stem
+from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link
+from rsvit.tasks.optim import linear_lr_factor
+from rsvit.tasks.reports import RunReport
+from rsvit.tasks.writers import safe_stem
 
 __all__ = ["CHANGE_METRICS", "ChangeDetectionTask", "ChangeReport", "linear_lr_factor"]
 
@@ -62,17 +63,7 @@ CHANGE_METRICS = (
 )
 
 
-def _default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
-    """The official BIT optimiser."""
-    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-
-def linear_lr_factor(index: int, total: int) -> float:
-    """BIT's linear rule: ``1 - index / (total + 1)`` (``index`` = epoch, or step without max_epochs)."""
-    return max(0.0, 1.0 - index / float(total + 1))
-
-
-class ChangeDetectionTask(L.LightningModule):
+class ChangeDetectionTask(BaseTask):
     """Change detection on image pairs (see the module docstring).
 
     Args:
@@ -92,6 +83,11 @@ class ChangeDetectionTask(L.LightningModule):
         slide_crop, slide_stride, slide_batch_size: the sliding window (int or ``[height, width]``).
     """
 
+    family = "change"
+    default_backbone = "bit_resnet18"
+    default_optimizer = ("SGD", {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4})  # the official BIT one
+    progress_metric = "F1"
+
     def __init__(
         self,
         model: ModelSpec | dict[str, Any] | nn.Module | None = None,
@@ -100,7 +96,7 @@ class ChangeDetectionTask(L.LightningModule):
         weights: str | None = None,
         backbone_weights: str | None = None,
         ignore_index: int = 255,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_decay: bool = True,
         class_names: list[str] | None = None,
         mean: list[float] | None = None,
@@ -126,40 +122,24 @@ class ChangeDetectionTask(L.LightningModule):
             )
         if slide_batch_size < 1:
             raise ValueError(f"slide_batch_size must be >= 1, got {slide_batch_size}")
-        self.spec: ModelSpec | None
+        self.model = self.network_from(model, num_classes=num_classes, in_chans=in_chans)
         if isinstance(model, nn.Module):
-            self.spec = getattr(model, "spec", None)
-            self.model = model
             n_classes = (
                 num_classes or getattr(model, "num_classes", None) or len(class_names or DEFAULT_CLASSES)
             )
         else:
-            spec = task_spec(
-                model,
-                "change",
-                "bit_resnet18",
-                "ChangeDetectionTask",
-                num_classes=num_classes,
-                in_chans=in_chans,
-            )
-            self.spec = spec
-            self.model = build_model(spec)
-            n_classes = spec.num_classes
+            n_classes = self.spec.num_classes
         self.num_classes = int(n_classes)
         names = list(class_names) if class_names else list(DEFAULT_CLASSES)
         if len(names) != self.num_classes:
             raise ValueError(f"{len(names)} class names for {self.num_classes} classes")
         self.class_names = names
         self.save_hyperparameters(ignore=["optimizer", "model"])
-        if self.spec is not None:
-            self.hparams["model"] = self.spec.to_dict()
-        self.optimizer_factory = optimizer
+        self.record_spec()
+        self.set_optimizer(optimizer)
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
-        if weights or backbone_weights:
-            from rsvit.weights import load_starting_weights
-
-            load_starting_weights(self.model, weights, backbone_weights)
+        self.load_weights(weights, backbone_weights)
         for stage in ("val", "test"):
             setattr(self, f"{stage}_metrics", ChangeDetectionMetrics(self.num_classes))
             setattr(self, f"{stage}_loss", MeanMetric())
@@ -215,7 +195,7 @@ class ChangeDetectionTask(L.LightningModule):
         std = torch.tensor(self.std, dtype=image.dtype, device=image.device)[:, None, None]
         return image * std + mean
 
-    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         logits = self.infer(batch["image_a"], batch["image_b"])
         mask = batch["mask"]
         getattr(self, f"{stage}_loss").update(self.loss(logits, mask), weight=logits.shape[0])
@@ -235,12 +215,6 @@ class ChangeDetectionTask(L.LightningModule):
                     }
                 )
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Per pair: ``path``, ``prediction`` (uint8 class map), both dates for display, ``mask`` if known."""
         image_a, image_b = batch["image_a"], batch["image_b"]
@@ -256,10 +230,7 @@ class ChangeDetectionTask(L.LightningModule):
             out["mask"] = list(batch["mask"].cpu())
         return out
 
-    def on_validation_epoch_start(self) -> None:
-        self.examples = []
-
-    def _eval_epoch_end(self, stage: str) -> None:
+    def compute_evaluation(self, stage: str) -> Evaluation:
         metrics: ChangeDetectionMetrics = getattr(self, f"{stage}_metrics")
         loss_metric: MeanMetric = getattr(self, f"{stage}_loss")
         scores = {k: float(v) for k, v in metrics.compute().items()}
@@ -267,29 +238,17 @@ class ChangeDetectionTask(L.LightningModule):
         loss = float(loss_metric.compute())
         metrics.reset()
         loss_metric.reset()
-        if self.trainer.sanity_checking:
-            return
-        for name, value in scores.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "F1", sync_dist=False)
-        self.log(f"{stage}/loss", loss, sync_dist=False)
-        self.evaluation[stage] = {
-            "epoch": int(self.current_epoch),
-            "step": int(self.global_step),
+        entry = {
             "loss": loss if math.isfinite(loss) else None,
             **scores,
             "confusion": confusion.long().tolist(),
         }
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        return Evaluation([*scores.items(), ("loss", loss)], entry)
 
     # -- optimisation -------------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)
+        optimizer = self.make_optimizer(p for p in self.model.parameters() if p.requires_grad)
         if not self.hparams.lr_decay:
             return optimizer
         max_epochs = self.trainer.max_epochs
@@ -303,54 +262,49 @@ class ChangeDetectionTask(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: linear_lr_factor(i, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
-    # -- export ----------------------------------------------------------------------------------------
+    # -- export and command line ---------------------------------------------------------------------
 
-    def export_model(self, path: str | os.PathLike[str], preprocessing: dict[str, Any] | None = None) -> Path:
-        """Writes the network with its spec, classes and per-date normalisation (``load_model`` reads it).
+    def default_preprocessing(self) -> dict[str, Any]:
+        """The DataModule's preprocessing, else the task's own ``mean``/``std``."""
+        found = self.datamodule_preprocessing()
+        return found if found is not None else {"mean": self.mean, "std": self.std}
 
-        ``preprocessing`` (``input_size``, ``mean``, ``std``, ``bands``) defaults to the datamodule's,
-        else the task's ``mean``/``std``.
-        """
-        from rsvit.weights import WeightsMetadata
+    def export_extra(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """Both dates as inputs, the prediction window and the ignore index."""
+        return {
+            "inputs": ["image_a", "image_b"],
+            # BIT pools its tokens over the whole input: predict on windows like those it was trained
+            # or evaluated on (predict-raster's default window)
+            "window": self.hparams.slide_crop
+            if self.hparams.eval_mode == "slide"
+            else (preprocessing.get("input_size") or [None, None, None])[-1],
+            "ignore_index": int(self.hparams.ignore_index),
+        }
 
-        if self.spec is None:
-            raise ValueError(
-                "cannot export a model given as nn.Module without a ModelSpec ('spec' attribute)"
-            )
-        if preprocessing is None:
-            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if hasattr(datamodule, "preprocessing"):
-                preprocessing = datamodule.preprocessing()
-            else:
-                preprocessing = {"mean": self.mean, "std": self.std}
-        bands = preprocessing.get("bands")
-        metadata = WeightsMetadata(
-            input_size=preprocessing.get("input_size"),
-            mean=preprocessing.get("mean"),
-            std=preprocessing.get("std"),
-            band_names=tuple(f"band_{b}" for b in bands) if bands else None,
-            classes=tuple(self.class_names),
-            extra={
-                "inputs": ["image_a", "image_b"],
-                # BIT pools its tokens over the whole input: predict on windows like those it was trained
-                # or evaluated on (predict-raster's default window)
-                "window": self.hparams.slide_crop
-                if self.hparams.eval_mode == "slide"
-                else (preprocessing.get("input_size") or [None, None, None])[-1],
-                "ignore_index": int(self.hparams.ignore_index),
-                "global_step": int(self.global_step) if self._trainer is not None else 0,
-            },
+    @classmethod
+    def command_line(cls) -> CommandLine:
+        from rsvit.datamodules.change import ChangeDataModule
+        from rsvit.tasks.change_predict import ChangePredictionWriter
+
+        return CommandLine(
+            datamodule=ChangeDataModule,
+            links=(
+                Link("num_classes", "num_classes", on_instantiate=True),
+                Link("classes", "class_names", on_instantiate=True),
+                Link("ignore_index", "ignore_index"),
+                Link("in_chans", "in_chans"),
+                Link("mean", "mean"),
+                Link("std", "std"),
+            ),
+            callbacks={"report": ChangeReport, "prediction_writer": ChangePredictionWriter},
         )
-        path = Path(path)
-        save_model(path, self.model, self.spec, metadata)
-        return path
 
 
 class ChangeReport(RunReport):
     """Writes ``metrics.json``, validation A | B | prediction | label PNGs and ``model.safetensors``.
 
     Reads ``evaluation`` and ``examples`` of :class:`ChangeDetectionTask` (see
-    :class:`~rsvit.tasks.callbacks.RunReport`); the best validation entry is chosen by ``monitor``
+    :class:`~rsvit.tasks.reports.RunReport`); the best validation entry is chosen by ``monitor``
     (higher is better).
 
     Args:

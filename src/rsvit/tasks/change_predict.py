@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rsvit.atomic import atomic_path
-from rsvit.tasks.callbacks import FolderPredictionWriter
+from rsvit.tasks.writers import FolderPredictionWriter
 
 __all__ = ["ChangePredictionWriter", "save_change_mask"]
 

@@ -11,7 +11,7 @@ What the task adds to the network from :func:`rsvit.models.classifier.build_clas
 * Mixup/CutMix with label smoothing (timm) and ``SoftTargetCrossEntropy``, plain cross-entropy for
   evaluation;
 * top-1, top-5, per-class accuracy and the confusion matrix (torchmetrics, synchronised across
-  processes); the last results are kept in ``evaluation`` for :mod:`rsvit.tasks.callbacks`.
+  processes); the last results are kept in ``evaluation`` for :mod:`rsvit.tasks.reports`.
 
 Gradient clipping and mixed precision are Trainer settings (``gradient_clip_val: 5.0``,
 ``precision: bf16-mixed``). Checkpoints also hold the global random states, so that a resumed run
@@ -20,11 +20,11 @@ draws the same shuffles and augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Iterable, Sequence
+import warnings
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -36,36 +36,23 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from rsvit.data.transforms import build_mixup
 from rsvit.models.classifier import build_classifier
+from rsvit.models.factory import ModelSpec, task_spec
+from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link
+from rsvit.tasks.optim import weight_decay_groups
 
-__all__ = ["ClassificationTask", "parameter_groups"]
-
-
-def _default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
-    """RSP's AdamW (the base lr before scaling)."""
-    return torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
+__all__ = ["ClassificationTask"]
 
 
-def parameter_groups(model: nn.Module, no_decay_keywords: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Two groups: with the optimiser's weight decay, and without (biases, norms, position tables)."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if (
-            param.ndim <= 1
-            or name.endswith(".bias")
-            or name in skip
-            or any(k in name for k in no_decay_keywords)
-        ):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups: list[dict[str, Any]] = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+def __getattr__(name: str) -> Any:
+    if name == "parameter_groups":
+        warnings.warn(
+            "rsvit.tasks.classification.parameter_groups moved to rsvit.tasks.optim.weight_decay_groups "
+            "(skip_norms_and_biases=True)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return functools.partial(weight_decay_groups, skip_norms_and_biases=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _rng_states() -> dict[str, Any]:
@@ -93,14 +80,15 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(state), py_gauss))
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(BaseTask):
     """Scene classification / supervised pretraining (see the module docstring).
 
     Args:
-        backbone: network name (``resnet50``, ``swin_t``, ``vitaev2_s``, ``resnet18``, any timm name).
+        backbone: network name (``resnet50``, ``swin_t``, ``vitaev2_s``, ``resnet18``, any timm name), the
+            older spelling of ``model.backbone`` (kept so earlier configs and checkpoints load).
         num_classes: classifier outputs (linked from the data by ``rsvit fit``).
         in_chans: input bands (linked from the data).
-        drop_path_rate: stochastic depth.
+        drop_path_rate: stochastic depth, the older spelling of ``model.backbone_kwargs.drop_path_rate``.
         weights: initial weights, any file ``rsvit.weights.load`` reads; the head is zeroed when the
             class count differs.
         optimizer: optimiser factory from config; its lr is the base lr before scaling.
@@ -114,16 +102,28 @@ class ClassificationTask(L.LightningModule):
         class_names: names of the classes (linked from the data; for reports and exported weights).
         top_k: the second accuracy reported (top-5).
         channels_last: memory format for convnets (faster on CPU).
+        model: the network as a classification :class:`~rsvit.models.ModelSpec` dict, e.g.
+            ``{backbone: vitaev2_s, backbone_kwargs: {drop_path_rate: 0.1}}`` (``task``, ``num_classes``
+            and ``in_chans`` may be left out: the latter two come from the data).
     """
+
+    family = "classification"
+    default_backbone = "resnet50"
+    default_optimizer = (
+        "AdamW",
+        {"lr": 5e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.05},
+    )  # RSP's
+    progress_metric = "acc1"
+    sync_eval_logs = True
 
     def __init__(
         self,
-        backbone: str = "resnet50",
+        backbone: str | None = None,
         num_classes: int = 51,
         in_chans: int = 3,
         drop_path_rate: float = 0.0,
         weights: str | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scale_batch: int = 512,
         batch_size: int = 128,
         warmup_epochs: float = 0.0,
@@ -140,16 +140,24 @@ class ClassificationTask(L.LightningModule):
         class_names: list[str] | None = None,
         top_k: int = 5,
         channels_last: bool = False,
+        model: dict[str, Any] | ModelSpec | None = None,  # a dict first: the config may leave out `task`
     ) -> None:
         super().__init__()
         if scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be 'cosine' or 'constant', got {scheduler!r}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-        self.save_hyperparameters(ignore=["optimizer"])
-        self.optimizer_factory = optimizer
+        spec = self._spec(model, backbone, num_classes, in_chans, drop_path_rate)
+        self.spec = spec
+        self.save_hyperparameters(ignore=["optimizer", "model"])
+        self.record_spec()
+        self.hparams["backbone"] = spec.backbone  # what checkpoints and export-backbone read
+        self.hparams["drop_path_rate"] = float(spec.backbone_kwargs.get("drop_path_rate", 0.0))
+        self.set_optimizer(optimizer)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.model = build_classifier(backbone, num_classes, in_chans, drop_path_rate, weights)
+        self.model = build_classifier(
+            spec.backbone, num_classes, in_chans, weights=weights, **spec.backbone_kwargs
+        )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mixup = build_mixup(
@@ -176,6 +184,36 @@ class ClassificationTask(L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics)
         self.evaluation: dict[str, dict[str, Any]] = {}
 
+    @staticmethod
+    def _spec(
+        model: ModelSpec | dict[str, Any] | None,
+        backbone: str | None,
+        num_classes: int,
+        in_chans: int,
+        drop_path_rate: float,
+    ) -> ModelSpec:
+        """The classification spec from ``model``, or from the older ``backbone``/``drop_path_rate``."""
+        base = model.to_dict() if isinstance(model, ModelSpec) else dict(model or {})
+        if backbone is not None:
+            if base.get("backbone", backbone) != backbone:
+                raise ValueError(
+                    f"backbone {backbone!r} contradicts model.backbone {base['backbone']!r}; give one"
+                )
+            base["backbone"] = backbone
+        if drop_path_rate:
+            base["backbone_kwargs"] = {
+                "drop_path_rate": drop_path_rate,
+                **(base.get("backbone_kwargs") or {}),
+            }
+        return task_spec(
+            base,
+            "classification",
+            "resnet50",
+            "ClassificationTask",
+            num_classes=num_classes,
+            in_chans=in_chans,
+        )
+
     # -- forward and steps -----------------------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tensor:
@@ -196,7 +234,7 @@ class ClassificationTask(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=images.shape[0])
         return loss
 
-    def _eval_step(self, batch: dict[str, Any] | None, stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any] | None, stage: str) -> None:
         if batch is None:
             return
         logits = self(batch["image"])
@@ -209,47 +247,47 @@ class ClassificationTask(L.LightningModule):
             else:
                 metric.update(logits, labels)
 
-    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
     def predict_step(self, batch: dict[str, Any] | None, batch_idx: int, dataloader_idx: int = 0) -> Any:
         if batch is None:
             return None
         probs = self(batch["image"]).float().softmax(dim=1)
         return {"path": list(batch["path"]), "probs": probs}
 
-    def _eval_epoch_end(self, stage: str) -> None:
+    def compute_evaluation(self, stage: str) -> Evaluation:
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         values = {name: metric.compute() for name, metric in metrics.items()}  # synchronised
         metrics.reset()
-        if self.trainer.sanity_checking:
-            return
         k = self.top_k
         scalars = {
             "acc1": float(values["acc1"]),
             f"acc{k}": float(values[f"acc{k}"]),
             "loss": float(values["loss"]),
         }
-        for name, value in scalars.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "acc1", sync_dist=True)  # equal on all ranks
-        self.evaluation[stage] = {
-            "epoch": int(self.current_epoch),
-            "step": int(self.global_step),
+        entry = {
             **scalars,
             "per_class": {
                 name: float(v) for name, v in zip(self.class_names, values["per_class"].tolist(), strict=True)
             },
             "confusion": values["confusion"].long().tolist(),
         }
+        return Evaluation(list(scalars.items()), entry)
 
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
+    @classmethod
+    def command_line(cls) -> CommandLine:
+        from rsvit.datamodules.classification import SceneDataModule
+        from rsvit.tasks.reports import MetricsReport
+        from rsvit.tasks.writers import PredictionWriter
 
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        return CommandLine(
+            datamodule=SceneDataModule,
+            links=(
+                Link("num_classes", "num_classes", on_instantiate=True),
+                Link("classes", "class_names", on_instantiate=True),
+                Link("in_chans", "in_chans"),
+                Link("batch_size", "batch_size"),
+            ),
+            callbacks={"report": MetricsReport, "prediction_writer": PredictionWriter},
+        )
 
     # -- optimisation ----------------------------------------------------------------------------------
 
@@ -261,8 +299,10 @@ class ClassificationTask(L.LightningModule):
         return self.hparams.batch_size * world / self.hparams.lr_scale_batch
 
     def configure_optimizers(self) -> Any:
-        groups = parameter_groups(self.model, self.hparams.no_decay_keywords or ())
-        optimizer = self.optimizer_factory(groups)
+        groups = weight_decay_groups(
+            self.model, self.hparams.no_decay_keywords or (), skip_norms_and_biases=True
+        )
+        optimizer = self.make_optimizer(groups)
         scale = self.lr_scale()
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * scale
@@ -295,9 +335,9 @@ class ClassificationTask(L.LightningModule):
             "in_chans": int(self.hparams.in_chans),
             "classes": list(self.class_names),
         }
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "preprocessing"):
-            checkpoint["rsvit"]["preprocessing"] = datamodule.preprocessing()
+        preprocessing = self.datamodule_preprocessing()
+        if preprocessing is not None:
+            checkpoint["rsvit"]["preprocessing"] = preprocessing
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rsvit_rng_states")

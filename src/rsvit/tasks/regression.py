@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,25 +47,22 @@ from torchmetrics import MeanMetric
 from rsvit.atomic import save_figure
 from rsvit.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, apply_scale_shift, least_squares_scale_shift
 from rsvit.models.dpt.losses import BerHuLoss, MaskedL1Loss, ScaleShiftInvariantLoss
-from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
-from rsvit.tasks.callbacks import RunReport, safe_stem
+from rsvit.models.factory import ModelSpec
+from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
+from rsvit.tasks.optim import ScheduleName, WarmupDecay, encoder_decoder_groups
+from rsvit.tasks.reports import RunReport
+from rsvit.tasks.writers import safe_stem
 
 __all__ = [
     "DenseRegressionTask",
     "HeightReport",
     "WarmupDecay",
     "build_regression_loss",
-    "parameter_groups",
     "save_height_preview",
 ]
 
 LossName = Literal["ssi", "l1", "berhu"]
-ScheduleName = Literal["cosine", "poly", "constant"]
 LOWER_IS_BETTER = ("abs_rel", "rmse", "mae", "log10")
-
-
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
 
 
 def build_regression_loss(name: LossName, **kwargs: Any) -> nn.Module:
@@ -78,52 +76,15 @@ def build_regression_loss(name: LossName, **kwargs: Any) -> nn.Module:
     raise ValueError(f"loss must be 'ssi', 'l1' or 'berhu', got {name!r}")
 
 
-def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """``encoder`` (``model.backbone``) and ``decoder`` (the rest) parameter groups, empty ones left out.
-
-    A model without a ``backbone`` attribute gives one ``decoder`` group.
-    """
-    backbone = getattr(model, "backbone", None)
-    encoder = list(backbone.parameters()) if isinstance(backbone, nn.Module) else []
-    ids = {id(p) for p in encoder}
-    decoder = [p for p in model.parameters() if id(p) not in ids]
-    groups = [{"params": encoder, "name": "encoder"}, {"params": decoder, "name": "decoder"}]
-    return [g for g in groups if g["params"]]
-
-
-class WarmupDecay:
-    """Learning-rate factor of optimiser step ``s`` (for ``LambdaLR``): linear warmup, then decay.
-
-    Warmup: ``(s + 1) / warmup_steps`` for ``s < warmup_steps``. Then with ``p = (s - warmup_steps) /
-    (total_steps - warmup_steps)`` in [0, 1]: ``"cosine"``: ``r + (1 - r) (1 + cos(pi p)) / 2``; ``"poly"``:
-    ``r + (1 - r) (1 - p) ** power``; ``"constant"``: 1, where ``r`` is ``min_ratio``.
-    """
-
-    def __init__(
-        self,
-        total_steps: int,
-        warmup_steps: int = 0,
-        schedule: ScheduleName = "cosine",
-        min_ratio: float = 0.0,
-        power: float = 0.9,
-    ) -> None:
-        if schedule not in ("cosine", "poly", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'poly' or 'constant', got {schedule!r}")
-        if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"need 0 <= warmup_steps <= total_steps >= 1, got {warmup_steps}, {total_steps}")
-        if not 0.0 <= min_ratio <= 1.0:
-            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
-        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
-        self.schedule, self.min_ratio, self.power = schedule, float(min_ratio), float(power)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        if self.schedule == "constant":
-            return 1.0
-        p = min((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 1.0)
-        decay = 0.5 * (1.0 + math.cos(math.pi * p)) if self.schedule == "cosine" else (1.0 - p) ** self.power
-        return self.min_ratio + (1.0 - self.min_ratio) * decay
+def __getattr__(name: str) -> Any:
+    if name == "parameter_groups":
+        warnings.warn(
+            "rsvit.tasks.regression.parameter_groups moved to rsvit.tasks.optim.encoder_decoder_groups",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return encoder_decoder_groups
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _trainable_from_scratch(spec: ModelSpec) -> ModelSpec:
@@ -136,15 +97,7 @@ def _trainable_from_scratch(spec: ModelSpec) -> ModelSpec:
     return ModelSpec.from_dict({**spec.to_dict(), "head_kwargs": head_kwargs})
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
-class DenseRegressionTask(L.LightningModule):
+class DenseRegressionTask(BaseTask):
     """Per-pixel height / depth regression (see the module docstring).
 
     Args:
@@ -161,13 +114,18 @@ class DenseRegressionTask(L.LightningModule):
         num_plots: validation images kept for the previews.
     """
 
+    family = "regression"
+    default_backbone = "resnet18"
+    default_optimizer = ("AdamW", {"lr": 1e-4, "weight_decay": 0.01})
+    progress_metric = "abs_rel"
+
     def __init__(
         self,
         model: ModelSpec | dict[str, Any] | nn.Module | None = None,
         in_chans: int | None = None,
         loss: LossName = "ssi",
         loss_kwargs: dict[str, Any] | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         encoder_lr_factor: float = 0.1,
         schedule: ScheduleName = "cosine",
         warmup: float = 0.05,
@@ -179,32 +137,17 @@ class DenseRegressionTask(L.LightningModule):
         num_plots: int = 4,
     ) -> None:
         super().__init__()
-        self.spec: ModelSpec | None
-        if isinstance(model, nn.Module):
-            self.spec = getattr(model, "spec", None)
-            self.model = model
-        else:
-            spec = task_spec(
-                model,
-                "regression",
-                "resnet18",
-                "DenseRegressionTask",
-                in_chans=None if in_chans is None else int(in_chans),
-            )
-            spec = _trainable_from_scratch(spec)
-            self.spec = spec
-            self.model = build_model(spec)
+        self.model = self.network_from(model, in_chans=None if in_chans is None else int(in_chans))
         if encoder_lr_factor <= 0:
             raise ValueError(f"encoder_lr_factor must be positive, got {encoder_lr_factor}")
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0 (a fraction of the steps or a step count), got {warmup}")
         WarmupDecay(1, 0, schedule, min_lr_ratio, poly_power)  # checks the schedule arguments early
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "model"])
-        if self.spec is not None:
-            self.hparams["model"] = self.spec.to_dict()
+        self.record_spec()
         self.criterion = build_regression_loss(loss, **(loss_kwargs or {}))
         self.relative = loss == "ssi"
-        self.optimizer_factory = optimizer
+        self.set_optimizer(optimizer)
         self.scheduler_factory = scheduler
         self.pixel_size = pixel_size
         for stage in ("val", "test"):
@@ -235,18 +178,15 @@ class DenseRegressionTask(L.LightningModule):
 
     def _display(self, images: Tensor) -> Tensor:
         """``(B, H, W, 3)`` floats in [0, 1]: bands 1-3 (or band 1 as grey), 2-98 % stretched per image."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        transform = getattr(datamodule, "eval_transform", None)
-        images = images.float().cpu()
-        if transform is not None and hasattr(transform, "denormalize"):
-            images = transform.denormalize(images)
+        restored = self.undo_data_normalisation(images)
+        images = restored if restored is not None else images.float().cpu()
         rgb = images[:, :3] if images.shape[1] >= 3 else images[:, :1].expand(-1, 3, -1, -1)
         flat = rgb.flatten(1)
         lo = flat.quantile(0.02, dim=1)[:, None, None, None]
         hi = flat.quantile(0.98, dim=1)[:, None, None, None]
         return ((rgb - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1).permute(0, 2, 3, 1)
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         loss, pred = self.compute_loss(batch)
         target, valid = batch["target"].float(), batch["valid"]
         getattr(self, f"{stage}_relative").update(pred, target, valid)
@@ -274,15 +214,6 @@ class DenseRegressionTask(L.LightningModule):
                 }
             )
 
-    def on_validation_epoch_start(self) -> None:
-        self.examples = []
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, list[Any]]:
@@ -302,7 +233,7 @@ class DenseRegressionTask(L.LightningModule):
             "image": [images[i, :h, :w] for i, (h, w) in enumerate(sizes)],
         }
 
-    def _eval_epoch_end(self, stage: str) -> None:
+    def compute_evaluation(self, stage: str) -> Evaluation:
         rel_metric, met_metric = getattr(self, f"{stage}_relative"), getattr(self, f"{stage}_metric")
         loss_metric = getattr(self, f"{stage}_loss")
         rel = {k: float(v) for k, v in rel_metric.compute().items()}
@@ -310,32 +241,15 @@ class DenseRegressionTask(L.LightningModule):
         loss = float(loss_metric.compute())
         for m in (rel_metric, met_metric, loss_metric):
             m.reset()
-        if self.trainer.sanity_checking:
-            return
-        for name in DEPTH_METRIC_NAMES:
-            self.log(f"{stage}/{name}", rel[name], prog_bar=name == "abs_rel")
-            self.log(f"{stage}/metric_{name}", met[name])
-        self.log(f"{stage}/loss", loss)
-        self.evaluation[stage] = _json_safe(
-            {
-                "epoch": int(self.current_epoch),
-                "step": int(self.global_step),
-                "loss": loss,
-                "relative": rel,
-                "metric": met,
-            }
-        )
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        logged = [
+            (f"{p}{name}", v[name]) for name in DEPTH_METRIC_NAMES for p, v in (("", rel), ("metric_", met))
+        ]
+        entry = json_safe({"loss": loss, "relative": rel, "metric": met})
+        return Evaluation([*logged, ("loss", loss)], entry)
 
     def configure_optimizers(self) -> Any:
         """Optimiser on the encoder / decoder groups and the schedule (see the module docstring)."""
-        groups = parameter_groups(self.model)
-        optimizer = self.optimizer_factory(groups)
+        optimizer = self.make_optimizer(encoder_decoder_groups(self.model))
         hp = self.hparams
         for group in optimizer.param_groups:
             if group.get("name") == "encoder":
@@ -356,34 +270,30 @@ class DenseRegressionTask(L.LightningModule):
         scheduler = LambdaLR(optimizer, decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def export_model(self, path: str | os.PathLike[str], preprocessing: dict[str, Any] | None = None) -> Path:
-        """Writes the network with its spec, normalisation, loss and pixel size (``preprocessing`` defaults to
-        the datamodule's)."""
-        from rsvit.weights import WeightsMetadata
+    def adapt_spec(self, spec: ModelSpec) -> ModelSpec:
+        return _trainable_from_scratch(spec)
 
-        if self.spec is None:
-            raise ValueError(
-                "cannot export a model given as nn.Module without a ModelSpec ('spec' attribute)"
-            )
-        if preprocessing is None:
-            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            preprocessing = datamodule.preprocessing() if hasattr(datamodule, "preprocessing") else {}
-        bands = preprocessing.get("bands")
-        metadata = WeightsMetadata(
-            input_size=preprocessing.get("input_size"),
-            mean=preprocessing.get("mean"),
-            std=preprocessing.get("std"),
-            band_names=tuple(f"band_{b}" for b in bands) if bands else None,
-            extra={
-                "output": "relative height" if self.relative else "height (m)",
-                "loss": str(self.hparams.loss),
-                "pixel_size": self.pixel_size,
-                "global_step": int(self.global_step) if self._trainer is not None else 0,
-            },
+    def export_classes(self) -> None:
+        return None
+
+    def export_extra(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """What the values mean (relative or metres), the loss and the pixel size."""
+        return {
+            "output": "relative height" if self.relative else "height (m)",
+            "loss": str(self.hparams.loss),
+            "pixel_size": self.pixel_size,
+        }
+
+    @classmethod
+    def command_line(cls) -> CommandLine:
+        from rsvit.datamodules.regression import HeightDataModule
+        from rsvit.tasks.regression_predict import HeightPredictionWriter
+
+        return CommandLine(
+            datamodule=HeightDataModule,
+            links=(Link("in_chans", "in_chans"), Link("pixel_size", "pixel_size", on_instantiate=True)),
+            callbacks={"report": HeightReport, "prediction_writer": HeightPredictionWriter},
         )
-        path = Path(path)
-        save_model(path, self.model, self.spec, metadata)
-        return path
 
 
 def _nice_length(limit: float) -> float:
@@ -463,7 +373,7 @@ class HeightReport(RunReport):
     """Writes ``metrics.json``, validation previews and (end of fit) ``model.safetensors``.
 
     Reads what :class:`DenseRegressionTask` keeps in ``evaluation`` and ``examples`` (see
-    :class:`~rsvit.tasks.callbacks.RunReport`).
+    :class:`~rsvit.tasks.reports.RunReport`).
 
     Args:
         filename: report name inside the run folder.

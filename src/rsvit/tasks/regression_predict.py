@@ -28,8 +28,8 @@ from rasterio.errors import RasterioIOError
 
 from rsvit.atomic import atomic_path
 from rsvit.data.height import projected_pixel_size
-from rsvit.tasks.callbacks import FolderPredictionWriter
 from rsvit.tasks.regression import save_height_preview
+from rsvit.tasks.writers import FolderPredictionWriter
 
 __all__ = ["HeightPredictionWriter", "save_height_geotiff"]
 

@@ -1,137 +1,18 @@
-"""Segmentation run reports: ``metrics.json``, prediction PNGs and the exported ``model.safetensors``.
-
-Everything lands in the run folder (``trainer.log_dir``), written atomically (temporary file, then
-rename), so a reader never sees half a file:
-
-* :class:`SegmentationReport`: ``metrics.json`` (last and best validation, history, test), PNGs of the
-  kept validation images (image | ground truth | prediction, palette colours, legend) in
-  ``val_predictions/``, and at the end of fit ``model.safetensors``
-  (:meth:`~rsvit.tasks.segmentation.SegmentationTask.export_model`);
-* :class:`SegmentationPredictionWriter`: for every predicted image ``predictions/<name>.png``
-  (image | prediction with legend) and ``predictions/<name>_mask.png`` (class indices).
-"""
+"""Deprecated: :mod:`rsvit.tasks.segmentation` (``SegmentationReport``) and
+:mod:`rsvit.tasks.segmentation_predict` (the prediction writer and PNGs)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+import warnings
 
-import lightning as L
-import numpy as np
-import torch
+from rsvit.tasks.segmentation import SegmentationReport
+from rsvit.tasks.segmentation_predict import SegmentationPredictionWriter, save_index_png, save_prediction_png
 
-from rsvit.atomic import atomic_path, save_figure
-from rsvit.data.segmentation import Colour, default_palette, segmentation_figure
-from rsvit.tasks.callbacks import FolderPredictionWriter, RunReport, safe_stem
+__all__ = ["SegmentationPredictionWriter", "SegmentationReport", "save_index_png", "save_prediction_png"]
 
-__all__ = [
-    "SegmentationPredictionWriter",
-    "SegmentationReport",
-    "save_index_png",
-    "save_prediction_png",
-]
-
-
-def save_prediction_png(
-    path: str | os.PathLike[str],
-    image: np.ndarray | torch.Tensor,
-    prediction: np.ndarray | torch.Tensor,
-    classes: Sequence[str],
-    palette: Sequence[Sequence[int]] | None = None,
-    mask: np.ndarray | torch.Tensor | None = None,
-    title: str = "",
-) -> Path:
-    """Image ``(H, W, 3)`` uint8 beside its prediction (and ground truth) in palette colours, with legend."""
-    import matplotlib.pyplot as plt
-
-    colours: list[Colour] = [tuple(int(v) for v in c) for c in (palette or default_palette(len(classes)))]  # type: ignore[misc]
-    image_array = torch.as_tensor(image).cpu().numpy()
-    fig = segmentation_figure(image_array, classes, colours, mask=mask, prediction=prediction, title=title)
-    try:
-        return save_figure(fig, path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-
-
-def save_index_png(path: str | os.PathLike[str], labels: np.ndarray | torch.Tensor) -> Path:
-    """Class indices ``(H, W)`` as an 8-bit (or 16-bit for > 256 classes) grey PNG, atomically."""
-    from PIL import Image
-
-    array = torch.as_tensor(labels).cpu().numpy()
-    array = array.astype(np.uint8) if array.max(initial=0) < 256 else array.astype(np.uint16)
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-    return path
-
-
-class SegmentationReport(RunReport):
-    """Writes ``metrics.json``, validation prediction PNGs and (end of fit) ``model.safetensors``.
-
-    Reads what :class:`~rsvit.tasks.segmentation.SegmentationTask` keeps in ``evaluation`` and
-    ``examples`` (see :class:`~rsvit.tasks.callbacks.RunReport`).
-
-    Args:
-        filename: report name inside the run folder.
-        monitor: validation entry deciding the best evaluation (``mIoU`` or ``mF1``).
-        export: file name of the exported model ('' to skip).
-        plots: write the validation prediction PNGs.
-    """
-
-    def __init__(
-        self,
-        filename: str = "metrics.json",
-        monitor: str = "mIoU",
-        export: str = "model.safetensors",
-        plots: bool = True,
-    ) -> None:
-        super().__init__(filename, monitor, export, plots)
-
-    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
-        for i, example in enumerate(getattr(pl_module, "examples", [])):
-            save_prediction_png(
-                folder / f"{i:02d}_{safe_stem(example['path'], i)}.png",
-                example["image"],
-                example["prediction"],
-                pl_module.class_names,
-                getattr(pl_module, "palette", None),
-                mask=example["mask"],
-                title=Path(example["path"]).name,
-            )
-
-
-class SegmentationPredictionWriter(FolderPredictionWriter):
-    """Writes ``<name>.png`` (image | prediction, legend) and ``<name>_mask.png`` (indices) per image.
-
-    Args:
-        output_dir: folder (default ``<run folder>/predictions``).
-        side_by_side: write the colour PNG with the image and legend.
-        index_masks: write the class-index PNG.
-    """
-
-    columns = ("path", "prediction", "image")
-
-    def __init__(
-        self, output_dir: str | None = None, side_by_side: bool = True, index_masks: bool = True
-    ) -> None:
-        super().__init__(output_dir)
-        self.side_by_side = side_by_side
-        self.index_masks = index_masks
-
-    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
-        path, labels = item["path"], item["prediction"]
-        if self.side_by_side:
-            self.written.append(
-                save_prediction_png(
-                    folder / f"{name}.png",
-                    item["image"],
-                    labels,
-                    pl_module.class_names,
-                    getattr(pl_module, "palette", None),
-                    title=Path(path).name,
-                )
-            )
-        if self.index_masks:
-            self.written.append(save_index_png(folder / f"{name}_mask.png", labels))
+warnings.warn(
+    "rsvit.tasks.seg_plots moved: SegmentationReport to rsvit.tasks.segmentation, the prediction writer "
+    "and PNGs to rsvit.tasks.segmentation_predict",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -1,86 +1,27 @@
-"""Command line of the segmentation task: LightningCLI with the data linked into the model.
+"""Deprecated: ``rsvit fit|validate|test|predict`` (:mod:`rsvit.cli.lightning`) runs every task.
 
-* ``run_segmentation_cli(["fit", "--config", "configs/segmentation/dubai_quick.yaml"])`` (also
-  ``validate``, ``test``, ``predict``): the data's classes, palette, ignore index and band count are
-  linked into the task; every run gets ``metrics.json``, validation PNGs and, after fit,
-  ``model.safetensors`` in its run folder (:class:`~rsvit.tasks.seg_plots.SegmentationReport`), and
-  ``predictions/`` when predicting.
-* :func:`train_from_config`: fit from a YAML file (plus overrides) and return the run folder.
-
-``python -m rsvit.tasks.seg_runner <fit|validate|test|predict> --config ...`` runs it without the
-``rsvit`` entry point.
+``build_segmentation_cli``, ``run_segmentation_cli`` and ``train_from_config``
+delegate to it with ``SegmentationTask``.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+import warnings
 
-from rsvit.tasks.runner import LIGHTNING_SUBCOMMANDS, fit_config, instantiate_cli, run_cli
+from rsvit.cli.lightning import entry_points
 
 __all__ = ["build_segmentation_cli", "main", "run_segmentation_cli", "train_from_config"]
 
+warnings.warn(
+    "rsvit.tasks.seg_runner is deprecated: use `rsvit fit --config` (rsvit.cli.lightning)",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-def _cli_class() -> type:
-    from lightning.pytorch.cli import LightningCLI
-
-    from rsvit.datamodules.segmentation import SegmentationDataModule
-    from rsvit.tasks.seg_plots import SegmentationPredictionWriter, SegmentationReport
-    from rsvit.tasks.segmentation import SegmentationTask
-
-    class _SegmentationCLI(LightningCLI):
-        """LightningCLI with the data linked into the task and the report callbacks always on."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-            super().__init__(SegmentationTask, SegmentationDataModule, *args, **kwargs)
-
-        def add_arguments_to_parser(self, parser: Any) -> None:
-            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-            parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
-            parser.link_arguments("data.palette", "model.palette", apply_on="instantiate")
-            parser.link_arguments("data.ignore_index", "model.ignore_index")
-            parser.link_arguments("data.in_chans", "model.in_chans")
-            parser.add_lightning_class_args(SegmentationReport, "report")
-            parser.add_lightning_class_args(SegmentationPredictionWriter, "prediction_writer")
-
-    return _SegmentationCLI
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SegmentationCLI":  # built lazily: importing Lightning costs seconds
-        return _cli_class()
-    raise AttributeError(name)
-
-
-def build_segmentation_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
-    """Parses ``args`` with the segmentation LightningCLI; ``run=False`` only instantiates."""
-    return instantiate_cli(_cli_class(), args, run, **kwargs)
-
-
-def run_segmentation_cli(args: list[str]) -> int:
-    """``fit|validate|test|predict --config ...``. Returns the exit status."""
-    return run_cli(build_segmentation_cli, args, LIGHTNING_SUBCOMMANDS)
-
-
-def train_from_config(config_path: str | Path, overrides: list[str] | None = None) -> Path:
-    """Fits the run a segmentation YAML config describes and returns its run folder.
-
-    ``overrides`` are further LightningCLI arguments (``["--trainer.max_steps=20"]``). The folder holds
-    ``config.yaml``, ``metrics.json``, ``val_predictions/`` and ``model.safetensors``
-    (load it with :func:`rsvit.models.load_model`).
-    """
-    from rsvit.tasks.seg_plots import SegmentationReport
-
-    return fit_config(build_segmentation_cli, config_path, overrides, SegmentationReport)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rsvit.tasks.seg_runner fit --config ...``."""
-    return run_segmentation_cli(list(sys.argv[1:] if argv is None else argv))
-
+build_segmentation_cli, run_segmentation_cli, train_from_config, main = entry_points(
+    "rsvit.tasks.segmentation:SegmentationTask"
+)
 
 if __name__ == "__main__":
     sys.exit(main())

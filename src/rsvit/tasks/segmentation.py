@@ -17,14 +17,15 @@ What the task adds to the network built from a :class:`~rsvit.models.ModelSpec`:
 
 :meth:`SegmentationTask.export_model` writes the network with
 :func:`rsvit.models.save_model` (spec, classes, mean/std, palette), the file ``rsvit predict-raster``
-reads; :class:`rsvit.tasks.seg_plots.SegmentationReport` calls it at the end of fit.
+reads; :class:`SegmentationReport` calls it at the end of fit and writes ``metrics.json`` and the
+validation PNGs (image | ground truth | prediction, palette colours, legend) in ``val_predictions/``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,57 +37,30 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
+from rsvit.metrics.segmentation import confusion_metrics
+from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
+from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
+from rsvit.tasks.optim import poly_lr_factor, weight_decay_groups
+from rsvit.tasks.reports import RunReport
+from rsvit.tasks.segmentation_predict import save_prediction_png
+from rsvit.tasks.writers import safe_stem
 
-__all__ = [
-    "SegmentationTask",
-    "confusion_metrics",
-    "decay_parameter_groups",
-    "poly_lr_factor",
-    "segmentation_loss",
-]
+__all__ = ["SegmentationReport", "SegmentationTask", "poly_lr_factor", "segmentation_loss"]
 
 OFFICIAL_NO_DECAY = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+_MOVED = {
+    "confusion_metrics": ("rsvit.metrics.segmentation.confusion_metrics", confusion_metrics),
+    "decay_parameter_groups": ("rsvit.tasks.optim.weight_decay_groups", weight_decay_groups),
+}
 
 
-def _default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
-    """The official Swin/ViTAEv2 optimiser."""
-    return torch.optim.AdamW(params, lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
-
-
-def decay_parameter_groups(model: nn.Module, no_decay_keywords: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Parameters whose name contains a keyword get no weight decay (mmcv ``custom_keys``, decay_mult 0)."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if any(k in name for k in no_decay_keywords) else decay).append(param)
-    groups: list[dict[str, Any]] = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def poly_lr_factor(
-    step: int,
-    max_steps: int,
-    power: float = 1.0,
-    min_ratio: float = 0.0,
-    warmup_steps: int = 0,
-    warmup_ratio: float = 1e-6,
-) -> float:
-    """Factor on the base lr at optimiser step ``step`` (0-based): poly decay with linear warm-up.
-
-    ``min_ratio`` is ``min_lr / base_lr``. During warm-up the poly value is scaled by
-    ``1 - (1 - step / warmup_steps) * (1 - warmup_ratio)``.
-    """
-    progress = min(step, max_steps) / max(max_steps, 1)
-    factor = (1.0 - min_ratio) * (1.0 - progress) ** power + min_ratio
-    if warmup_steps > 0 and step < warmup_steps:
-        factor *= 1.0 - (1.0 - step / warmup_steps) * (1.0 - warmup_ratio)
-    return factor
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        new, value = _MOVED[name]
+        warnings.warn(f"rsvit.tasks.segmentation.{name} moved to {new}", DeprecationWarning, stacklevel=2)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def segmentation_loss(
@@ -117,61 +91,7 @@ def segmentation_loss(
     return total, parts
 
 
-def _nanmean(values: Tensor) -> float:
-    valid = values[~torch.isnan(values)]
-    return float(valid.mean()) if valid.numel() else float("nan")
-
-
-def confusion_metrics(confusion: Tensor, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """IoU, F1, precision, recall per class and their means, plus overall accuracy.
-
-    ``confusion[i, j]`` counts pixels of true class ``i`` predicted as ``j``. Per-class values are NaN
-    when undefined (class absent from labels and predictions); means skip NaN.
-    """
-    cm = confusion.double()
-    tp = cm.diag()
-    pred = cm.sum(0)
-    true = cm.sum(1)
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    iou = torch.where(true + pred - tp > 0, tp / (true + pred - tp), nan)
-    precision = torch.where(pred > 0, tp / pred, torch.where(true > 0, 0.0, nan))
-    recall = torch.where(true > 0, tp / true, nan)
-    f1 = torch.where(
-        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.where(true > 0, 0.0, nan)
-    )
-    total = cm.sum()
-    names = list(class_names) if class_names is not None else [str(i) for i in range(len(tp))]
-    per_class = {
-        name: {
-            "IoU": float(iou[i]),
-            "F1": float(f1[i]),
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-        }
-        for i, name in enumerate(names)
-    }
-    return {
-        "mIoU": _nanmean(iou),
-        "mF1": _nanmean(f1),
-        "mPrecision": _nanmean(precision),
-        "mRecall": _nanmean(recall),
-        "OA": float(tp.sum() / total) if total > 0 else float("nan"),
-        "per_class": per_class,
-    }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-class SegmentationTask(L.LightningModule):
+class SegmentationTask(BaseTask):
     """Semantic segmentation (see the module docstring).
 
     Args:
@@ -194,6 +114,12 @@ class SegmentationTask(L.LightningModule):
         num_plots: validation images kept for the report's prediction PNGs.
     """
 
+    family = "segmentation"
+    default_backbone = "resnet50"
+    # the official Swin/ViTAEv2 optimiser
+    default_optimizer = ("AdamW", {"lr": 6e-5, "betas": (0.9, 0.999), "weight_decay": 0.01})
+    progress_metric = "mIoU"
+
     def __init__(
         self,
         model: ModelSpec | dict[str, Any] | None = None,
@@ -204,7 +130,7 @@ class SegmentationTask(L.LightningModule):
         ignore_index: int = 255,
         aux_weight: float = 0.4,
         avg_non_ignore: bool = True,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         no_decay_keywords: list[str] | None = list(OFFICIAL_NO_DECAY),  # noqa: B006 - shown by the CLI
         poly_power: float = 1.0,
         min_lr: float = 0.0,
@@ -222,40 +148,25 @@ class SegmentationTask(L.LightningModule):
         super().__init__()
         if eval_mode not in ("whole", "slide"):
             raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
-        self.spec: ModelSpec | None
-        if isinstance(model, nn.Module):
-            self.spec = getattr(model, "spec", None)
-            self.model = model
-            n_classes = num_classes or getattr(model, "num_classes", None)
-            if not isinstance(n_classes, int):
-                raise ValueError("give num_classes for a model without a 'num_classes' attribute")
-        else:
-            spec = task_spec(
-                model,
-                "segmentation",
-                "resnet50",
-                "SegmentationTask",
-                num_classes=num_classes,
-                in_chans=in_chans,
-            )
-            self.spec = spec
-            self.model = build_model(spec)
-            n_classes = spec.num_classes
+        self.model = self.network_from(model, num_classes=num_classes, in_chans=in_chans)
+        n_classes = (
+            num_classes or getattr(model, "num_classes", None)
+            if isinstance(model, nn.Module)
+            else self.spec.num_classes
+        )
+        if not isinstance(n_classes, int):
+            raise ValueError("give num_classes for a model without a 'num_classes' attribute")
         if class_names is not None and len(class_names) != n_classes:
             raise ValueError(f"{len(class_names)} class names for {n_classes} classes")
         if palette is not None and len(palette) != n_classes:
             raise ValueError(f"palette has {len(palette)} colours for {n_classes} classes")
         self.save_hyperparameters(ignore=["optimizer", "model"])
-        if self.spec is not None:
-            self.hparams["model"] = self.spec.to_dict()
+        self.record_spec()
         self.num_classes = int(n_classes)
-        self.optimizer_factory = optimizer
+        self.set_optimizer(optimizer)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         self.palette = [list(map(int, c)) for c in palette] if palette else None
-        if weights or backbone_weights:
-            from rsvit.weights import load_starting_weights
-
-            load_starting_weights(self.model, weights, backbone_weights)
+        self.load_weights(weights, backbone_weights)
         for stage in ("val", "test"):
             confusion = MulticlassConfusionMatrix(
                 self.num_classes, ignore_index=ignore_index, validate_args=False
@@ -316,15 +227,14 @@ class SegmentationTask(L.LightningModule):
 
     def _display(self, images: Tensor) -> Tensor:
         """Normalised images -> ``(B, H, W, 3)`` uint8 for plots (undoing the data's normalisation)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        transform = getattr(datamodule, "eval_transform", None)
         from rsvit.data.segmentation import display_image
 
-        if transform is not None and hasattr(transform, "denormalize"):
-            images = transform.denormalize(images.float().cpu()).clamp(0, 1)
+        restored = self.undo_data_normalisation(images)
+        if restored is not None:
+            images = restored.clamp(0, 1)
         return torch.stack([torch.from_numpy(display_image(im)) for im in images.float().cpu()])
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         images, masks = batch["image"], batch["mask"]
         scores = self.infer(images)
         hp = self.hparams
@@ -347,15 +257,6 @@ class SegmentationTask(L.LightningModule):
                     }
                 )
 
-    def on_validation_epoch_start(self) -> None:
-        self.examples = []
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         images = batch["image"]
         preds = self.infer(images).argmax(1).cpu()
@@ -373,7 +274,7 @@ class SegmentationTask(L.LightningModule):
             out["image"].append(shown[i, :h, :w])
         return out
 
-    def _eval_epoch_end(self, stage: str) -> None:
+    def compute_evaluation(self, stage: str) -> Evaluation:
         confusion = getattr(self, f"{stage}_confusion")
         loss_metric = getattr(self, f"{stage}_loss")
         matrix = confusion.compute()  # synchronised over processes
@@ -381,32 +282,16 @@ class SegmentationTask(L.LightningModule):
         confusion.reset()
         loss_metric.reset()
         if self.trainer.sanity_checking:
-            return
+            return Evaluation([], {})
         result = confusion_metrics(matrix, self.class_names)
-        for name in ("mIoU", "mF1", "OA"):
-            self.log(f"{stage}/{name}", result[name], prog_bar=name == "mIoU", sync_dist=False)
-        self.log(f"{stage}/loss", loss, sync_dist=False)
-        self.evaluation[stage] = _json_safe(
-            {
-                "epoch": int(self.current_epoch),
-                "step": int(self.global_step),
-                "loss": loss,
-                **result,
-                "confusion": matrix.long().tolist(),
-            }
-        )
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        logged = [(name, result[name]) for name in ("mIoU", "mF1", "OA")] + [("loss", loss)]
+        return Evaluation(logged, json_safe({"loss": loss, **result, "confusion": matrix.long().tolist()}))
 
     # -- optimisation -------------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = self.optimizer_factory(decay_parameter_groups(self.model, hp.no_decay_keywords or ()))
+        optimizer = self.make_optimizer(weight_decay_groups(self.model, hp.no_decay_keywords or ()))
         total = int(self.trainer.estimated_stepping_batches)
         if total <= 0 or total == math.inf:
             raise ValueError("the poly schedule needs a finite number of steps: set max_steps or max_epochs")
@@ -423,44 +308,72 @@ class SegmentationTask(L.LightningModule):
 
     # -- export ----------------------------------------------------------------------------------------
 
-    def export_model(self, path: str | os.PathLike[str], preprocessing: dict[str, Any] | None = None) -> Path:
-        """Writes the network with its spec, classes, normalisation, palette and evaluation settings.
-
-        ``preprocessing`` (``input_size``, ``mean``, ``std``, ``bands``) defaults to the datamodule's.
-        """
-        from rsvit.weights import WeightsMetadata
-
-        if self.spec is None:
-            raise ValueError(
-                "cannot export a model given as nn.Module without a ModelSpec ('spec' attribute)"
-            )
-        if preprocessing is None:
-            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            preprocessing = datamodule.preprocessing() if hasattr(datamodule, "preprocessing") else {}
+    def export_extra(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """Palette, ignore index and evaluation settings (``predict-raster`` takes its window from them)."""
         hp = self.hparams
-        bands = preprocessing.get("bands")
         palette = self.palette
         if palette is None:
             from rsvit.data.segmentation import default_palette
 
             palette = [list(c) for c in default_palette(self.num_classes)]
-        metadata = WeightsMetadata(
-            input_size=preprocessing.get("input_size"),
-            mean=preprocessing.get("mean"),
-            std=preprocessing.get("std"),
-            band_names=tuple(f"band_{b}" for b in bands) if bands else None,
-            classes=tuple(self.class_names),
-            extra={
-                "palette": palette,
-                "ignore_index": int(hp.ignore_index),
-                "eval_mode": str(hp.eval_mode),
-                "slide_crop": hp.slide_crop,
-                "slide_stride": hp.slide_stride,
-                # predict-raster's default window: the evaluation window of a sliding-window model
-                **({"window": hp.slide_crop} if hp.eval_mode == "slide" else {}),
-                "global_step": int(self.global_step) if self._trainer is not None else 0,
-            },
+        return {
+            "palette": palette,
+            "ignore_index": int(hp.ignore_index),
+            "eval_mode": str(hp.eval_mode),
+            "slide_crop": hp.slide_crop,
+            "slide_stride": hp.slide_stride,
+            # predict-raster's default window: the evaluation window of a sliding-window model
+            **({"window": hp.slide_crop} if hp.eval_mode == "slide" else {}),
+        }
+
+    @classmethod
+    def command_line(cls) -> CommandLine:
+        from rsvit.datamodules.segmentation import SegmentationDataModule
+        from rsvit.tasks.segmentation_predict import SegmentationPredictionWriter
+
+        return CommandLine(
+            datamodule=SegmentationDataModule,
+            links=(
+                Link("num_classes", "num_classes", on_instantiate=True),
+                Link("classes", "class_names", on_instantiate=True),
+                Link("palette", "palette", on_instantiate=True),
+                Link("ignore_index", "ignore_index"),
+                Link("in_chans", "in_chans"),
+            ),
+            callbacks={"report": SegmentationReport, "prediction_writer": SegmentationPredictionWriter},
         )
-        path = Path(path)
-        save_model(path, self.model, self.spec, metadata)
-        return path
+
+
+class SegmentationReport(RunReport):
+    """Writes ``metrics.json``, validation prediction PNGs and (end of fit) ``model.safetensors``.
+
+    Reads what :class:`SegmentationTask` keeps in ``evaluation`` and
+    ``examples`` (see :class:`~rsvit.tasks.reports.RunReport`).
+
+    Args:
+        filename: report name inside the run folder.
+        monitor: validation entry deciding the best evaluation (``mIoU`` or ``mF1``).
+        export: file name of the exported model ('' to skip).
+        plots: write the validation prediction PNGs.
+    """
+
+    def __init__(
+        self,
+        filename: str = "metrics.json",
+        monitor: str = "mIoU",
+        export: str = "model.safetensors",
+        plots: bool = True,
+    ) -> None:
+        super().__init__(filename, monitor, export, plots)
+
+    def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
+        for i, example in enumerate(getattr(pl_module, "examples", [])):
+            save_prediction_png(
+                folder / f"{i:02d}_{safe_stem(example['path'], i)}.png",
+                example["image"],
+                example["prediction"],
+                pl_module.class_names,
+                getattr(pl_module, "palette", None),
+                mask=example["mask"],
+                title=Path(example["path"]).name,
+            )

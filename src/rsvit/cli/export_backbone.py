@@ -1,0 +1,87 @@
+"""``rsvit export-backbone``: a trained scene run's network as safetensors with its preprocessing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_export_backbone_arguments", "export_backbone", "run_export_backbone"]
+
+
+def _find_checkpoint(run: Path) -> Path:
+    """``run`` itself when it is a file; else the run folder's ``checkpoints/last.ckpt`` or newest."""
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder or checkpoint not found: {run}")
+    folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    last = folder / "last.ckpt"
+    if last.is_file():
+        return last
+    found = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint (*.ckpt) in {folder}")
+    return found[-1]
+
+
+def export_backbone(run: str | Path, out: str | Path, with_head: bool = False) -> Path:
+    """Writes the network of a trained run (without its classifier unless ``with_head``) as safetensors.
+
+    The metadata carries the architecture, input size, mean/std, bands and the classes the network was
+    trained on, so ``rsvit.weights.load`` / ``read_metadata`` give everything needed to use it.
+    """
+    import torch
+
+    from rsvit.models.classifier import build_classifier, classifier_keys
+    from rsvit.weights import WeightsMetadata, infer_family, save
+
+    ckpt_path = _find_checkpoint(Path(run))
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    info = checkpoint.get("rsvit")
+    if not isinstance(info, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{ckpt_path} is not a checkpoint of an rsvit ClassificationTask run")
+    model = build_classifier(info["backbone"], info["num_classes"], info["in_chans"])
+    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    head = set(classifier_keys(model))
+    weights = {k: v for k, v in model.state_dict().items() if with_head or k not in head}
+    prep = info.get("preprocessing") or {}
+    bands = prep.get("bands")
+    metadata = WeightsMetadata(
+        architecture=info["backbone"],
+        input_size=tuple(prep["input_size"]) if prep.get("input_size") else None,
+        mean=tuple(prep["mean"]) if prep.get("mean") else None,
+        std=tuple(prep["std"]) if prep.get("std") else None,
+        band_names=tuple(f"band_{b}" for b in bands) if bands else None,
+        classes=tuple(info["classes"]),
+        extra={
+            "source_checkpoint": str(ckpt_path),
+            "epoch": int(checkpoint.get("epoch", -1)),
+            "global_step": int(checkpoint.get("global_step", -1)),
+            "with_head": with_head,
+            "interpolation": prep.get("interpolation"),
+            "crop_pct": prep.get("crop_pct"),
+        },
+    )
+    return save(out, weights, metadata, family=infer_family(model))
+
+
+def add_export_backbone_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``rsvit export-backbone``."""
+    parser.add_argument("run", type=Path, help="run folder (uses checkpoints/last.ckpt) or a .ckpt file")
+    parser.add_argument("out", type=Path, help="output .safetensors file (written atomically)")
+    parser.add_argument("--with-head", action="store_true", help="keep the classifier as well")
+    return parser
+
+
+def run_export_backbone(args: argparse.Namespace) -> int:
+    """Exports and prints what was written."""
+    from rsvit.weights import read_metadata
+
+    path = export_backbone(args.run, args.out, with_head=args.with_head)
+    meta = read_metadata(path)
+    print(
+        f"wrote {path}: {meta.architecture}, input {meta.input_size}, "
+        f"{len(meta.classes or ())} training classes"
+    )
+    return 0

@@ -1,0 +1,150 @@
+"""Prediction writers: what ``rsvit predict`` stores per image, in the run folder unless told otherwise.
+
+:class:`FolderPredictionWriter` is the base of the dense families' writers (files per predicted item);
+:class:`PredictionWriter` streams scene classification's ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from rsvit.atomic import commit_temp, reserve_temp
+from rsvit.tasks.reports import run_dir
+
+__all__ = ["FolderPredictionWriter", "PredictionWriter", "safe_stem"]
+
+
+def safe_stem(path: str, index: int, prefix: str = "image") -> str:
+    """A file-name-safe stem from ``path``, or ``<prefix>_<index>`` for items without one."""
+    stem = Path(path).stem if path else f"{prefix}_{index:04d}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+class FolderPredictionWriter(BasePredictionWriter):
+    """Base of the writers that store files per predicted item in a folder (default
+    ``<run folder>/predictions``).
+
+    ``predict_step`` returns a dict of equally long lists; :attr:`columns` must be present,
+    :attr:`optional_columns` may be (``None`` per item when absent). Each item goes to :meth:`write_item`
+    with a file-name stem from its ``path`` (``<unnamed_prefix>_<n>`` without one); written files collect
+    in ``written``.
+    """
+
+    columns: tuple[str, ...] = ("path", "prediction")
+    optional_columns: tuple[str, ...] = ()
+    unnamed_prefix = "image"
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.written: list[Path] = []
+
+    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if not prediction or not isinstance(prediction, dict):
+            return
+        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        present = [*self.columns, *(k for k in self.optional_columns if k in prediction)]
+        lengths = {k: len(prediction[k]) for k in present}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"predict_step returned lists of different lengths: {lengths}")
+        for i in range(lengths["path"]):
+            item = {
+                k: prediction[k][i] if k in prediction else None
+                for k in (*self.columns, *self.optional_columns)
+            }
+            name = safe_stem(item["path"], batch_idx * 1000 + i, prefix=self.unnamed_prefix)
+            self.write_item(folder, name, item, pl_module)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv``: file, top-k classes and their probabilities, one row per image.
+
+    Rows are streamed to a temporary file batch by batch and renamed when prediction ends. With several
+    processes each writes its own ``predictions.rank{N}.csv``.
+
+    Args:
+        output: CSV path (default ``<run folder>/predictions.csv``).
+        top_k: classes per row.
+    """
+
+    def __init__(self, output: str | None = None, top_k: int = 5) -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.top_k = top_k
+        self.path: Path | None = None
+        self._file: Any = None
+        self._tmp: str | None = None
+        self._writer: Any = None
+
+    def _target(self, trainer: L.Trainer) -> Path:
+        path = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        return path
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path = self._target(trainer)
+        self._tmp = reserve_temp(self.path)
+        self._file = open(self._tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed at the end)
+        self._writer = csv.writer(self._file)
+        k = min(self.top_k, len(pl_module.class_names))
+        header = ["file"]
+        for i in range(1, k + 1):
+            header += [f"class_{i}", f"prob_{i}"]
+        self._writer.writerow(header)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if prediction is None:
+            return
+        probs: torch.Tensor = prediction["probs"]
+        k = min(self.top_k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        names = pl_module.class_names
+        for path, vals, idx in zip(prediction["path"], values.tolist(), indices.tolist(), strict=True):
+            row: list[Any] = [path]
+            for v, i in zip(vals, idx, strict=True):
+                row += [names[i], f"{v:.6f}"]
+            self._writer.writerow(row)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._file is None or self._tmp is None or self.path is None:
+            return
+        self._file.close()
+        commit_temp(self._tmp, self.path)
+        self._file = self._tmp = self._writer = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if self._file is not None and self._tmp is not None:
+            self._file.close()
+            Path(self._tmp).unlink(missing_ok=True)
+            self._file = self._tmp = self._writer = None
