@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from models.clip.tiny_clip import seeded_tiny_clip
-from rsvit.zero_shot_command import OUTPUT_FILES, add_zero_shot_arguments, run_zero_shot
+from rsvit.cli.zero_shot import OUTPUT_FILES, add_zero_shot_arguments, run_zero_shot
 
 RSSCN7 = ["aGrass", "bField", "cIndustry", "dRiverLake", "eForest", "fResident", "gParking"]
 

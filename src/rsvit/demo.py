@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsvit.atomic import save_figure
+from rsvit.utils.atomic import save_figure
 
 __all__ = ["add_demo_arguments", "feature_pca_image", "run_demo", "sample_image_path"]
 
@@ -85,7 +85,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _feature_pyramid(args: argparse.Namespace) -> None:
-    from rsvit.data.image_io import read_image, to_unit_range
+    from rsvit.data.io import read_image, to_unit_range
     from rsvit.models import create_backbone
 
     print("== 1. a backbone on a real scene")
@@ -151,8 +151,8 @@ def _train_segmentation(args: argparse.Namespace) -> Path:
 def _map_scene(args: argparse.Namespace, run: Path) -> None:
     import rasterio
 
-    from rsvit.data.segmentation import segmentation_figure
     from rsvit.inference import predict_raster
+    from rsvit.viz.segmentation import segmentation_figure
     from rsvit.weights import read_metadata
 
     print("\n== 3. mapping a georeferenced scene with the large-scene engine")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_classification_lightning import make_tree
 
-from rsvit.data.scene import FolderSceneDataset, LabelFileError
-from rsvit.data.splits import write_split
+from rsvit.data.classification.datasets import FolderSceneDataset, LabelFileError
+from rsvit.data.classification.splits import write_split
 from rsvit.datamodules import SceneDataModule
 
 

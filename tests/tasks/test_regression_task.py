@@ -16,7 +16,7 @@ from rasterio.transform import Affine
 
 from rsvit.cli.lightning import build_cli, train_from_config
 from rsvit.datamodules.regression import HeightDataModule, find_height_pairs
-from rsvit.models.factory import load_model
+from rsvit.models.spec import load_model
 from rsvit.tasks.regression import DenseRegressionTask, HeightReport, WarmupDecay
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rsvit.cli.lightning import train_from_config
-from rsvit.data.seg_datasets import DubaiDataset
+from rsvit.data.segmentation import DubaiDataset
 from rsvit.metrics.segmentation import confusion_metrics
 from rsvit.models import load_model
 

@@ -66,7 +66,7 @@ def _add_predict_raster(sub: argparse._SubParsersAction) -> Callable[[argparse.N
 
 
 def _add_split(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
-    from rsvit.data.splits import add_split_arguments, run_split
+    from rsvit.data.classification.splits import add_split_arguments, run_split
 
     parser = sub.add_parser(
         "split",
@@ -109,6 +109,20 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> Callable[[argparse.Namesp
     return run_benchmark
 
 
+def _add_zero_shot(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.cli.zero_shot import add_zero_shot_arguments, run_zero_shot
+
+    parser = sub.add_parser(
+        "zero-shot",
+        help="classify scene images with a CLIP checkpoint and text prompts, no training",
+        description="Builds a text classifier from readable class names and a template set, classifies a "
+        "class-folder tree, MillionAID tree or split file, and writes predictions.csv, metrics.json and "
+        "confusion.png.",
+    )
+    add_zero_shot_arguments(parser)
+    return run_zero_shot
+
+
 _SUBCOMMANDS = [
     _add_models,
     _add_demo,
@@ -118,6 +132,7 @@ _SUBCOMMANDS = [
     _add_repeat,
     _add_export_backbone,
     _add_benchmark,
+    _add_zero_shot,
 ]
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

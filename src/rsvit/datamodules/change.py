@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from rsvit.data.change import LAYOUTS, ChangeDetectionDataset, ChangeTransform, detect_layout
+from rsvit.data.change import LAYOUTS, ChangeDetectionDataset, detect_layout
+from rsvit.data.change.transforms import ChangeTransform
 from rsvit.datamodules.base import DenseDataModule
 
 __all__ = ["ALL_PAIRS", "CHANGE_CLASSES", "ChangeDataModule"]

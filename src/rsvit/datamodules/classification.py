@@ -2,8 +2,8 @@
 
 Two ways to say which images train and which validate:
 
-* split files (RSP label-file format, see :mod:`rsvit.data.splits`): ``train_file`` / ``val_file``
-  (and optionally ``test_file``), file names relative to ``root / image_dir``;
+* split files (RSP label-file format, see :mod:`rsvit.data.classification.splits`):
+  ``train_file`` / ``val_file`` (and optionally ``test_file``), file names relative to ``root / image_dir``;
 * a class-folder tree (``layout="folders"``) or MillionAID hierarchy (``layout="millionaid"``) without
   files: a stratified split with ``train_fraction`` and ``split_seed`` is drawn on the fly (the same
   function ``rsvit split`` writes files with, so both give the same images).
@@ -27,7 +27,7 @@ import lightning as L
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Subset
 
-from rsvit.data.scene import (
+from rsvit.data.classification.datasets import (
     IMAGE_SUFFIXES,
     FolderSceneDataset,
     LabelFileSceneDataset,
@@ -37,8 +37,8 @@ from rsvit.data.scene import (
     collate_skip_none,
     find_images,
 )
-from rsvit.data.splits import stratified_split
-from rsvit.data.transforms import RSP_AUTO_AUGMENT, SceneTransform
+from rsvit.data.classification.splits import stratified_split
+from rsvit.data.classification.transforms import RSP_AUTO_AUGMENT, SceneTransform
 
 __all__ = ["SceneDataModule"]
 
@@ -60,7 +60,8 @@ class SceneDataModule(L.LightningDataModule):
         eval_batch_size: for validation/test/predict (default ``batch_size``).
         num_workers: loader processes.
         input_size, mean, std, scale, ratio, hflip, vflip, auto_augment, color_jitter, re_prob, re_mode,
-            re_count, crop_pct, interpolation: see :class:`rsvit.data.transforms.SceneTransform`.
+            re_count, crop_pct, interpolation: see
+            :class:`rsvit.data.classification.transforms.SceneTransform`.
         on_error: ``"raise"`` on unreadable images, or ``"skip"`` them with a warning and a count.
     """
 

@@ -2,8 +2,8 @@
 
 Pairs come from explicit ``[image, target]`` lists or from a folder holding ``images/`` and ``targets/``
 (names matched by stem, so ``images/a.tif`` pairs with ``targets/a.tif``). Reading goes through
-:func:`rsvit.data.height.read_height_pair`, so the target is on the image grid and its nodata pixels
-are flagged in ``valid``. Pixels where the *image* is nodata (or not finite) are flagged invalid too:
+:func:`rsvit.data.regression.datasets.read_height_pair`, so the target is on the image grid and its nodata
+pixels are flagged in ``valid``. Pixels where the *image* is nodata (or not finite) are flagged invalid too:
 a prediction there is made from fabricated input.
 
 Prediction (``rsvit predict``) reads images alone: ``predict_images`` (a folder, one raster or a list),
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from rsvit.data.height import (
+from rsvit.data.regression.datasets import (
     HeightKind,
     HeightPairDataset,
     NegativePolicy,
@@ -230,7 +230,8 @@ class HeightDataModule(DenseDataModule):
         crop_size: training crop side in pixels; batch_size: training batch per process.
         eval_batch_size: whole images per evaluation batch.
         hflip, vflip, rot90: augmentation probabilities.
-        kind, negative, target_nodata: how heights are read (:func:`~rsvit.data.height.read_height_pair`).
+        kind, negative, target_nodata: how heights are read
+            (:func:`~rsvit.data.regression.datasets.read_height_pair`).
         image_bands: 1-based bands to read (default all); in_chans: bands the model takes.
         mean, std: per-band normalisation of the image values as read (integer imagery is in [0, 1]).
         reproject: warp targets on another grid onto the image grid.

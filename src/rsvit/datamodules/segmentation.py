@@ -3,7 +3,7 @@
 ``dataset`` picks how ``root`` is read and what the ``*_split`` values mean:
 
 * ``"dubai"``: ``root`` holds ``Tile 1`` ... ``Tile N``; a split is a list of tiles (``[1, 2, 3, 4, 5]``).
-* ``"potsdam"`` / ``"isaid"``: the official layouts (:mod:`rsvit.data.seg_datasets`); a split is a
+* ``"potsdam"`` / ``"isaid"``: the official layouts (:mod:`rsvit.data.segmentation`); a split is a
   sub-folder name (``train``, ``val``).
 * ``"folders"``: ``image_dir`` / ``mask_dir`` templates with ``{split}`` (default
   ``images/{split}`` and ``masks/{split}``), file names paired by
@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from rsvit.data.seg_datasets import (
+from rsvit.data.segmentation import (
     DUBAI_CLASSES,
     DUBAI_IGNORE_COLOURS,
     DUBAI_PALETTE,
@@ -34,19 +34,17 @@ from rsvit.data.seg_datasets import (
     POTSDAM_CLASSES,
     POTSDAM_CLUTTER,
     POTSDAM_PALETTE,
-    dubai_records,
-)
-from rsvit.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationTransform
-from rsvit.data.segmentation import (
     MaskFormat,
     SegmentationDataset,
     SegmentationRecord,
+    dubai_records,
     pad_collate,
     pair_folders,
-    parse_colour,
     read_file_list,
 )
+from rsvit.data.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationTransform
 from rsvit.datamodules.base import DenseDataModule
+from rsvit.viz.palettes import parse_colour
 
 __all__ = ["SegmentationDataModule", "resolve_path"]
 
@@ -113,7 +111,7 @@ class SegmentationDataModule(DenseDataModule):
         bands: 1-based image bands to read; in_chans: bands the model takes.
         mean, std: normalisation per band in [0, 1] units.
         crop_size, resize_scale, ratio_range, cat_max_ratio, hflip, vflip, rot90, photometric: training
-            augmentation (:class:`~rsvit.data.seg_transforms.SegmentationTransform`).
+            augmentation (:class:`~rsvit.data.segmentation.transforms.SegmentationTransform`).
         batch_size: training batch per process; eval_batch_size: whole images per evaluation batch.
         num_workers: loader processes.
         train_repeats: each training image appears this many times per epoch (random crops differ), so
@@ -226,7 +224,7 @@ class SegmentationDataModule(DenseDataModule):
     def palette(self) -> list[list[int]]:
         """One ``[r, g, b]`` per class (the dataset's, or display colours for index masks)."""
         if self._palette is None:
-            from rsvit.data.segmentation import default_palette
+            from rsvit.viz.palettes import default_palette
 
             return [list(c) for c in default_palette(self.num_classes)]
         return [list(c) for c in self._palette]

@@ -29,7 +29,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from rsvit.models.factory import ModelSpec, build_model, save_model, task_spec
+from rsvit.models.spec import ModelSpec, build_model, save_model, task_spec
 from rsvit.tasks.optim import default_optimizer
 
 __all__ = ["BaseTask", "CommandLine", "Evaluation", "Link", "json_safe"]

@@ -38,8 +38,8 @@ from torchmetrics import MeanMetric
 
 from rsvit.metrics.change import ChangeDetectionMetrics
 from rsvit.models.change import bit_cross_entropy
-from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
+from rsvit.models.spec import ModelSpec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link
 from rsvit.tasks.optim import linear_lr_factor
 from rsvit.tasks.reports import RunReport
@@ -333,7 +333,7 @@ class ChangeReport(RunReport):
         return {"classes": list(getattr(pl_module, "class_names", DEFAULT_CLASSES)), "monitor": self.monitor}
 
     def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
-        from rsvit.data.change_plots import change_figure, save_change_figure
+        from rsvit.viz.change import change_figure, save_change_figure
 
         ignore = int(getattr(pl_module.hparams, "ignore_index", 255))
         for i, ex in enumerate(getattr(pl_module, "examples", [])):

@@ -4,7 +4,7 @@
 
 * ``<name>.png``: date A | date B | prediction, plus the label when the data have one; the prediction
   panel then shows true positives, false positives and false negatives in their own colours
-  (:func:`rsvit.data.change_plots.change_figure`);
+  (:func:`rsvit.viz.change.change_figure`);
 * ``<name>_mask.png``: the change mask as an 8-bit grey PNG, 0 = no change, 255 = change, the coding of
   the LEVIR-CD / WHU-CD labels, so predictions can be scored like labels.
 
@@ -21,8 +21,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from rsvit.atomic import atomic_path
 from rsvit.tasks.writers import FolderPredictionWriter
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["ChangePredictionWriter", "save_change_mask"]
 
@@ -64,7 +64,7 @@ class ChangePredictionWriter(FolderPredictionWriter):
     def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
         change = item["prediction"]
         if self.figures:
-            from rsvit.data.change_plots import change_figure, save_change_figure
+            from rsvit.viz.change import change_figure, save_change_figure
 
             figure = change_figure(
                 item["image_a"],

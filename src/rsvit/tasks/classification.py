@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from rsvit.data.transforms import build_mixup
+from rsvit.data.classification.transforms import build_mixup
 from rsvit.models.classifier import build_classifier
-from rsvit.models.factory import ModelSpec, task_spec
+from rsvit.models.spec import ModelSpec, task_spec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link
 from rsvit.tasks.optim import weight_decay_groups
 

@@ -17,7 +17,7 @@ What the task adds to the network built from a :class:`~rsvit.models.ModelSpec` 
   ReLU (``non_negative``, kept for them), but a fresh head whose output starts below zero gets no gradient
   through it and the L1 / BerHu losses stall. Specs that do not set ``head_kwargs.head_kwargs.non_negative``
   get ``False`` written into them (so an exported model rebuilds the same network);
-* two evaluation protocols with :class:`~rsvit.metrics.depth.DepthMetrics`: *relative* (each image's
+* two evaluation protocols with :class:`~rsvit.metrics.regression.DepthMetrics`: *relative* (each image's
   prediction least-squares aligned in scale and shift to its target), logged as ``val/abs_rel``,
   ``val/rmse``, ...; and *metric* (unaligned), logged as ``val/metric_abs_rel``, ``val/metric_rmse``, ...
   A model trained with ``"ssi"`` has no meaningful metric numbers; both are always logged so runs compare.
@@ -44,14 +44,19 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
-from rsvit.atomic import save_figure
-from rsvit.metrics.depth import DEPTH_METRIC_NAMES, DepthMetrics, apply_scale_shift, least_squares_scale_shift
+from rsvit.metrics.regression import (
+    DEPTH_METRIC_NAMES,
+    DepthMetrics,
+    apply_scale_shift,
+    least_squares_scale_shift,
+)
 from rsvit.models.dpt.losses import BerHuLoss, MaskedL1Loss, ScaleShiftInvariantLoss
-from rsvit.models.factory import ModelSpec
+from rsvit.models.spec import ModelSpec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
 from rsvit.tasks.optim import ScheduleName, WarmupDecay, encoder_decoder_groups
 from rsvit.tasks.reports import RunReport
 from rsvit.tasks.writers import safe_stem
+from rsvit.utils.atomic import save_figure
 
 __all__ = [
     "DenseRegressionTask",

@@ -26,10 +26,10 @@ import rasterio
 import torch
 from rasterio.errors import RasterioIOError
 
-from rsvit.atomic import atomic_path
-from rsvit.data.height import projected_pixel_size
+from rsvit.data.regression.datasets import projected_pixel_size
 from rsvit.tasks.regression import save_height_preview
 from rsvit.tasks.writers import FolderPredictionWriter
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["HeightPredictionWriter", "save_height_geotiff"]
 

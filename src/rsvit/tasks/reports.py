@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from rsvit.atomic import atomic_write_text, save_figure
+from rsvit.utils.atomic import atomic_write_text, save_figure
 
 __all__ = ["MetricsReport", "RunReport", "plot_confusion_matrix", "run_dir", "write_json", "write_text"]
 

@@ -38,8 +38,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rsvit.metrics.segmentation import confusion_metrics
-from rsvit.models.factory import ModelSpec
 from rsvit.models.sliding_window import sliding_window_inference
+from rsvit.models.spec import ModelSpec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
 from rsvit.tasks.optim import poly_lr_factor, weight_decay_groups
 from rsvit.tasks.reports import RunReport
@@ -227,7 +227,7 @@ class SegmentationTask(BaseTask):
 
     def _display(self, images: Tensor) -> Tensor:
         """Normalised images -> ``(B, H, W, 3)`` uint8 for plots (undoing the data's normalisation)."""
-        from rsvit.data.segmentation import display_image
+        from rsvit.viz.images import display_image
 
         restored = self.undo_data_normalisation(images)
         if restored is not None:
@@ -313,7 +313,7 @@ class SegmentationTask(BaseTask):
         hp = self.hparams
         palette = self.palette
         if palette is None:
-            from rsvit.data.segmentation import default_palette
+            from rsvit.viz.palettes import default_palette
 
             palette = [list(c) for c in default_palette(self.num_classes)]
         return {

@@ -18,9 +18,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from rsvit.atomic import atomic_path, save_figure
-from rsvit.data.segmentation import Colour, default_palette, segmentation_figure
 from rsvit.tasks.writers import FolderPredictionWriter
+from rsvit.utils.atomic import atomic_path, save_figure
+from rsvit.viz.palettes import Colour, default_palette
+from rsvit.viz.segmentation import segmentation_figure
 
 __all__ = [
     "SegmentationPredictionWriter",

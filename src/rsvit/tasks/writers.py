@@ -15,8 +15,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from rsvit.atomic import commit_temp, reserve_temp
 from rsvit.tasks.reports import run_dir
+from rsvit.utils.atomic import commit_temp, reserve_temp
 
 __all__ = ["FolderPredictionWriter", "PredictionWriter", "safe_stem"]
 

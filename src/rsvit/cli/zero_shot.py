@@ -159,7 +159,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         register_model_config,
         resolve_templates,
     )
-    from rsvit.tasks.callbacks import plot_confusion_matrix
+    from rsvit.tasks.reports import plot_confusion_matrix
 
     out = Path(args.out)
     existing = [name for name in OUTPUT_FILES if (out / name).exists()]
