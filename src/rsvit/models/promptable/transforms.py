@@ -43,11 +43,11 @@ class ResizeLongestSide:
         newh, neww = self.input_size(image.shape[:2])
         if image.shape[2] in (1, 3, 4):
             pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
-            out = np.asarray(pil.resize((neww, newh), Image.Resampling.BILINEAR))
+            out = np.array(pil.resize((neww, newh), Image.Resampling.BILINEAR))
             return out.reshape(newh, neww, image.shape[2])
         # Pillow has no multi-band images beyond 4: resize band by band with the same filter.
         bands = [
-            np.asarray(Image.fromarray(image[..., i]).resize((neww, newh), Image.Resampling.BILINEAR))
+            np.array(Image.fromarray(image[..., i]).resize((neww, newh), Image.Resampling.BILINEAR))
             for i in range(image.shape[2])
         ]
         return np.stack(bands, axis=-1)

@@ -1,0 +1,170 @@
+"""Image-level promptable prediction: embed an image once, then answer any number of prompts.
+
+Prompts are given in pixels of the original image (x, y); the predictor maps them into the model's
+input frame, runs the prompt encoder and mask decoder against the cached embedding and returns masks at
+the original resolution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rsvit.models.promptable.sam import Sam
+from rsvit.models.promptable.transforms import ResizeLongestSide
+
+__all__ = ["SamPredictor"]
+
+
+class SamPredictor:
+    """Stateful predictor around a :class:`Sam` model (``set_image`` once, ``predict`` many times)."""
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model
+        self.transform = ResizeLongestSide(model.img_size)
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self.features: Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Resize (Pillow bilinear), normalise, pad and embed an ``(H, W, 3)`` uint8 image.
+
+        ``image_format="BGR"`` reverses the band order first (images read with OpenCV).
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = np.asarray(image)
+        if image_format == "BGR":
+            image = image[..., ::-1]
+        resized = self.transform.apply_image(image)
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(tensor, image.shape[:2])
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: Tensor, original_size: tuple[int, int]) -> None:
+        """Embed an already resized ``(1, 3, h, w)`` image (0-255) whose long side equals the model input."""
+        if transformed_image.ndim != 4 or max(transformed_image.shape[-2:]) != self.model.img_size:
+            raise ValueError(
+                f"expected a (1, C, h, w) image with long side {self.model.img_size}, got "
+                f"{tuple(transformed_image.shape)}; use set_image for raw images"
+            )
+        self.reset_image()
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
+        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+
+    def get_image_embedding(self) -> Tensor:
+        """The cached ``(1, C, g, g)`` embedding of the current image."""
+        return self._require_image()
+
+    def _require_image(self) -> Tensor:
+        if self.features is None:
+            raise RuntimeError("no image set: call set_image(image) before predicting")
+        return self.features
+
+    @torch.no_grad()
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt in original-image pixels.
+
+        Args:
+            point_coords: ``(N, 2)`` points (x, y).
+            point_labels: ``(N,)`` labels, 1 foreground, 0 background.
+            box: ``(4,)`` x0, y0, x1, y1.
+            mask_input: ``(1, 4g, 4g)`` low-res logits of an earlier prediction.
+            multimask_output: three candidate masks (ambiguous prompts) instead of one.
+            return_logits: logits instead of boolean masks.
+
+        Returns:
+            masks ``(K, H, W)``, IoU predictions ``(K,)``, low-res logits ``(K, 4g, 4g)`` (numpy).
+        """
+        self._require_image()
+        coords_t = labels_t = box_t = mask_t = None
+        if point_coords is not None:
+            point_coords = np.asarray(point_coords)
+            if point_labels is None:
+                raise ValueError("point_labels are required with point_coords (1 foreground, 0 background)")
+            point_labels = np.asarray(point_labels)
+            if (
+                point_coords.ndim != 2
+                or point_coords.shape[1] != 2
+                or point_labels.shape != point_coords.shape[:1]
+            ):
+                raise ValueError(
+                    f"point_coords must be (N, 2) with point_labels (N,), got {point_coords.shape} and "
+                    f"{point_labels.shape}"
+                )
+            coords = self.transform.apply_coords(point_coords, self.original_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
+            labels_t = torch.as_tensor(point_labels, dtype=torch.int32, device=self.device)[None]
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64).reshape(-1)
+            check_boxes(box.reshape(1, 4))
+            box_t = torch.as_tensor(
+                self.transform.apply_boxes(box, self.original_size), dtype=torch.float32, device=self.device
+            )
+        if mask_input is not None:
+            mask_t = torch.as_tensor(mask_input, dtype=torch.float32, device=self.device)[None]
+        masks, iou, low_res = self.predict_torch(
+            coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
+        )
+        return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low_res[0].cpu().numpy()
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: Tensor | None = None,
+        point_labels: Tensor | None = None,
+        boxes: Tensor | None = None,
+        mask_input: Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Batched prompts already in the input frame (see :meth:`ResizeLongestSide.apply_boxes_torch`).
+
+        Args:
+            point_coords: ``(B, N, 2)``; point_labels: ``(B, N)``; boxes: ``(B, 4)``;
+                mask_input: ``(B, 1, 4g, 4g)``. All ``B`` prompts share the cached embedding.
+
+        Returns:
+            masks ``(B, K, H, W)`` (bool unless ``return_logits``), IoU ``(B, K)``, low-res logits
+            ``(B, K, 4g, 4g)``.
+        """
+        features = self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res, iou = self.model.mask_decoder(
+            features, self.model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+        )
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+
+def check_boxes(boxes: np.ndarray) -> None:
+    """Raise if a box (x0, y0, x1, y1) has its corners swapped or encloses no area."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bad.any():
+        raise ValueError(
+            f"box {boxes[np.argmax(bad)].tolist()} has zero area or swapped corners; boxes are "
+            "x0, y0, x1, y1 with x1 > x0 and y1 > y0"
+        )
