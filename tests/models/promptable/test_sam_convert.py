@@ -1,0 +1,45 @@
+"""Official SAM checkpoint layouts (vit_b/l/h) load strictly into rsvit models built on the meta device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from manifests import manifest_rows, zero_views
+from rsvit.models.promptable import SAM_VARIANTS, build_sam, convert_official_sam_state_dict
+from rsvit.models.promptable.convert import official_key, rsvit_key
+
+PE_BUFFER = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+
+
+@pytest.mark.parametrize("variant", sorted(SAM_VARIANTS))
+def test_official_layout_loads_strictly(reference_dir: Path, variant: str) -> None:
+    rows = manifest_rows(reference_dir, f"sam_{variant}")
+    converted = convert_official_sam_state_dict(zero_views(rows))
+    with torch.device("meta"):
+        model = build_sam(variant)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert ours == {k: tuple(v.shape) for k, v in converted.items()}
+    assert PE_BUFFER in ours and "pixel_mean" not in ours
+    model.load_state_dict(converted, strict=True, assign=True)  # views of zeros: nothing is allocated
+    assert sum(v.numel() for v in converted.values()) == sum(int(torch.Size(s).numel()) for _, s, _ in rows)
+
+
+def test_key_mapping_round_trips(reference_dir: Path) -> None:
+    keys = [key for key, _, _ in manifest_rows(reference_dir, "sam_vit_b")]
+    mapped = [rsvit_key(k) for k in keys]
+    assert "image_encoder.trunk.blocks.0.mlp.fc1.weight" in mapped
+    assert [official_key(k) for k in mapped] == keys
+
+
+def test_foreign_keys_are_named() -> None:
+    with pytest.raises(KeyError, match="sam_mask_decoder"):
+        convert_official_sam_state_dict({"sam_mask_decoder.iou_token.weight": torch.zeros(1, 4)})
+
+
+def test_fixture_weights_carry_the_fourier_matrix(sam_tiny, sam_official_weights: dict) -> None:
+    assert torch.equal(
+        sam_tiny.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix, sam_official_weights[PE_BUFFER]
+    )
