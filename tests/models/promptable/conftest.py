@@ -57,8 +57,13 @@ def sam_official_weights(sam_fixture_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def sam_tiny(sam_official_config: dict, sam_official_weights: dict) -> Sam:
-    model = build_sam(tiny_config(sam_official_config))
+def sam_tiny_config(sam_official_config: dict) -> SamConfig:
+    return tiny_config(sam_official_config)
+
+
+@pytest.fixture(scope="session")
+def sam_tiny(sam_tiny_config: SamConfig, sam_official_weights: dict) -> Sam:
+    model = build_sam(sam_tiny_config)
     model.load_state_dict(convert_official_sam_state_dict(sam_official_weights), strict=True)
     return model.eval()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from manifests import manifest_rows, zero_views
-from rsvit.models.promptable import SAM_VARIANTS, build_sam, convert_official_sam_state_dict
+from rsvit.models.promptable import SAM_VARIANTS, Sam, SamConfig, build_sam, convert_official_sam_state_dict
+from rsvit.models.promptable.checkpoint import infer_sam_variant, load_official_sam
 from rsvit.models.promptable.convert import official_key, rsvit_key
+from rsvit.weights import WeightsMismatchError
 
 PE_BUFFER = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 
@@ -35,11 +38,40 @@ def test_key_mapping_round_trips(reference_dir: Path) -> None:
 
 
 def test_foreign_keys_are_named() -> None:
-    with pytest.raises(KeyError, match="sam_mask_decoder"):
+    with pytest.raises(WeightsMismatchError, match="sam_mask_decoder"):
         convert_official_sam_state_dict({"sam_mask_decoder.iou_token.weight": torch.zeros(1, 4)})
 
 
-def test_fixture_weights_carry_the_fourier_matrix(sam_tiny, sam_official_weights: dict) -> None:
+def test_fixture_weights_carry_the_fourier_matrix(sam_tiny: Sam, sam_official_weights: dict) -> None:
     assert torch.equal(
         sam_tiny.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix, sam_official_weights[PE_BUFFER]
     )
+
+
+@pytest.mark.parametrize("variant", sorted(SAM_VARIANTS))
+def test_variant_is_recognised_from_the_layout(reference_dir: Path, variant: str) -> None:
+    assert infer_sam_variant(zero_views(manifest_rows(reference_dir, f"sam_{variant}"))) == variant
+
+
+def test_checkpoint_of_another_size_is_named(reference_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "sam_vit_l.pth"
+    torch.save(dict(zero_views(manifest_rows(reference_dir, "sam_vit_l"))), path)
+    with pytest.raises(WeightsMismatchError, match="holds a SAM vit_l model, not vit_b"):
+        load_official_sam(path, "vit_b")
+
+
+def test_sam2_checkpoint_is_named(reference_dir: Path) -> None:
+    with pytest.raises(WeightsMismatchError, match="SAM 2"):
+        infer_sam_variant(zero_views(manifest_rows(reference_dir, "sam2.1_hiera_tiny")))
+
+
+def test_official_file_loads_with_its_config(
+    tmp_path: Path, sam_tiny: Sam, sam_tiny_config: SamConfig, sam_official_weights: dict
+) -> None:
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(sam_official_weights, path)
+    model = load_official_sam(path, sam_tiny_config)
+    for key, value in sam_tiny.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(WeightsMismatchError, match="does not fit"):
+        load_official_sam(path, replace(sam_tiny_config, prompt_embed_dim=64))

@@ -1,8 +1,17 @@
-"""Promptable segmentation: Segment Anything (image encoder from timm, prompt encoder and decoder ours)."""
+"""Promptable segmentation: Segment Anything (image encoder from timm, prompt encoder and decoder ours).
 
+>>> from rsvit.models.promptable import SamPredictor, load_official_sam   # doctest: +SKIP
+>>> predictor = SamPredictor(load_official_sam("sam_vit_b_01ec64.pth"))   # doctest: +SKIP
+>>> predictor.set_image(rgb_uint8)                                        # doctest: +SKIP
+>>> masks, scores, low_res = predictor.predict(point_coords=[[120, 80]], point_labels=[1])  # doctest: +SKIP
+"""
+
+from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
+from rsvit.models.promptable.checkpoint import infer_sam_variant, load_official_sam
 from rsvit.models.promptable.convert import convert_official_sam_state_dict
 from rsvit.models.promptable.image_encoder import SamImageEncoder
 from rsvit.models.promptable.mask_decoder import MaskDecoder
+from rsvit.models.promptable.predictor import SamPredictor
 from rsvit.models.promptable.prompt_encoder import PromptEncoder
 from rsvit.models.promptable.sam import SAM_VARIANTS, Sam, SamConfig, build_sam
 from rsvit.models.promptable.two_way_transformer import TwoWayTransformer
@@ -12,9 +21,13 @@ __all__ = [
     "MaskDecoder",
     "PromptEncoder",
     "Sam",
+    "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamImageEncoder",
+    "SamPredictor",
     "TwoWayTransformer",
     "build_sam",
     "convert_official_sam_state_dict",
+    "infer_sam_variant",
+    "load_official_sam",
 ]

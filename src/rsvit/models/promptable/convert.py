@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from rsvit.weights import WeightsMismatchError
+
 __all__ = ["convert_official_sam_state_dict", "official_key", "rsvit_key"]
 
 _MLP_OFFICIAL = re.compile(r"\.mlp\.lin([12])\.")
@@ -33,7 +35,7 @@ def rsvit_key(key: str) -> str:
         return _TRUNK + _MLP_OFFICIAL.sub(r".mlp.fc\1.", key[len(_ENCODER) :])
     if key.startswith(_KEPT):
         return key
-    raise KeyError(
+    raise WeightsMismatchError(
         f"unexpected key {key!r} in a Segment Anything checkpoint (expected image_encoder.*, "
         "prompt_encoder.* or mask_decoder.*); is this a SAM 1 state dict?"
     )
