@@ -206,11 +206,12 @@ class SamAutomaticMaskGenerator:
         log: list,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Crop-frame masks, crop-frame boxes, IoU, stability and crop-frame points of the kept candidates."""
-        coords = torch.as_tensor(self.predictor.transform.apply_coords(points, crop_size))
-        labels = torch.ones(coords.shape[0], 1, dtype=torch.int32)
+        device = self.predictor.device
+        coords = torch.as_tensor(self.predictor.transform.apply_coords(points, crop_size), device=device)
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int32, device=device)
         logits, iou, _ = self.predictor.predict_torch(coords[:, None], labels, return_logits=True)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
-        pts = torch.as_tensor(np.repeat(points, 3, axis=0))
+        pts = torch.as_tensor(np.repeat(points, logits.shape[0] // len(points), axis=0), device=device)
         if self.pred_iou_thresh > 0:
             keep = iou > self.pred_iou_thresh
             logits, iou, pts = logits[keep], iou[keep], pts[keep]
@@ -225,7 +226,8 @@ class SamAutomaticMaskGenerator:
         boxes = batched_mask_to_box(masks)
         keep = ~_near_crop_edge(boxes, crop_box, [0, 0, image_size[1], image_size[0]])
         log.append(["after_edge_filter", int(keep.sum())])
-        return masks[keep], boxes[keep], iou[keep], stability[keep], pts[keep]
+        # The kept candidates continue on the CPU (NMS, pasting, region clean-up).
+        return tuple(t[keep].cpu() for t in (masks, boxes, iou, stability, pts))
 
     @staticmethod
     def _nms(boxes: Tensor, scores: Tensor, threshold: float, log: list) -> Tensor:
@@ -287,9 +289,9 @@ class SamAutomaticMaskGenerator:
 
 def _near_crop_edge(boxes: Tensor, crop_box: list[int], image_box: list[int]) -> Tensor:
     """Boxes (crop frame) within 20 px of an edge of the crop that is not also an image edge."""
-    crop = torch.tensor(crop_box, dtype=torch.float32)
-    image = torch.tensor(image_box, dtype=torch.float32)
-    boxes = (boxes + torch.tensor([crop_box[0], crop_box[1]] * 2)).float()
+    crop = torch.tensor(crop_box, dtype=torch.float32, device=boxes.device)
+    image = torch.tensor(image_box, dtype=torch.float32, device=boxes.device)
+    boxes = (boxes + torch.tensor([crop_box[0], crop_box[1]] * 2, device=boxes.device)).float()
     near_crop = torch.isclose(boxes, crop[None], atol=EDGE_TOLERANCE, rtol=0)
     near_image = torch.isclose(boxes, image[None], atol=EDGE_TOLERANCE, rtol=0)
     return (near_crop & ~near_image).any(dim=1)
