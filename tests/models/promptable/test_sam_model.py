@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsvit.models.promptable import Sam
+from rsvit.models.promptable import Sam, build_sam
 
 CASES = ("point1", "points_fg_bg", "box", "box_points", "mask_prompt", "mask_only", "no_prompt")
 
@@ -110,3 +110,24 @@ def test_whole_model_on_batched_boxes(sam_tiny: Sam, sam_io: dict, multimask: bo
     assert low_res.shape == sam_io[f"{tag}/low_res_logits"].shape
     assert _max_abs(low_res, sam_io[f"{tag}/low_res_logits"]) <= 2e-4
     assert _max_abs(iou, sam_io[f"{tag}/iou_predictions"]) <= 5e-6
+
+
+def test_unknown_variant_is_named() -> None:
+    with pytest.raises(ValueError, match="vit_b"):
+        build_sam("vit_x")
+
+
+def test_wrong_band_count_is_named(sam_tiny: Sam) -> None:
+    with pytest.raises(ValueError, match="3 bands, the image has 4"):
+        sam_tiny.preprocess(torch.zeros(1, 4, 100, 176))
+
+
+def test_overrides_and_gradients(sam_tiny_config) -> None:
+    model = build_sam(sam_tiny_config, img_size=96, decoder_depth=1).train()
+    assert model.config.img_size == 96 and len(model.mask_decoder.transformer.layers) == 1
+    boxes = torch.tensor([[10.0, 10.0, 60.0, 50.0]])
+    low_res, iou = model(torch.randn(1, 3, 96, 96), boxes=boxes, multimask_output=False)
+    assert low_res.shape == (1, 1, 24, 24) and iou.shape == (1, 1)
+    (low_res.mean() + iou.sum()).backward()
+    assert model.mask_decoder.mask_tokens.weight.grad is not None
+    assert model.image_encoder.trunk.patch_embed.proj.weight.grad is not None

@@ -120,3 +120,8 @@ def test_degenerate_boxes_are_rejected(predictor: SamPredictor, box: list[int]) 
 def test_labels_must_match_points(predictor: SamPredictor) -> None:
     with pytest.raises(ValueError, match="point_labels"):
         predictor.predict(point_coords=np.zeros((2, 2)), point_labels=np.ones(3))
+
+
+def test_mask_input_shape_is_checked(predictor: SamPredictor) -> None:
+    with pytest.raises(ValueError, match=r"mask_input must be \(1, 44, 44\)"):
+        predictor.predict(mask_input=np.zeros((1, 40, 40), dtype=np.float32))

@@ -121,7 +121,13 @@ class SamPredictor:
                 self.transform.apply_boxes(box, self.original_size), dtype=torch.float32, device=self.device
             )
         if mask_input is not None:
-            mask_t = torch.as_tensor(mask_input, dtype=torch.float32, device=self.device)[None]
+            mask_t = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.device)[None]
+            expected = (1, 1, *self.model.prompt_encoder.mask_input_size)
+            if tuple(mask_t.shape) != expected:
+                raise ValueError(
+                    f"mask_input must be {expected[1:]} low-res logits (e.g. an earlier prediction's third "
+                    f"output), got {tuple(mask_t.shape[1:])}"
+                )
         masks, iou, low_res = self.predict_torch(
             coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
         )

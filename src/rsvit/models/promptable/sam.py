@@ -87,8 +87,10 @@ class Sam(nn.Module):
         pixel_mean: Sequence[float] = PIXEL_MEAN,
         pixel_std: Sequence[float] = PIXEL_STD,
         mask_threshold: float = 0.0,
+        config: SamConfig | None = None,
     ) -> None:
         super().__init__()
+        self.config = config  # the sizes it was built from (None for hand-assembled models)
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
@@ -206,6 +208,6 @@ def build_sam(variant: str | SamConfig = "vit_b", **overrides: object) -> Sam:
         config.pixel_mean,
         config.pixel_std,
         config.mask_threshold,
+        config=config,
     )
-    model.config = config
     return model.eval()
