@@ -125,3 +125,18 @@ def test_labels_must_match_points(predictor: SamPredictor) -> None:
 def test_mask_input_shape_is_checked(predictor: SamPredictor) -> None:
     with pytest.raises(ValueError, match=r"mask_input must be \(1, 44, 44\)"):
         predictor.predict(mask_input=np.zeros((1, 40, 40), dtype=np.float32))
+
+
+def test_band_by_band_resize_equals_the_rgb_resize(sam_io: dict) -> None:
+    image = sam_io["image_u8"].numpy()
+    transform = ResizeLongestSide(176)
+    four = transform.apply_image(np.concatenate([image, image[..., :1]], axis=-1))
+    assert four.shape == (117, 176, 4)
+    assert np.array_equal(four[..., :3], sam_io["image_resized_u8"].numpy())
+    assert np.array_equal(four[..., 3], four[..., 0])
+
+
+def test_bgr_input_gives_the_rgb_embedding(sam_tiny: Sam, sam_io: dict) -> None:
+    pred = SamPredictor(sam_tiny)
+    pred.set_image(sam_io["image_u8"].numpy()[..., ::-1], image_format="BGR")
+    assert _max_abs(pred.get_image_embedding(), sam_io["image_embedding"]) <= 1e-5

@@ -41,13 +41,14 @@ class ResizeLongestSide:
                 "bands to 0-255 and cast to uint8 first"
             )
         newh, neww = self.input_size(image.shape[:2])
-        if image.shape[2] in (1, 3, 4):
-            pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
-            out = np.array(pil.resize((neww, newh), Image.Resampling.BILINEAR))
-            return out.reshape(newh, neww, image.shape[2])
-        # Pillow has no multi-band images beyond 4: resize band by band with the same filter.
+        size = (neww, newh)
+        if image.shape[2] == 3:
+            return np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        # Other band counts go band by band: Pillow would treat a 4th band as alpha and premultiply it.
         bands = [
-            np.array(Image.fromarray(image[..., i]).resize((neww, newh), Image.Resampling.BILINEAR))
+            np.array(
+                Image.fromarray(np.ascontiguousarray(image[..., i])).resize(size, Image.Resampling.BILINEAR)
+            )
             for i in range(image.shape[2])
         ]
         return np.stack(bands, axis=-1)
