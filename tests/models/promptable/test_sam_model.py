@@ -131,3 +131,10 @@ def test_overrides_and_gradients(sam_tiny_config) -> None:
     (low_res.mean() + iou.sum()).backward()
     assert model.mask_decoder.mask_tokens.weight.grad is not None
     assert model.image_encoder.trunk.patch_embed.proj.weight.grad is not None
+
+
+def test_encoder_layer_norms_use_the_official_eps(sam_tiny: Sam) -> None:
+    # timm's samvit_* entry points keep nn.LayerNorm's 1e-5; on the fixture that moves the embedding by ~5e-4.
+    norms = [m for m in sam_tiny.image_encoder.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 4 + 2
+    assert {m.eps for m in norms} == {1e-6}
