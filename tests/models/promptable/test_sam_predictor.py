@@ -140,3 +140,14 @@ def test_bgr_input_gives_the_rgb_embedding(sam_tiny: Sam, sam_io: dict) -> None:
     pred = SamPredictor(sam_tiny)
     pred.set_image(sam_io["image_u8"].numpy()[..., ::-1], image_format="BGR")
     assert _max_abs(pred.get_image_embedding(), sam_io["image_embedding"]) <= 1e-5
+
+
+def test_bf16_encoder_gives_a_float32_embedding_near_fp32(sam_tiny: Sam, sam_io: dict) -> None:
+    predictor = SamPredictor(sam_tiny, encoder_dtype=torch.bfloat16)
+    predictor.set_image(sam_io["image_u8"].numpy())
+    embedding = predictor.get_image_embedding()
+    assert embedding.dtype == torch.float32
+    error = (embedding - sam_io["image_embedding"]).abs().max().item()
+    assert 0 < error < 0.25  # bf16 rounding shows, but the embedding is the same one
+    with pytest.raises(ValueError, match="encoder_dtype"):
+        SamPredictor(sam_tiny, encoder_dtype=torch.int8)

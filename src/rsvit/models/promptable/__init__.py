@@ -7,6 +7,7 @@
 """
 
 from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
+from rsvit.models.promptable.bands import adapt_sam_in_chans, select_bands
 from rsvit.models.promptable.checkpoint import infer_sam_variant, load_official_sam
 from rsvit.models.promptable.convert import convert_official_sam_state_dict
 from rsvit.models.promptable.image_encoder import SamImageEncoder
@@ -26,8 +27,10 @@ __all__ = [
     "SamImageEncoder",
     "SamPredictor",
     "TwoWayTransformer",
+    "adapt_sam_in_chans",
     "build_sam",
     "convert_official_sam_state_dict",
     "infer_sam_variant",
     "load_official_sam",
+    "select_bands",
 ]

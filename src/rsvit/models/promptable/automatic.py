@@ -10,6 +10,7 @@ records, so outputs compare record by record with the reference implementation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,6 +92,8 @@ class SamAutomaticMaskGenerator:
         point_grids: explicit normalised ``(n, 2)`` grids, one per crop layer.
         min_mask_region_area: fill holes and drop islands smaller than this many pixels (0 disables).
         output_mode: ``"binary_mask"`` (bool array) or ``"uncompressed_rle"``.
+        encoder_dtype: autocast dtype of the image encoder (see :class:`SamPredictor`).
+        bands: 0-based bands of the input image the model sees (see :class:`SamPredictor`).
     """
 
     def __init__(
@@ -109,6 +112,8 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        encoder_dtype: torch.dtype | None = None,
+        bands: Sequence[int] | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -122,7 +127,7 @@ class SamAutomaticMaskGenerator:
             raise ValueError(
                 f"need {crop_n_layers + 1} point grids (one per crop layer), got {len(point_grids)}"
             )
-        self.predictor = SamPredictor(model)
+        self.predictor = SamPredictor(model, encoder_dtype=encoder_dtype, bands=bands)
         self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh

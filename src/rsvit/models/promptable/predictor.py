@@ -7,10 +7,14 @@ the original resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from rsvit.models.promptable.bands import check_bands, select_bands
 from rsvit.models.promptable.sam import Sam
 from rsvit.models.promptable.transforms import ResizeLongestSide
 
@@ -18,12 +22,35 @@ __all__ = ["SamPredictor"]
 
 
 class SamPredictor:
-    """Stateful predictor around a :class:`Sam` model (``set_image`` once, ``predict`` many times)."""
+    """Stateful predictor around a :class:`Sam` model (``set_image`` once, ``predict`` many times).
 
-    def __init__(self, model: Sam) -> None:
+    Args:
+        model: the SAM model.
+        encoder_dtype: run the image encoder under autocast with this dtype (e.g. ``torch.bfloat16``,
+            several times faster on CPUs with bf16 instructions); the embedding is cast back to float32
+            and the prompt side always runs in float32. ``None`` keeps float32 throughout.
+        bands: 0-based bands of the images given to :meth:`set_image` that the model sees, in order (e.g.
+            ``(3, 0, 1)`` for NIR-R-G out of an RGBN raster); ``None`` passes images through unchanged.
+            See :mod:`rsvit.models.promptable.bands` for adapting a model to more bands instead.
+    """
+
+    def __init__(
+        self, model: Sam, encoder_dtype: torch.dtype | None = None, bands: Sequence[int] | None = None
+    ) -> None:
+        if encoder_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"encoder_dtype must be None, float32, bfloat16 or float16, got {encoder_dtype}")
         self.model = model
+        self.bands = (
+            None if bands is None else check_bands(bands, max(bands, default=0) + 1, self.model_bands)
+        )
+        self.encoder_dtype = None if encoder_dtype == torch.float32 else encoder_dtype
         self.transform = ResizeLongestSide(model.img_size)
         self.reset_image()
+
+    @property
+    def model_bands(self) -> int:
+        """Bands the model takes."""
+        return int(self.model.pixel_mean.shape[0])
 
     @property
     def device(self) -> torch.device:
@@ -37,13 +64,24 @@ class SamPredictor:
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Resize (Pillow bilinear), normalise, pad and embed an ``(H, W, 3)`` uint8 image.
+        """Resize (Pillow bilinear), normalise, pad and embed an ``(H, W, bands)`` uint8 image.
 
-        ``image_format="BGR"`` reverses the band order first (images read with OpenCV).
+        ``image_format="BGR"`` reverses the band order first (images read with OpenCV). With ``bands``
+        set on the predictor, those bands are taken first.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = np.asarray(image)
+        if image.ndim != 3:
+            raise ValueError(f"expected an (H, W, bands) image, got shape {image.shape}")
+        if self.bands is not None:
+            image = select_bands(image, self.bands)
+        if image.shape[2] != self.model_bands:
+            raise ValueError(
+                f"the model takes {self.model_bands} bands, the image has {image.shape[2]}; pass "
+                f"bands=(...) with {self.model_bands} 0-based band indices to SamPredictor, or adapt the "
+                "model with rsvit.models.promptable.adapt_sam_in_chans"
+            )
         if image_format == "BGR":
             image = np.ascontiguousarray(image[..., ::-1])
         resized = self.transform.apply_image(image)
@@ -61,7 +99,15 @@ class SamPredictor:
         self.reset_image()
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        x = self.model.preprocess(transformed_image)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.encoder_dtype)
+            if self.encoder_dtype is not None
+            else nullcontext()
+        )
+        with autocast:
+            features = self.model.image_encoder(x)
+        self.features = features.float()
 
     def get_image_embedding(self) -> Tensor:
         """The cached ``(1, C, g, g)`` embedding of the current image."""
