@@ -17,8 +17,11 @@ from torch import Tensor
 from rsvit.models.promptable.bands import check_bands, select_bands
 from rsvit.models.promptable.sam import Sam
 from rsvit.models.promptable.transforms import ResizeLongestSide
+from rsvit.structures.prompts import Prompt, check_boxes
 
-__all__ = ["SamPredictor"]
+__all__ = ["MASK_PROMPT_LOGIT", "SamPredictor"]
+
+MASK_PROMPT_LOGIT = 10.0  # |logit| given to a binary mask prompt: well inside SAM's usual -20..20 range
 
 
 class SamPredictor:
@@ -179,6 +182,47 @@ class SamPredictor:
         )
         return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low_res[0].cpu().numpy()
 
+    def mask_input_from_mask(self, mask: np.ndarray) -> np.ndarray:
+        """Low-res ``(1, 4g, 4g)`` mask-prompt logits from a boolean mask of the current image.
+
+        The mask goes through the image's own geometry (longest-side resize, padding to ``S x S``, area
+        downsampling to ``4g``), and the covered fraction ``p`` of each low-res cell becomes the logit
+        ``MASK_PROMPT_LOGIT * (2p - 1)``, so cells inside are positive and cells outside negative.
+        """
+        self._require_image()
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.original_size:
+            raise ValueError(
+                f"mask prompt of shape {mask.shape} does not match the image {self.original_size}"
+            )
+        size = self.model.img_size
+        m = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+        m = torch.nn.functional.interpolate(m, self.input_size, mode="bilinear", align_corners=False)
+        m = torch.nn.functional.pad(m, (0, size - self.input_size[1], 0, size - self.input_size[0]))
+        m = torch.nn.functional.interpolate(m, self.model.prompt_encoder.mask_input_size, mode="area")
+        return (MASK_PROMPT_LOGIT * (2 * m[0] - 1)).numpy()
+
+    def predict_prompt(
+        self, prompt: Prompt, multimask_output: bool | None = None, return_logits: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for a :class:`rsvit.structures.prompts.Prompt` (pixels of the current image).
+
+        ``multimask_output`` defaults to True for a single point (an ambiguous prompt) and False otherwise,
+        the usage the SAM authors recommend.
+        """
+        if prompt.points is None and prompt.box is None and prompt.mask is None:
+            raise ValueError(f"prompt {prompt.prompt_id!r} is empty: it has no points, box or mask")
+        if multimask_output is None:
+            multimask_output = prompt.box is None and prompt.mask is None and len(prompt.points) == 1
+        return self.predict(
+            point_coords=prompt.points,
+            point_labels=prompt.labels,
+            box=prompt.box,
+            mask_input=None if prompt.mask is None else self.mask_input_from_mask(prompt.mask),
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+        )
+
     @torch.no_grad()
     def predict_torch(
         self,
@@ -209,14 +253,3 @@ class SamPredictor:
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
-
-
-def check_boxes(boxes: np.ndarray) -> None:
-    """Raise if a box (x0, y0, x1, y1) has its corners swapped or encloses no area."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if bad.any():
-        raise ValueError(
-            f"box {boxes[np.argmax(bad)].tolist()} has zero area or swapped corners; boxes are "
-            "x0, y0, x1, y1 with x1 > x0 and y1 > y0"
-        )
