@@ -107,17 +107,30 @@ class MaskDecoder(nn.Module):
                 f"{image_embeddings.shape[0]} image embeddings for {batch} prompts; pass one embedding "
                 "shared by all prompts or one per prompt"
             )
-        src = image_embeddings.expand(batch, -1, -1, -1) + dense
-        pos = torch.repeat_interleave(image_pe, batch, dim=0)
-        b, c, h, w = src.shape
+        if image_embeddings.shape[0] == 1 and _same_for_every_prompt(dense):
+            # One image and no mask prompts: the image side is the same for all prompts until the first
+            # image -> token attention, so it enters the transformer once and broadcasts there (the
+            # layer-0 key/value/query projections of the image run once instead of once per prompt).
+            src = image_embeddings + dense[:1]
+            pos = image_pe
+        else:
+            src = image_embeddings.expand(batch, -1, -1, -1) + dense
+            pos = torch.repeat_interleave(image_pe, batch, dim=0)
+        _, c, h, w = src.shape
         hs, src = self.transformer(src, pos, tokens)
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        src = src.expand(batch, -1, -1)
+        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, c, h, w))
         hyper = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
         b, c, h, w = upscaled.shape
         masks = (hyper @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
+
+
+def _same_for_every_prompt(dense: Tensor) -> bool:
+    """Whether the dense prompt embeddings are one tensor broadcast over the batch (no mask prompts)."""
+    return dense.shape[0] == 1 or dense.stride(0) == 0

@@ -8,10 +8,8 @@ default eps (1e-5), unlike the encoder.
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 __all__ = ["DownsampledAttention", "TwoWayBlock", "TwoWayTransformer"]
 
@@ -38,8 +36,9 @@ class DownsampledAttention(nn.Module):
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
-        attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-        out = torch.softmax(attn, dim=-1) @ v
+        batch = max(q.shape[0], k.shape[0])  # one side may be shared by all prompts (batch 1)
+        q, k, v = (t.expand(batch, -1, -1, -1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
