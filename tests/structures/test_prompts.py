@@ -135,3 +135,13 @@ def test_zero_area_box_and_file_errors(naip: dict, tmp_path: Path) -> None:
         read_prompts(shp, **naip)
     with pytest.raises(FileNotFoundError):
         read_prompts(tmp_path / "missing.geojson", **naip)
+
+
+def test_legacy_crs_member_and_multipoint(naip: dict) -> None:
+    pts = np.array([[10.0, 20.0], [30.0, 40.0]])
+    source = collection(feature("MultiPoint", pixel_to_map(pts, naip["transform"]).tolist(), label=True))
+    source["crs"] = {"type": "name", "properties": {"name": "EPSG:26914"}}
+    (prompt,) = read_prompts(source, **naip)
+    assert np.allclose(prompt.points, pts) and prompt.labels.tolist() == [1, 1]
+    with pytest.raises(ValueError, match="cannot be reprojected"):  # the same numbers read as lon/lat
+        read_prompts(source, crs="EPSG:4326", **naip)

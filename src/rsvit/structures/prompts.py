@@ -295,7 +295,14 @@ def read_prompts(
                 "(points), Polygon/MultiPolygon (box or mask) or LineString/MultiLineString (scribble)"
             )
         label = _label(props.get(label_property), where)
-        geometry = transform_geom(src_crs, dst_crs, geometry) if src_crs != dst_crs else geometry
+        if src_crs != dst_crs:
+            try:
+                geometry = transform_geom(src_crs, dst_crs, geometry)
+            except Exception as err:  # PROJ errors for coordinates outside the CRS's area
+                raise ValueError(
+                    f"{where} cannot be reprojected from {src_crs} to the raster's {dst_crs} ({err}); are "
+                    "the coordinates really in that CRS? GeoJSON without a crs member is read as EPSG:4326"
+                ) from None
         parts = _coordinate_parts(geometry)
         pixel_parts = [map_to_pixel(p, transform) for p in parts]
         _check_inside(np.concatenate(pixel_parts), width, height, where)
