@@ -4,6 +4,12 @@
 >>> predictor = SamPredictor(load_official_sam("sam_vit_b_01ec64.pth"))   # doctest: +SKIP
 >>> predictor.set_image(rgb_uint8)                                        # doctest: +SKIP
 >>> masks, scores, low_res = predictor.predict(point_coords=[[120, 80]], point_labels=[1])  # doctest: +SKIP
+
+Prompts from vector files (points, boxes, mask prompts, scribbles; any CRS, reprojected to the raster's) are
+read by :func:`rsvit.structures.prompts.read_prompts` and answered with ``SamPredictor.predict_prompt``.
+Multispectral rasters: ``SamPredictor(model, bands=(3, 0, 1))`` picks three bands, and
+:func:`adapt_sam_in_chans` widens the patch embedding to N bands (a starting point for fine-tuning).
+``encoder_dtype=torch.bfloat16`` runs the image encoder under bf16 autocast.
 """
 
 from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
