@@ -145,3 +145,11 @@ def test_legacy_crs_member_and_multipoint(naip: dict) -> None:
     assert np.allclose(prompt.points, pts) and prompt.labels.tolist() == [1, 1]
     with pytest.raises(ValueError, match="cannot be reprojected"):  # the same numbers read as lon/lat
         read_prompts(source, crs="EPSG:4326", **naip)
+
+
+def test_multilinestring_is_thinned_over_all_lines(naip: dict) -> None:
+    lines = [[[100.0, 100.0], [300.0, 100.0]], [[100.0, 200.0], [300.0, 200.0]]]
+    source = collection(feature("MultiLineString", [lonlat(line, naip) for line in lines]))
+    (prompt,) = read_prompts(source, max_points=6, **naip)
+    assert len(prompt.points) == 6
+    assert set(np.round(prompt.points[:, 1]).tolist()) == {100.0, 200.0}  # both lines keep points

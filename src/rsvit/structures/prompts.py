@@ -311,8 +311,12 @@ def read_prompts(
         if kind == "points":
             prompt.add_points(np.concatenate(pixel_parts), label)
         elif kind == "scribble":
-            line_points = [scribble_points(p, spacing, max_points) for p in pixel_parts]
-            prompt.add_points(np.concatenate(line_points)[:max_points], label)
+            line_points = np.concatenate([scribble_points(p, spacing, max_points) for p in pixel_parts])
+            if len(line_points) > max_points:  # several lines: thin evenly over all of them
+                line_points = line_points[
+                    np.linspace(0, len(line_points) - 1, max_points).round().astype(int)
+                ]
+            prompt.add_points(line_points, label)
             if scribble_box and label == 1:
                 allp = np.concatenate(pixel_parts)
                 lo = np.maximum(allp.min(0) - box_margin, 0)
