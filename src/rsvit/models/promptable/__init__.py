@@ -20,10 +20,12 @@ from rsvit.models.promptable.image_encoder import SamImageEncoder
 from rsvit.models.promptable.mask_decoder import MaskDecoder
 from rsvit.models.promptable.predictor import SamPredictor
 from rsvit.models.promptable.prompt_encoder import PromptEncoder
+from rsvit.models.promptable.registration import SAM_BACKBONES, build_sam_from_spec
 from rsvit.models.promptable.sam import SAM_VARIANTS, Sam, SamConfig, build_sam
 from rsvit.models.promptable.two_way_transformer import TwoWayTransformer
 
 __all__ = [
+    "SAM_BACKBONES",
     "SAM_VARIANTS",
     "MaskDecoder",
     "PromptEncoder",
@@ -35,6 +37,7 @@ __all__ = [
     "TwoWayTransformer",
     "adapt_sam_in_chans",
     "build_sam",
+    "build_sam_from_spec",
     "convert_official_sam_state_dict",
     "infer_sam_variant",
     "load_official_sam",
