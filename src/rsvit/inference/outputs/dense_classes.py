@@ -208,6 +208,11 @@ class ClassMapOutput(DenseOutput):
             to_cog(files.probabilities, probabilities, resampling="average", compress=request.compress)
         return Products(probabilities=probabilities)
 
+    def final_paths(self, request: OutputRequest) -> list[Path]:
+        paths = super().final_paths(request)
+        probabilities = self.probabilities_file(request)
+        return paths[:1] + ([probabilities] if probabilities is not None else []) + paths[1:]
+
     def derive(self, request: OutputRequest, products: Products) -> Products:
         if request.vector is None:
             return products
