@@ -4,7 +4,11 @@
 (:mod:`~rsvit.inference.plan`), open the readers (:mod:`~rsvit.inference.reader`) and the output kind
 registered for the model's task (:mod:`~rsvit.inference.outputs`), run the windows through the model in
 batches (:mod:`~rsvit.inference.runner`, or several processes with :mod:`~rsvit.inference.distributed`),
-and finalise the files. For dense tasks the output blends overlapping windows with smooth weights and
+and finalise the files. Everything that can be checked is checked before anything is written (settings,
+inputs, georeferencing for the requested vectors, existing outputs), and the outputs of a run (map,
+probabilities, polygons) are written under temporary names and renamed together, so they appear together
+or not at all; a failure there is one :class:`OutputWriteError` and leaves what ``resume`` needs to
+finalise again. For dense tasks the output blends overlapping windows with smooth weights and
 writes finished cells straight to partial GeoTIFFs, which become Cloud-Optimized GeoTIFFs at the end:
 memory depends on the window, the batch and the raster width, not on the raster height.
 
