@@ -66,7 +66,9 @@ def test_disk_full_while_finalising_leaves_no_output_and_resume_finishes(
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_cli_reports_a_failed_finalisation_in_one_line(tmp_path, scene_path, monkeypatch, capsys):
+def test_cli_reports_a_failed_finalisation_in_one_line(
+    tmp_path, scene_path, monkeypatch, capsys, write_raster, scene
+):
     from rsvit.models import ModelSpec, build_model, save_model
 
     spec = ModelSpec("segmentation", "resnet18", head="fcn", num_classes=3, head_kwargs={"channels": 8})
@@ -79,6 +81,19 @@ def test_cli_reports_a_failed_finalisation_in_one_line(tmp_path, scene_path, mon
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rsvit predict-raster: error: writing the outputs")
     assert _visible(out.parent) == []
+    monkeypatch.undo()
+    assert main([*args, "--window", "64"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--window", "64"]) == 1  # the map exists now
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err and "--overwrite" in err
+    assert main([*args, "--window", "64", "--overwrite"]) == 0
+    assert "map: " in capsys.readouterr().out
+    plain = write_raster(tmp_path / "photo.tif", scene(40, 50), crs=None, transform=Affine.identity())
+    no_crs = ["--model", str(model), "--input", str(plain), "--output", str(tmp_path / "p.tif"), "--quiet"]
+    assert main(no_crs) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rsvit predict-raster: warning:") and "no CRS" in err and len(err.splitlines()) == 1
 
 
 def test_raster_without_crs_fails_before_writing_or_warns(tmp_path, write_raster, scene, pixel_model):
@@ -93,6 +108,8 @@ def test_raster_without_crs_fails_before_writing_or_warns(tmp_path, write_raster
         assert not out.parent.exists() or _visible(out.parent) == []
     with pytest.warns(RasterWarning, match="no CRS"):
         predict_raster(pixel_model(), plain, out, **SMALL)
+    with rasterio.open(out) as dst:
+        assert dst.crs is None
     vector = tmp_path / "pixel.geojson"
     with pytest.warns(RasterWarning, match="no CRS"):
         report = predict_raster(

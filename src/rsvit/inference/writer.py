@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,9 +157,14 @@ class MapSink:
 
     def _create(self) -> None:
         import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
 
         for partial in self.maps:
-            with rasterio.open(partial.path, "w", **partial.profile(self._grid)) as dst:
+            with warnings.catch_warnings():
+                # an input without a CRS has been reported once, in words, by the engine
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dst = rasterio.open(partial.path, "w", **partial.profile(self._grid))
+            with dst:
                 if partial.tags:
                     dst.update_tags(**partial.tags)
                 for band, name in enumerate(partial.descriptions, start=1):
