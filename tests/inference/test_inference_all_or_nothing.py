@@ -66,6 +66,25 @@ def test_disk_full_while_finalising_leaves_no_output_and_resume_finishes(
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_ctrl_c_while_finalising_leaves_no_output(tmp_path, scene_path, pixel_model, monkeypatch):
+    def interrupted(partial, output, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dense_classes, "to_cog", interrupted)
+    out = tmp_path / "out" / "map.tif"
+    with pytest.raises(KeyboardInterrupt):
+        predict_raster(
+            pixel_model(),
+            scene_path,
+            out,
+            probabilities="uint8",
+            vector=tmp_path / "out" / "v.geojson",
+            **SMALL,
+        )
+    assert _visible(out.parent) == []
+    assert not any(".staged" in p.name for p in out.parent.iterdir())
+
+
 def test_cli_reports_a_failed_finalisation_in_one_line(
     tmp_path, scene_path, monkeypatch, capsys, write_raster, scene
 ):

@@ -305,14 +305,14 @@ def _finalise(output: RasterOutput, files: PartialFiles, request: OutputRequest,
                     renamed.append(final_file)
                 elif tmp_file != tmp:
                     final_file.unlink(missing_ok=True)  # a sidecar of an overwritten file no longer applies
-    except Exception as err:
+    except BaseException as err:
         for tmp, _ in pairs:
             for path in _with_sidecars(tmp):
                 path.unlink(missing_ok=True)
         for path in renamed:
             path.unlink(missing_ok=True)
-        if isinstance(err, ValueError):
-            raise
+        if isinstance(err, ValueError) or not isinstance(err, Exception):
+            raise  # a refusal with its own words, or Ctrl-C
         names = ", ".join(str(p) for p in finals)
         reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err).strip()
         raise OutputWriteError(
