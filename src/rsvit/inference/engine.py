@@ -105,7 +105,9 @@ def predict_raster(
         input_path: the scene (any raster GDAL reads); ``input_b``: the second date for change models, on
             the same pixel grid.
         output_path: the class map (values for regression models), a Cloud-Optimized GeoTIFF on the
-            input's grid (same CRS, transform and size), nodata where the input was nodata.
+            input's grid (same CRS, transform and size), nodata where the input was nodata; class maps
+            carry their class names for GIS tools in ``<output>.aux.xml`` (GDAL category names and
+            attribute table).
         window, overlap: window size and minimum overlap in pixels. Default window: the one the model
             file recommends (``extra["window"]``: the evaluation window of a sliding-window model, or the
             training crop of a change model, whose tokens pool over the whole input), otherwise 512.
