@@ -102,6 +102,8 @@ def test_predict_raster_change_map_on_the_input_grid(whu_scene: dict, capsys: py
             str(out),
             "--vector",
             str(vector),
+            "--vector-crs",
+            "raster",  # areas in metres below (the default is EPSG:4326)
             "--simplify",
             "0",
             "--window",

@@ -84,7 +84,7 @@ def test_parser_defaults_and_module_entry_point():
         None,
         4,
         None,
-        "raster",
+        "EPSG:4326",
     )
     assert (
         parser.parse_args(

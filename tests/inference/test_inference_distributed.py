@@ -37,7 +37,11 @@ def test_two_cpu_processes_equal_one(tmp_path, write_raster, scene, conv_model):
             assert np.array_equal(pa.pop("nodata"), pb.pop("nodata"), equal_nan=True)
             assert pa == pb
             np.testing.assert_array_equal(a.read(), b.read())
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["map.tif", "map_probabilities.tif"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "map.tif",
+        "map.tif.aux.xml",  # class names for GDAL (category names, attribute table)
+        "map_probabilities.tif",
+    ]
 
 
 def test_ddp_copies_of_the_command_equal_one_process(tmp_path, write_raster, scene):
@@ -73,4 +77,4 @@ def test_ddp_copies_of_the_command_equal_one_process(tmp_path, write_raster, sce
     with rasterio.open(one) as a, rasterio.open(two) as b:
         assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
         np.testing.assert_array_equal(a.read(), b.read())
-    assert sorted(p.name for p in two.parent.iterdir()) == ["map.tif"]
+    assert sorted(p.name for p in two.parent.iterdir()) == ["map.tif", "map.tif.aux.xml"]

@@ -64,7 +64,11 @@ def test_crash_leaves_no_output_and_resume_equals_an_uninterrupted_run(tmp_path,
     np.testing.assert_array_equal(got_cls, ref_cls)
     np.testing.assert_array_equal(got_p, ref_p)
     assert got_profile["transform"] == ref_profile["transform"]
-    assert sorted(p.name for p in out.parent.iterdir()) == ["map.tif", "map_probabilities.tif"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "map.tif",
+        "map.tif.aux.xml",
+        "map_probabilities.tif",
+    ]
 
 
 def test_resume_refuses_different_settings_and_restarts_without_the_flag(tmp_path, scene_path, conv_model):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
+from rasterio.transform import Affine
 from shapely.geometry import shape
 
 from rsvit.inference import polygonize_raster
@@ -32,7 +34,7 @@ def _features(path):
 def test_regions_are_whole_polygons_in_the_raster_crs(tmp_path, class_map):
     path, classes = class_map
     out = tmp_path / "polygons.geojson"
-    n = polygonize_raster(path, out, classes=["bg", "field", "road"], simplify=0, strip_rows=16)
+    n = polygonize_raster(path, out, classes=["bg", "field", "road"], crs="raster", simplify=0, strip_rows=16)
     data, features = _features(out)
     assert n == len(features) == 3  # one region per class, although strips cut every one of them
     assert data["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
@@ -77,3 +79,30 @@ def test_staircase_is_simplified(tmp_path, write_raster):
     assert n_simple < n_exact / 10
     for (_, _, a), (_, _, b) in zip(exact_f, simple_f, strict=True):
         assert b.area == pytest.approx(a.area, rel=0.05)
+
+
+def test_default_is_rfc7946_lonlat_with_seven_decimals(tmp_path, class_map):
+    path, _ = class_map
+    out = tmp_path / "default.geojson"
+    polygonize_raster(path, out, simplify=0)
+    data, features = _features(out)
+    assert "crs" not in data and features
+    decimals = re.findall(r"-?\d+\.(\d+)", json.dumps(data["features"][0]["geometry"]))
+    assert decimals and max(len(d) for d in decimals) <= 7
+    assert max(len(d) for d in decimals) >= 5  # rounded, not truncated to whole degrees
+
+
+def test_pixel_coordinates_only_on_request_for_a_raster_without_crs(tmp_path, write_raster):
+    classes = np.zeros((20, 30), np.uint8)
+    classes[5:10, 4:12] = 1
+    path = write_raster(tmp_path / "nocrs.tif", classes, crs=None, transform=Affine.identity())
+    for crs in ("EPSG:4326", "raster"):
+        with pytest.raises(ValueError, match=r"no CRS.*crs='pixel'"):
+            polygonize_raster(path, tmp_path / "x.geojson", crs=crs)
+        assert not (tmp_path / "x.geojson").exists()
+    out = tmp_path / "pixel.geojson"
+    polygonize_raster(path, out, crs="pixel", simplify=0)
+    data, features = _features(out)
+    assert "crs" not in data
+    field = next(geom for value, _, geom in features if value == 1)
+    assert field.bounds == (4.0, 5.0, 12.0, 10.0)  # columns and rows, y growing downwards

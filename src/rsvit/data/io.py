@@ -22,13 +22,20 @@ def read_image(path: str | Path, bands: list[int] | None = None) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {path}")
     if path.suffix.lower() in RASTER_SUFFIXES:
         import rasterio
+        import rasterio.errors
 
         with rasterio.open(path) as src:
             if bands is not None:
                 bad = [b for b in bands if not 1 <= b <= src.count]
                 if bad:
                     raise ValueError(f"{path} has bands 1..{src.count}; cannot select {bad}")
-            return src.read(bands)
+            try:
+                return src.read(bands)
+            except rasterio.errors.RasterioIOError as err:
+                raise rasterio.errors.RasterioIOError(
+                    f"cannot read the pixels of {path}: GDAL could not decode them. The file is damaged or "
+                    "truncated; re-download or re-export it"
+                ) from err
     from PIL import Image
 
     with Image.open(path) as img:

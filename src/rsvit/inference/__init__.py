@@ -22,6 +22,8 @@ _EXPORTS = {
     "Window": "rsvit.inference.plan",
     "WindowPlan": "rsvit.inference.plan",
     "InputError": "rsvit.inference.reader",
+    "OutputWriteError": "rsvit.inference.engine",
+    "RasterWarning": "rsvit.inference.report",
     "SceneReader": "rsvit.inference.reader",
     "RasterOutput": "rsvit.inference.outputs",
     "output_for_task": "rsvit.inference.outputs",

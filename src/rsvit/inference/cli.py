@@ -6,8 +6,11 @@ Also runnable on its own: ``python -m rsvit.inference.cli --model run/ --input s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 __all__ = ["add_predict_raster_arguments", "main", "run_predict_raster"]
 
@@ -39,7 +42,12 @@ def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vector", default=None, metavar="GEOJSON", help="also write polygons per class")
     parser.add_argument(
-        "--vector-crs", default="raster", choices=("raster", "EPSG:4326"), help="CRS of the GeoJSON polygons"
+        "--vector-crs",
+        default="EPSG:4326",
+        choices=("EPSG:4326", "raster", "pixel"),
+        help="coordinates of the GeoJSON polygons: EPSG:4326 (RFC 7946 longitude/latitude, default), raster "
+        "(the raster's CRS, with the legacy crs member) or pixel (column/row, y down; the only choice for a "
+        "raster without a CRS)",
     )
     parser.add_argument(
         "--simplify", type=float, default=1.0, help="polygon simplification tolerance in pixels (0: none)"
@@ -54,13 +62,22 @@ def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap", type=int, default=None, help="minimum window overlap in pixels (default: window / 4)"
     )
     parser.add_argument(
-        "--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all but alpha)"
+        "--bands",
+        default=None,
+        help="1-based bands to use, e.g. 1,2,3, or 1,1,1 to feed one band to a 3-band model (default: the "
+        "selection stored with the model, else all bands but alpha)",
     )
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run with the same settings"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (without it, an existing map, probabilities or GeoJSON is an "
+        "error); the outputs of a run appear together or not at all",
     )
     parser.add_argument(
         "--devices",
@@ -84,33 +101,28 @@ def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Warnings of the run printed as one ``warning:`` line each, as they happen."""
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        print(f"rsvit predict-raster: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def run_predict_raster(args: argparse.Namespace) -> int:
-    """Runs ``predict-raster`` from parsed arguments; prints a summary and returns the exit code."""
+    """Runs ``predict-raster`` from parsed arguments; prints a summary and returns the exit code.
+
+    Errors about the request, the files or the disk come back as one ``error:`` line and exit code 1.
+    """
     from rsvit.inference.engine import predict_raster
 
     try:
-        report = predict_raster(
-            args.model,
-            args.input,
-            args.output,
-            input_b=args.input_b,
-            window=args.window,
-            overlap=args.overlap,
-            bands=args.bands,
-            batch_size=args.batch_size,
-            device=args.device,
-            bf16=args.bf16,
-            probabilities=args.probabilities,
-            vector=args.vector,
-            vector_crs=args.vector_crs,
-            vector_simplify=args.simplify,
-            resume=args.resume,
-            progress=not args.quiet,
-            devices=args.devices,
-            accelerator=args.accelerator,
-            strategy=args.strategy,
-            num_workers=args.num_workers,
-        )
+        with _warnings_as_lines():
+            report = _predict(predict_raster, args)
     except KeyboardInterrupt:
         print(
             "predict-raster: interrupted; nothing was written under the output name. "
@@ -119,8 +131,37 @@ def run_predict_raster(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except (ValueError, OSError) as err:  # InputError, OutputWriteError, FileExistsError among them
+        print(f"rsvit predict-raster: error: {err}", file=sys.stderr)
+        return 1
     print(report.summary())
     return 0
+
+
+def _predict(predict_raster: Any, args: argparse.Namespace) -> Any:
+    return predict_raster(
+        args.model,
+        args.input,
+        args.output,
+        input_b=args.input_b,
+        window=args.window,
+        overlap=args.overlap,
+        bands=args.bands,
+        batch_size=args.batch_size,
+        device=args.device,
+        bf16=args.bf16,
+        probabilities=args.probabilities,
+        vector=args.vector,
+        vector_crs=args.vector_crs,
+        vector_simplify=args.simplify,
+        resume=args.resume,
+        progress=not args.quiet,
+        devices=args.devices,
+        accelerator=args.accelerator,
+        strategy=args.strategy,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,11 @@
 (:mod:`~rsvit.inference.plan`), open the readers (:mod:`~rsvit.inference.reader`) and the output kind
 registered for the model's task (:mod:`~rsvit.inference.outputs`), run the windows through the model in
 batches (:mod:`~rsvit.inference.runner`, or several processes with :mod:`~rsvit.inference.distributed`),
-and finalise the files. For dense tasks the output blends overlapping windows with smooth weights and
+and finalise the files. Everything that can be checked is checked before anything is written (settings,
+inputs, georeferencing for the requested vectors, existing outputs), and the outputs of a run (map,
+probabilities, polygons) are written under temporary names and renamed together, so they appear together
+or not at all; a failure there is one :class:`OutputWriteError` and leaves what ``resume`` needs to
+finalise again. For dense tasks the output blends overlapping windows with smooth weights and
 writes finished cells straight to partial GeoTIFFs, which become Cloud-Optimized GeoTIFFs at the end:
 memory depends on the window, the batch and the raster width, not on the raster height.
 
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +42,17 @@ from rsvit.inference.outputs import (
 )
 from rsvit.inference.plan import WindowPlan
 from rsvit.inference.reader import InputError, SceneReader, parse_bands
-from rsvit.inference.report import PredictionReport
+from rsvit.inference.report import PredictionReport, RasterWarning
 from rsvit.inference.runner import HelperRankDone, WindowPredictor, remove_rank_files, run_share
+from rsvit.inference.vector import VECTOR_CRS
 from rsvit.inference.writer import PartialFiles, read_state
 
-__all__ = ["PredictionReport", "predict_raster", "resolve_model"]
+__all__ = ["OutputWriteError", "PredictionReport", "predict_raster", "resolve_model"]
+
+
+class OutputWriteError(OSError):
+    """Finalising the outputs failed (disk full, permissions...); none of them was left under its name."""
+
 
 _GDAL_CACHE_BYTES = 16 * 2**20  # bounded block cache: GDAL's default (5% of RAM) would grow with the scene
 
@@ -71,9 +83,10 @@ def predict_raster(
     probabilities: str | None = None,
     probabilities_output: str | os.PathLike[str] | None = None,
     vector: str | os.PathLike[str] | None = None,
-    vector_crs: str = "raster",
+    vector_crs: str = "EPSG:4326",
     vector_simplify: float = 1.0,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     metadata: Any = None,
     task: str | None = None,
@@ -92,18 +105,26 @@ def predict_raster(
         input_path: the scene (any raster GDAL reads); ``input_b``: the second date for change models, on
             the same pixel grid.
         output_path: the class map (values for regression models), a Cloud-Optimized GeoTIFF on the
-            input's grid (same CRS, transform and size), nodata where the input was nodata.
+            input's grid (same CRS, transform and size), nodata where the input was nodata; class maps
+            carry their class names for GIS tools in ``<output>.aux.xml`` (GDAL category names and
+            attribute table).
         window, overlap: window size and minimum overlap in pixels. Default window: the one the model
             file recommends (``extra["window"]``: the evaluation window of a sliding-window model, or the
             training crop of a change model, whose tokens pool over the whole input), otherwise 512.
             Default overlap: a quarter of the window.
-        bands: 1-based bands to feed the model (``"1,2,3"`` or a sequence); default: all, minus alpha.
+        bands: 1-based bands to feed the model (``"1,2,3"`` or a sequence); default: the selection stored
+            in the model file (``extra["bands"]``), else all bands minus alpha.
         batch_size, device, bf16: how the model runs (``bf16``: bfloat16 autocast).
         probabilities: ``"uint8"`` or ``"float16"`` to also write per-class probabilities to
             ``probabilities_output`` (default ``<output>_probabilities.tif``).
-        vector, vector_crs, vector_simplify: GeoJSON of polygons per class, in ``"raster"`` CRS or
-            ``"EPSG:4326"``, simplified with that tolerance in pixels.
+        vector, vector_crs, vector_simplify: GeoJSON of polygons per class, simplified with that tolerance
+            in pixels; in ``"EPSG:4326"`` (RFC 7946, the default), the ``"raster"`` CRS (with the legacy
+            ``crs`` member) or ``"pixel"`` coordinates (column, row: y points down), the only choice for
+            a raster without a CRS.
         resume: continue an interrupted run of the same settings from the strips already written.
+        overwrite: replace existing output files (otherwise an existing one is an error). The outputs of
+            a run (map, probabilities, polygons) are renamed into place together at the end: they appear
+            together or not at all.
         progress: show a progress bar (windows/s and ETA).
         metadata: a ``WeightsMetadata`` for a bare module (overrides the file's for a path).
         task: a task with a registered output kind (``segmentation``, ``change``, ``regression``; see
@@ -119,14 +140,15 @@ def predict_raster(
     import rasterio
 
     start_time = time.perf_counter()
-    # 1. validate: the model, its task's output kind, the paths and settings
+    # 1. validate: the settings, the model, its task's output kind, the paths
+    _check_settings(window, overlap, batch_size, devices, vector_crs)
     net, spec, file_meta = resolve_model(model)
     meta = metadata if metadata is not None else file_meta
     task = task or (spec.task if spec is not None else ("change" if input_b is not None else "segmentation"))
     kind = _output_kind(task, input_b)
     output = Path(output_path)
     inputs = [Path(input_path)] + ([Path(input_b)] if input_b is not None else [])
-    _check_request(inputs, output, vector_crs, batch_size, resume, devices)
+    _check_request(inputs, output, resume, devices)
     request = OutputRequest(
         output=output,
         probabilities=probabilities,
@@ -142,28 +164,38 @@ def predict_raster(
     window = int(window) if window is not None else default_window(extra)
     overlap = int(overlap) if overlap is not None else window // 4
     scale = scale if scale is not None else extra.get("input_scale")
+    chosen_bands = parse_bands(bands) if bands is not None else _stored_bands(extra)
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
-        readers = _open_readers(inputs, parse_bands(bands), expected_bands(net, spec, meta), meta, scale)
+        readers = _open_readers(inputs, chosen_bands, expected_bands(net, spec, meta), meta, scale)
+        _check_georeferencing(readers[0], request)
         plan = WindowPlan.create(readers[0].height, readers[0].width, window=window, overlap=overlap)
         # 3. open the output: settle the kind for this model, then create or continue its partial files
         facts = ModelFacts(net, spec, meta, task, len(readers[0].bands), len(readers), plan)
         settings = {"window": window, "overlap": overlap, "task": task}
         job = _job(readers, plan, kind.settle(facts, request), net, settings, batch_size, bf16, num_workers)
+        finals = job.output.final_paths(request)
+        _check_overwrite(finals, inputs, overwrite)
         output.parent.mkdir(parents=True, exist_ok=True)
         files = PartialFiles(output)
         start_strip, create = _resume_point(job, files, output, resume)
         strips = range(start_strip, plan.n_rows)
-        # 4. run the remaining strips, 5. finalise: partial files to final files, then derived products
+        # 4. run the remaining strips, 5. finalise: every output to a temporary name, then all renamed
         try:
             windows_run, skipped, model_seconds = _run(
                 job, net, files, strips, create, devices, accelerator, strategy, progress
             )
-            products = job.output.finish(files, request)
+            products = _finalise(job.output, files, request, finals)
         except BaseException as err:
             _clean_up(err, files, output, devices)
             raise
         files.remove()
-    products = job.output.derive(request, products)
+    if windows_run == 0 and skipped > 0 and start_strip == 0:
+        warnings.warn(
+            f"{inputs[0]} holds only nodata pixels (in the bands read): {output} is all nodata. Check the "
+            "input, its nodata value and --bands",
+            RasterWarning,
+            stacklevel=2,
+        )
     return PredictionReport(
         output=output,
         probabilities=products.probabilities,
@@ -179,6 +211,122 @@ def predict_raster(
         features=products.features,
         window=window,
         overlap=overlap,
+    )
+
+
+def _check_settings(
+    window: int | None, overlap: int | None, batch_size: int, devices: int, vector_crs: str
+) -> None:
+    """The numeric settings and choices, checked before anything is opened."""
+    if window is not None and int(window) < 1:
+        raise ValueError(f"the window must be at least 1 pixel (e.g. --window 512), got {window}")
+    if overlap is not None and int(overlap) < 0:
+        raise ValueError(f"the overlap cannot be negative (e.g. --overlap 128), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if devices < 1:
+        raise ValueError(f"devices must be >= 1, got {devices}")
+    if vector_crs not in VECTOR_CRS:
+        raise ValueError(f"vector_crs must be one of {', '.join(VECTOR_CRS)}, got {vector_crs!r}")
+
+
+def _stored_bands(extra: dict[str, Any]) -> tuple[int, ...] | None:
+    """The band selection stored with the model (``extra["bands"]``, 1-based), if any."""
+    stored = extra.get("bands")
+    if stored is None:
+        return None
+    try:
+        return parse_bands(list(stored))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the model file stores an invalid band selection {stored!r}; pass --bands explicitly"
+        ) from None
+
+
+def _check_georeferencing(reader: SceneReader, request: OutputRequest) -> None:
+    """A raster without a CRS: the map cannot be placed on Earth, polygons only in pixel coordinates."""
+    if reader.crs is not None:
+        return
+    if request.vector is not None and request.vector_crs != "pixel":
+        raise ValueError(
+            f"{reader.path} has no CRS, so its polygons cannot be written in {request.vector_crs}: "
+            "georeference the raster (e.g. gdal_edit.py -a_srs), or pass vector_crs='pixel' "
+            "(--vector-crs pixel) for column/row coordinates"
+        )
+    warnings.warn(
+        f"{reader.path} has no CRS (not georeferenced, e.g. a JPEG): {request.output} will not be "
+        "georeferenced either",
+        RasterWarning,
+        stacklevel=3,
+    )
+
+
+def _check_overwrite(finals: list[Path], inputs: list[Path], overwrite: bool) -> None:
+    for path in finals:
+        if any(path.resolve() == p.resolve() for p in inputs):
+            raise ValueError(f"the output {path} would overwrite the input; choose another name")
+    existing = [str(p) for p in finals if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass overwrite=True "
+            "(--overwrite) to replace, or choose another output name"
+        )
+
+
+def _staged(path: Path, token: str) -> Path:
+    return path.with_name(f".{path.name}.{token}.staged{path.suffix}")
+
+
+def _with_sidecars(path: Path) -> list[Path]:
+    """A file and the PAM sidecar GDAL reads beside it (category names, attribute table)."""
+    return [path, path.with_name(f"{path.name}.aux.xml")]
+
+
+def _finalise(output: RasterOutput, files: PartialFiles, request: OutputRequest, finals: list[Path]) -> Any:
+    """Writes every output under a temporary name, then renames them all; on failure removes them all.
+
+    Raises :class:`OutputWriteError` (one line: what failed and that nothing was left) when writing fails.
+    """
+    token = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    staged = replace(
+        request,
+        output=_staged(request.output, token),
+        probabilities_output=(
+            _staged(request.probabilities_output, token) if request.probabilities_output is not None else None
+        ),
+        vector=_staged(request.vector, token) if request.vector is not None else None,
+    )
+    pairs = list(zip(output.final_paths(staged), finals, strict=True))  # same kind, same order
+    renamed: list[Path] = []
+    try:
+        products = output.derive(staged, output.finish(files, staged))
+        for tmp, final in pairs:
+            for tmp_file, final_file in zip(_with_sidecars(tmp), _with_sidecars(final), strict=True):
+                if tmp_file.exists():
+                    os.replace(tmp_file, final_file)
+                    renamed.append(final_file)
+                elif tmp_file != tmp:
+                    final_file.unlink(missing_ok=True)  # a sidecar of an overwritten file no longer applies
+    except BaseException as err:
+        for tmp, _ in pairs:
+            for path in _with_sidecars(tmp):
+                path.unlink(missing_ok=True)
+        for path in renamed:
+            path.unlink(missing_ok=True)
+        if isinstance(err, ValueError) or not isinstance(err, Exception):
+            raise  # a refusal with its own words, or Ctrl-C
+        names = ", ".join(str(p) for p in finals)
+        reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err).strip()
+        raise OutputWriteError(
+            f"writing the outputs failed ({reason.rstrip('.')}); nothing was left under {names}. Free "
+            "space or fix the folder, then rerun the same command with --resume to finalise without "
+            "predicting again"
+        ) from err
+    back = {tmp: final for tmp, final in pairs}
+    return replace(
+        products,
+        probabilities=back.get(products.probabilities, products.probabilities),
+        vector=back.get(products.vector, products.vector),
     )
 
 
@@ -200,18 +348,12 @@ def _output_kind(task: str, input_b: Any) -> type[RasterOutput]:
     return kind
 
 
-def _check_request(
-    inputs: list[Path], output: Path, vector_crs: str, batch_size: int, resume: bool, devices: int
-) -> None:
+def _check_request(inputs: list[Path], output: Path, resume: bool, devices: int) -> None:
     for path in inputs:
         if not path.exists():
             raise FileNotFoundError(f"input raster not found: {path}")
         if path.resolve() == output.resolve():
             raise ValueError(f"the output {output} would overwrite the input; choose another name")
-    if vector_crs not in ("raster", "EPSG:4326"):
-        raise ValueError(f"vector_crs must be 'raster' or 'EPSG:4326', got {vector_crs!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if resume and devices > 1:
         raise ValueError("resume works for single-process runs; rerun with devices=1 (or without --resume)")
 

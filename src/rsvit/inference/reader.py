@@ -20,7 +20,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["InputError", "SceneReader", "parse_bands"]
+__all__ = ["InputError", "SceneReader", "gdal_detail", "parse_bands"]
+
+
+_GDAL_GENERIC = ("read failed. see previous exception", "write failed. see previous exception")
+
+
+def gdal_detail(err: BaseException) -> str:
+    """GDAL's own reason as ``" (reason)"``, or nothing when it only points at an earlier message."""
+    text = str(err).strip().rstrip(".")
+    if not text or text.lower().startswith(_GDAL_GENERIC):
+        return ""
+    return f" ({text})"
 
 
 class InputError(ValueError):
@@ -127,11 +138,20 @@ class SceneReader:
             if expected is not None and self.count == expected + 1 and colorinterp[-1] == ColorInterp.alpha:
                 bands = bands[:-1]  # RGBA into an RGB model: the alpha band is the mask, not data
         if expected is not None and len(bands) != expected:
+            if self.count >= expected:
+                advice = (
+                    f"choose {expected} of its {self.count} band(s) with --bands (e.g. --bands "
+                    f"{','.join(str(i + 1) for i in range(expected))}) or"
+                )
+            else:  # too few bands: only repeating one can make up the number
+                repeated = ",".join(str(min(i + 1, self.count)) for i in range(expected))
+                advice = (
+                    f"feed a band more than once (e.g. --bands {repeated}; sensible when the model copes "
+                    "with grey input) or"
+                )
             raise InputError(
                 f"{self.path} provides {len(bands)} band(s) {list(bands)} but the model expects {expected}; "
-                f"choose {expected} of its {self.count} band(s) with --bands (e.g. --bands "
-                f"{','.join(str(i + 1) for i in range(min(expected, self.count)))}) or use a raster with "
-                f"{expected} bands"
+                f"{advice} use a raster with {expected} bands"
             )
         return bands
 
@@ -170,7 +190,8 @@ class SceneReader:
         except RasterioIOError as err:
             raise InputError(
                 f"cannot read rows {y0}..{y0 + height - 1}, columns {x0}..{x0 + width - 1} of {self.path}: "
-                f"{err}. The file is damaged or truncated; re-download or re-export it"
+                f"GDAL could not decode those pixels{gdal_detail(err)}. The file is damaged or truncated; "
+                "re-download or re-export it"
             ) from err
         valid = None if masks is None else (masks > 0).any(axis=0)
         if self._is_float:

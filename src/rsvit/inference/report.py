@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PredictionReport"]
+__all__ = ["PredictionReport", "RasterWarning"]
+
+#: below this size a rate per megapixel says more about start-up costs than about speed
+_MIN_MEGAPIXELS_FOR_RATE = 0.1
+
+
+class RasterWarning(UserWarning):
+    """A run that succeeds but whose result is probably not what was meant (no CRS, all nodata...)."""
 
 
 @dataclass
@@ -46,8 +53,13 @@ class PredictionReport:
             f"windows: {self.windows} run, {self.skipped_windows} skipped (all nodata), strips {self.strips}"
             + (f", {self.window} px with {self.overlap} px overlap" if self.window else "")
             + (f", resumed after strip {self.resumed_from}" if self.resumed_from else ""),
-            f"time: {self.seconds:.1f} s ({self.seconds_per_megapixel:.3f} s/MP), "
-            f"model {self.model_seconds:.1f} s",
+            f"time: {self.seconds:.1f} s"
+            + (
+                f" ({self.seconds_per_megapixel:.3f} s/MP)"
+                if self.megapixels >= _MIN_MEGAPIXELS_FOR_RATE
+                else f" (a {self.megapixels * 1e6:.0f}-pixel input: too small for a rate per megapixel)"
+            )
+            + f", model {self.model_seconds:.1f} s",
         ]
         if self.probabilities is not None:
             lines.append(f"probabilities: {self.probabilities}")

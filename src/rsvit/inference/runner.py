@@ -35,6 +35,7 @@ __all__ = [
     "rank_files",
     "release_free_heap",
     "remove_rank_files",
+    "row_batches",
     "run_share",
     "stats_path",
 ]
@@ -88,23 +89,38 @@ def release_free_heap() -> None:
         trim(0)
 
 
+def row_batches(indices: Sequence[int], n_cols: int, batch_size: int) -> list[list[int]]:
+    """``indices`` in run order, cut into batches of at most ``batch_size`` that stay within a window row."""
+    batches: list[list[int]] = []
+    for index in indices:
+        last = batches[-1] if batches else None
+        if last is None or len(last) == batch_size or last[0] // n_cols != index // n_cols:
+            batches.append([index])
+        else:
+            last.append(index)
+    return batches
+
+
 class WindowBatches(Dataset):
     """Model-ready batches of windows of the given plan indices, read on demand.
 
     Each item is a whole batch: windows are read straight into their slot of one preallocated tensor
-    per date, so no collate step copies them again.
+    per date, so no collate step copies them again. Batches never cross a window row: each row is cut
+    into batches from its first window, so a window meets the same batch neighbours whichever strip a run
+    starts from. Backends may sum in another order for another batch, so that is what makes a resumed
+    run bit-identical to an uninterrupted one.
     """
 
     def __init__(self, job: Job, indices: Sequence[int]) -> None:
         self.job = job
         self.indices = list(indices)
+        self.batches = row_batches(self.indices, job.plan.n_cols, job.batch_size)
 
     def __len__(self) -> int:
-        return -(-len(self.indices) // self.job.batch_size)
+        return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        bs = self.job.batch_size
-        chosen = self.indices[i * bs : (i + 1) * bs]
+        chosen = self.batches[i]
         plan = self.job.plan
         images = [
             torch.empty(len(chosen), len(reader.bands), plan.window_height, plan.window_width)

@@ -5,11 +5,13 @@ regions of each strip in pixel coordinates; regions cut by a strip boundary are 
 matching regions of the next strip (``shapely.unary_union``), so a field crossing strips is one polygon.
 Geometries are simplified in pixel units (topology preserved; neighbouring polygons are simplified
 independently, so shared edges may no longer coincide exactly), then mapped through the raster's transform
-and, for ``crs="EPSG:4326"``, reprojected with ``rasterio.warp.transform_geom``. Nodata pixels become no
-polygon. The file is written under a temporary name and renamed at the end.
+and, for ``crs="EPSG:4326"`` (the default), reprojected with ``rasterio.warp.transform_geom``. Nodata pixels
+become no polygon. The file is written under a temporary name and renamed at the end.
 
-Raster-CRS output carries the (pre-RFC 7946) ``crs`` member that GDAL and QGIS read; EPSG:4326 output is
-plain RFC 7946 GeoJSON (longitude, latitude).
+EPSG:4326 output is plain RFC 7946 GeoJSON (longitude, latitude), rounded to 7 decimals (about 1 cm, as
+RFC 7946 advises: more digits only add bytes). Raster-CRS output carries the (pre-RFC 7946) ``crs`` member
+that GDAL and QGIS read. ``crs="pixel"`` writes column/row coordinates (y points down), the only choice for
+a raster without a CRS, and only on request.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from typing import Any
 
 __all__ = ["VECTOR_CRS", "polygonize_raster"]
 
-VECTOR_CRS = ("raster", "EPSG:4326")
+VECTOR_CRS = ("EPSG:4326", "raster", "pixel")
+
+#: decimals of longitude/latitude in EPSG:4326 output (1e-7 degree is about 1 cm)
+LONLAT_DECIMALS = 7
 
 
 def _parts(geom: Any) -> list[Any]:
@@ -48,6 +53,12 @@ def _strip_polygons(src: Any, r0: int, r1: int, nodata: float | None) -> Iterato
         yield int(value), shape(geom)
 
 
+def _rounded(coords: Any, decimals: int) -> Any:
+    if isinstance(coords, float | int):
+        return round(float(coords), decimals)
+    return [_rounded(c, decimals) for c in coords]
+
+
 def _crs_member(crs: Any) -> dict[str, Any] | None:
     if crs is None:
         return None
@@ -61,7 +72,7 @@ def polygonize_raster(
     output: str | os.PathLike[str],
     *,
     classes: Sequence[str] | None = None,
-    crs: str = "raster",
+    crs: str = "EPSG:4326",
     simplify: float = 1.0,
     strip_rows: int = 512,
 ) -> int:
@@ -71,11 +82,12 @@ def polygonize_raster(
         class_raster: a class-index GeoTIFF (e.g. written by :func:`rsvit.inference.predict_raster`).
         output: the GeoJSON file (written atomically).
         classes: class names for the ``name`` property (default from the raster's ``CLASSES`` tag).
-        crs: ``"raster"`` (the raster's CRS) or ``"EPSG:4326"``.
+        crs: ``"EPSG:4326"`` (RFC 7946), ``"raster"`` (the raster's CRS) or ``"pixel"`` (column, row).
         simplify: Douglas-Peucker tolerance in pixels (0 keeps the exact pixel outlines).
         strip_rows: rows read at a time (memory ~ ``strip_rows * width`` bytes for 8-bit classes).
     """
     import rasterio
+    from rasterio.transform import Affine
     from rasterio.warp import transform_geom
     from shapely import unary_union
     from shapely.affinity import affine_transform
@@ -88,12 +100,15 @@ def polygonize_raster(
     tmp = output.with_name(f".{output.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     count = 0
     with rasterio.open(class_raster) as src:
-        if src.crs is None and crs != "raster":
-            raise ValueError(f"{class_raster} has no CRS; it cannot be reprojected to {crs}")
+        if src.crs is None and crs != "pixel":
+            raise ValueError(
+                f"{class_raster} has no CRS, so its polygons cannot be written in {crs}: georeference it, "
+                "or ask for pixel coordinates (crs='pixel', --vector-crs pixel)"
+            )
         if classes is None:
             with contextlib.suppress(KeyError, ValueError):
                 classes = json.loads(src.tags()["CLASSES"])
-        t = src.transform
+        t = src.transform if crs != "pixel" else Affine.identity()
         matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
         height = src.height
         header: dict[str, Any] = {"type": "FeatureCollection"}
@@ -105,8 +120,9 @@ def polygonize_raster(
                 geom = geom.simplify(simplify, preserve_topology=True)
             geom = affine_transform(geom, matrix)
             geometry = mapping(geom)
-            if crs != "raster":
-                geometry = transform_geom(src.crs, crs, geometry)
+            if crs == "EPSG:4326":
+                geometry = dict(transform_geom(src.crs, crs, geometry))
+                geometry["coordinates"] = _rounded(geometry["coordinates"], LONLAT_DECIMALS)
             name = classes[value] if classes is not None and 0 <= value < len(classes) else str(value)
             return json.dumps(
                 {"type": "Feature", "properties": {"class": value, "name": name}, "geometry": geometry}

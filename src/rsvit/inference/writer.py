@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "default_palette",
     "read_state",
     "to_cog",
+    "write_categories",
     "write_state",
 ]
 
@@ -155,9 +157,14 @@ class MapSink:
 
     def _create(self) -> None:
         import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
 
         for partial in self.maps:
-            with rasterio.open(partial.path, "w", **partial.profile(self._grid)) as dst:
+            with warnings.catch_warnings():
+                # an input without a CRS has been reported once, in words, by the engine
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dst = rasterio.open(partial.path, "w", **partial.profile(self._grid))
+            with dst:
                 if partial.tags:
                     dst.update_tags(**partial.tags)
                 for band, name in enumerate(partial.descriptions, start=1):
@@ -249,3 +256,54 @@ def copy_rows(source: Path, target: Path, r0: int, r1: int, chunk: int = 256) ->
         for start in range(r0, r1, chunk):
             window = Window(0, start, src.width, min(chunk, r1 - start))
             dst.write(src.read(window=window), window=window)
+
+
+# GDAL's raster attribute table codes (gdal.h): field types and usages
+_GFT_INTEGER, _GFT_STRING = 0, 2
+_GFU_NAME, _GFU_MINMAX, _GFU_RED, _GFU_GREEN, _GFU_BLUE = 2, 5, 6, 7, 8
+
+
+def write_categories(
+    raster: Path, names: Sequence[str], colours: Sequence[Sequence[int]] | None = None, band: int = 1
+) -> Path:
+    """Writes class names for GIS tools into the PAM sidecar ``<raster>.aux.xml`` GDAL reads.
+
+    Rasterio cannot set GDAL category names or attribute tables, and GeoTIFF has no tag for them: GDAL
+    itself keeps them in this sidecar. Both are written: category names (``gdalinfo`` lists them, QGIS
+    labels the paletted classes with them) and a thematic attribute table of value, class and colour.
+    """
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("PAMDataset")
+    pam_band = ET.SubElement(root, "PAMRasterBand", band=str(band))
+    categories = ET.SubElement(pam_band, "CategoryNames")
+    for name in names:
+        ET.SubElement(categories, "Category").text = str(name)
+    table = ET.SubElement(pam_band, "GDALRasterAttributeTable", tableType="thematic")
+    fields = [("Value", _GFT_INTEGER, _GFU_MINMAX), ("Class", _GFT_STRING, _GFU_NAME)]
+    if colours is not None:
+        fields += [("Red", _GFT_INTEGER, _GFU_RED), ("Green", _GFT_INTEGER, _GFU_GREEN)]
+        fields += [("Blue", _GFT_INTEGER, _GFU_BLUE)]
+    for index, (name, kind, usage) in enumerate(fields):
+        field_defn = ET.SubElement(table, "FieldDefn", index=str(index))
+        ET.SubElement(field_defn, "Name").text = name
+        ET.SubElement(field_defn, "Type").text = str(kind)
+        ET.SubElement(field_defn, "Usage").text = str(usage)
+    for value, name in enumerate(names):
+        row = ET.SubElement(table, "Row", index=str(value))
+        cells = [str(value), str(name)]
+        if colours is not None:
+            cells += [str(int(v)) for v in colours[value][:3]]
+        for cell in cells:
+            ET.SubElement(row, "F").text = cell
+    ET.indent(root)
+    sidecar = raster.with_name(f"{raster.name}.aux.xml")
+    tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        ET.ElementTree(root).write(tmp, encoding="UTF-8", xml_declaration=False)
+        os.replace(tmp, sidecar)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return sidecar

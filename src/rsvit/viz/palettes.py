@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["Colour", "colorize", "default_palette", "parse_colour"]
+__all__ = ["Colour", "colorize", "default_palette", "is_ambiguous", "land_cover_colour", "parse_colour"]
 
 Colour = tuple[int, int, int]
 
@@ -41,15 +41,71 @@ _TAB20 = (
 )  # fmt: skip
 
 
-def default_palette(num_classes: int) -> list[Colour]:
-    """Distinct display colours for index masks without a palette: tab20, or evenly spaced hues beyond
-    20 classes. Plain Python on purpose: the inference engine needs it and must not pay for matplotlib."""
-    if num_classes <= len(_TAB20):
-        return [parse_colour(c) for c in _TAB20[:num_classes]]
+# Land-cover colours a map reader expects, by keyword in the class name (first match wins): water blue,
+# vegetation green, buildings red, roads grey, bare land tan... Order matters: "low vegetation" is grass.
+_LAND_COVER: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("water", "sea", "river", "lake", "ocean", "pond", "wetland"), "#1f6fd1"),
+    (("low veg", "grass", "meadow", "pasture", "shrub"), "#9bd45a"),
+    (("crop", "farm", "agricult", "field"), "#f0e040"),
+    (("veget", "tree", "forest", "wood", "park"), "#2a9a3a"),
+    (("building", "roof", "house", "urban", "built"), "#d0312d"),
+    (("road", "street", "impervious", "pavement", "parking", "highway"), "#646464"),
+    (("car", "vehicle", "truck"), "#f08c00"),
+    (("land", "bare", "soil", "sand", "desert", "rock", "barren"), "#b4825a"),
+    (("snow", "ice", "cloud"), "#f2f2f2"),
+    (("shadow",), "#2c2c7a"),
+    (("clutter", "background", "unlabel", "unknown", "other", "void"), "#202020"),
+)  # fmt: skip
+
+#: two class colours closer than this (RGB distance) are hard to tell apart on a map
+MIN_COLOUR_DISTANCE = 80.0
+
+
+def _hues(num_classes: int) -> list[Colour]:
     return [
         tuple(round(255 * v) for v in colorsys.hsv_to_rgb(i / num_classes, 1.0, 1.0))  # type: ignore[misc]
         for i in range(num_classes)
     ]
+
+
+def land_cover_colour(name: str) -> Colour | None:
+    """The conventional map colour of a land-cover class name (by keyword), or ``None``."""
+    lowered = name.lower()
+    for keywords, colour in _LAND_COVER:
+        if any(k in lowered for k in keywords):
+            return parse_colour(colour)
+    return None
+
+
+def default_palette(num_classes: int, names: Sequence[str] | None = None) -> list[Colour]:
+    """Distinct display colours for index masks without a palette: tab20, or evenly spaced hues beyond
+    20 classes. With class ``names``, recognised land-cover classes get the colours map readers expect
+    (water blue, vegetation green, see :func:`land_cover_colour`) and the others distinct tab20 colours.
+    Plain Python on purpose: the inference engine needs it and must not pay for matplotlib."""
+    base = [parse_colour(c) for c in _TAB20] if num_classes <= len(_TAB20) else _hues(num_classes)
+    if names is None or len(names) != num_classes:
+        return base[:num_classes]
+    wanted = [land_cover_colour(n) for n in names]
+    taken: set[Colour] = set()
+    chosen: list[Colour | None] = []
+    for colour in wanted:
+        chosen.append(colour if colour is not None and colour not in taken else None)
+        if colour is not None:
+            taken.add(colour)
+    spare = (
+        c for c in base if c not in taken and all(_distance(c, t) >= MIN_COLOUR_DISTANCE / 2 for t in taken)
+    )
+    fallback = iter(base)
+    return [c if c is not None else next(spare, None) or next(fallback) for c in chosen]
+
+
+def _distance(a: Sequence[int], b: Sequence[int]) -> float:
+    return sum((int(x) - int(y)) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
+
+
+def is_ambiguous(palette: Sequence[Sequence[int]], min_distance: float = MIN_COLOUR_DISTANCE) -> bool:
+    """Whether two colours of ``palette`` are too close to tell apart on a map (e.g. gold and yellow)."""
+    return any(_distance(a, b) < min_distance for i, a in enumerate(palette) for b in palette[i + 1 :])
 
 
 def colorize(

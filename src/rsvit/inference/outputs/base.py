@@ -13,8 +13,10 @@ every window's result to the output kind registered for the model's task (:mod:`
    finished strip (that is what ``resume`` relies on), ``close`` at the end.
 4. :meth:`RasterOutput.partial_paths` / :meth:`RasterOutput.merge_share` -- the partial files, and how a
    helper process's rows are copied into the writer's files after a multi-process run.
-5. :meth:`RasterOutput.finish` then :meth:`RasterOutput.derive` -- partial files to final files
-   (atomically), then products made from the final files (e.g. polygons) once the partial files are gone.
+5. :meth:`RasterOutput.finish` then :meth:`RasterOutput.derive` -- partial files to final files, then
+   products made from the final files (e.g. polygons). Both write to the paths of the request they are
+   given: the engine hands them temporary names and renames all of :meth:`RasterOutput.final_paths`
+   together once everything is written (PAM sidecars ``<file>.aux.xml`` travel with their file).
 
 A vector or instance kind (oriented boxes of a detector, masks of a promptable model) implements the same
 methods: its sink collects the objects of each strip (dropping duplicates from overlaps) into a partial
@@ -45,7 +47,7 @@ class OutputRequest:
     probabilities: str | None = None
     probabilities_output: Path | None = None
     vector: Path | None = None
-    vector_crs: str = "raster"
+    vector_crs: str = "EPSG:4326"
     vector_simplify: float = 1.0
     compress: str = "deflate"
 
@@ -129,5 +131,13 @@ class RasterOutput(ABC):
         """Writes the final files from the partial ones, each atomically."""
 
     def derive(self, request: OutputRequest, products: Products) -> Products:
-        """Products made from the final files once the partial files are gone (default: none)."""
+        """Products made from the final files (default: none)."""
         return products
+
+    def final_paths(self, request: OutputRequest) -> list[Path]:
+        """Every file ``finish`` and ``derive`` write for ``request``, main output first.
+
+        The engine checks these before the run (nothing to overwrite) and writes them under temporary
+        names that it renames together at the end, so a run's files appear together or not at all.
+        """
+        return [request.output] + ([request.vector] if request.vector is not None else [])

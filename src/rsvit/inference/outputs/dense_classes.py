@@ -3,8 +3,9 @@
 Channels are the model's classes (one channel: a binary logit, two classes). Files written:
 
 * class map: ``uint8`` class indices (``uint16`` beyond 255 classes), nodata ``255`` (``65535``) where the
-  input was nodata, colour table from the palette (``WeightsMetadata.extra["palette"]``: one ``[r, g, b]``
-  per class, 0-255; a fixed palette otherwise), class names in the ``CLASSES`` tag (JSON list);
+  input was nodata, colour table from the palette (see :func:`display_palette`), class names in the
+  ``CLASSES`` tag (JSON list) and as GDAL category names with a raster attribute table (value, class,
+  colour) in the PAM sidecar ``<map>.aux.xml``, which ``gdalinfo`` and QGIS show;
 * probabilities (optional, ``<output>_probabilities.tif`` unless named), one band per class, named after
   the class: ``uint8`` holds ``round(p * 254)`` (scale ``1/254`` recorded in the file, nodata 255) or
   ``float16`` holds ``p`` (nodata NaN);
@@ -25,9 +26,17 @@ import numpy as np
 from rsvit.inference.outputs.base import ModelFacts, OutputRequest, Products
 from rsvit.inference.outputs.dense import DenseOutput, probe_channels
 from rsvit.inference.outputs.registry import register_output
-from rsvit.inference.writer import PartialFiles, PartialMap, default_palette, to_cog
+from rsvit.inference.writer import PartialFiles, PartialMap, to_cog, write_categories
+from rsvit.viz.palettes import default_palette, is_ambiguous
 
-__all__ = ["PROBABILITY_DTYPES", "ClassMapOutput", "channel_argmax", "check_palette", "softmax_channels"]
+__all__ = [
+    "PROBABILITY_DTYPES",
+    "ClassMapOutput",
+    "channel_argmax",
+    "check_palette",
+    "display_palette",
+    "softmax_channels",
+]
 
 PROBABILITY_DTYPES = ("uint8", "float16")
 
@@ -43,6 +52,25 @@ def check_palette(palette: Any, n: int) -> list[tuple[int, int, int]]:
             f"the palette must hold one [r, g, b] triple (0-255) per class ({n} classes), got {palette!r}"
         )
     return colours[:n]  # type: ignore[return-value]
+
+
+def display_palette(
+    extra: dict[str, Any], classes: Sequence[str] | None, n: int
+) -> list[tuple[int, int, int]]:
+    """The colours of the map's colour table.
+
+    ``extra["display_palette"]`` when the model file sets one (a config's choice, taken as given); else
+    the dataset's ``extra["palette"]`` unless two of its colours are hard to tell apart (the Dubai set's
+    gold water and yellow vegetation); else a land-cover palette chosen by class name (water blue,
+    vegetation green...), distinct tab20 colours for other names.
+    """
+    if "display_palette" in extra:
+        return check_palette(extra["display_palette"], n)
+    if "palette" in extra:
+        palette = check_palette(extra["palette"], n)
+        if not is_ambiguous(palette):
+            return palette
+    return default_palette(n, names=classes)
 
 
 def channel_argmax(values: np.ndarray, dtype: str = "uint8") -> np.ndarray:
@@ -114,9 +142,7 @@ class ClassMapOutput(DenseOutput):
         classes = getattr(facts.meta, "classes", None)
         if classes is not None and len(classes) != n_classes:
             raise ValueError(f"the metadata names {len(classes)} classes but the model predicts {n_classes}")
-        extra = dict(getattr(facts.meta, "extra", None) or {})
-        palette = check_palette(extra["palette"], n_classes) if "palette" in extra else None
-        palette = palette or default_palette(n_classes)
+        palette = display_palette(dict(getattr(facts.meta, "extra", None) or {}), classes, n_classes)
         return cls(
             channels=channels,
             classes=tuple(classes) if classes else None,
@@ -203,10 +229,16 @@ class ClassMapOutput(DenseOutput):
 
     def finish(self, files: PartialFiles, request: OutputRequest) -> Products:
         super().finish(files, request)
+        write_categories(request.output, self.class_names(), self.palette)
         probabilities = self.probabilities_file(request)
         if probabilities is not None:
             to_cog(files.probabilities, probabilities, resampling="average", compress=request.compress)
         return Products(probabilities=probabilities)
+
+    def final_paths(self, request: OutputRequest) -> list[Path]:
+        paths = super().final_paths(request)
+        probabilities = self.probabilities_file(request)
+        return paths[:1] + ([probabilities] if probabilities is not None else []) + paths[1:]
 
     def derive(self, request: OutputRequest, products: Products) -> Products:
         if request.vector is None:
