@@ -34,6 +34,9 @@ class OnnxRuntimeModel:
             raise FileNotFoundError(f"{self.path} does not exist")
         self.metadata: ExportMetadata = read_onnx_metadata(self.path)
         options = ort.SessionOptions()
+        # idle worker threads would otherwise spin after each run and take the cores from the reader,
+        # the writer and any PyTorch code in the same process
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
