@@ -107,7 +107,9 @@ def _trace(model: nn.Module, metadata: ExportMetadata, spatial: bool, opset: int
 def _session_runner(path: Path):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failure here is expected for some graphs and is handled
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
     def run(*inputs: torch.Tensor) -> torch.Tensor:
