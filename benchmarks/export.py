@@ -18,6 +18,7 @@ yet: windows are fed directly.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -26,14 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-NAIP = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "geotiff"
-    / "naip"
-    / "m_4709963_se_14_1_20200831.tif"
-)
+SHARED = Path(os.environ.get("RSVIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+NAIP = SHARED / "data" / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
 TARGET_SPEEDUP = 1.3
 
 
