@@ -2,7 +2,9 @@
 
 Some layers compute their shapes in Python from the input size, so the traced graph only holds for the
 example size. Those are listed here with the reason, and their graphs are exported with a fixed spatial
-size (the batch stays dynamic); every other graph is still verified at a second size after export.
+size (the batch stays dynamic); every other graph is still verified at a second size after export, which
+is how ViTAEv2 (window partitions reshaped with traced sizes) ends up with a fixed size in ONNX, while
+ResNet/ViT classifiers, DPT and BIT (including its tokens) keep dynamic sizes.
 """
 
 from __future__ import annotations
