@@ -1,0 +1,153 @@
+"""Deployment paths for a segmentation model on a real scene: eager fp32, bf16 autocast, ONNX Runtime
+fp32 and int8, in the same run, interleaved rounds.
+
+    bash scripts/in-env python benchmarks/export.py                      # UperNet on ResNet-18
+    bash scripts/in-env python benchmarks/export.py --backbone swin_t    # UperNet on Swin-T
+
+Cuts windows from the real NAIP raster (4 bands; the last window of a row or column is shifted back inside
+the scene, so the whole scene is covered), exports the model to ONNX (fixed window size: UperNet's pyramid
+pooling), quantises it, then times every path over all windows once per round, rotating the order each
+round. Prints seconds per megapixel of windows (median and range over rounds), the speed-up over eager
+fp32 (of the medians, and of the best rounds: on a busy machine PyTorch's threads suffer more from
+contention than ONNX Runtime's), and how close each path's outputs are to eager fp32: max |diff|
+relative to the logit range (the export criterion is 1e-4) and argmax agreement. Goal: the fastest
+path that meets the criterion is at least 1.3x eager fp32. The raster engine itself is not in the loop
+yet: windows are fed directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(os.environ.get("RSVIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+NAIP = SHARED / "data" / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
+TARGET_SPEEDUP = 1.3
+
+
+def starts(length: int, window: int) -> list[int]:
+    last = max(length - window, 0)
+    return sorted({*range(0, last, window), last})
+
+
+def read_windows(path: Path, window: int) -> torch.Tensor:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        scene = src.read().astype(np.float32) / 255.0
+    tiles = [
+        scene[:, r : r + window, c : c + window]
+        for r in starts(scene.shape[1], window)
+        for c in starts(scene.shape[2], window)
+    ]
+    x = torch.from_numpy(np.stack(tiles))
+    return (x - 0.4) / 0.2
+
+
+def run_batches(fn, windows: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([fn(windows[i : i + batch]) for i in range(0, len(windows), batch)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--channels", type=int, default=128, help="UperNet channels")
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--raster", type=Path, default=NAIP)
+    args = parser.parse_args()
+
+    from rsvit.export import ExportMetadata, OnnxRuntimeModel, argmax_agreement, compare, export_onnx
+    from rsvit.export.quantize import quantize_int8
+    from rsvit.models import ModelSpec, build_model
+    from rsvit.weights import WeightsMetadata
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    windows = read_windows(args.raster, args.window)
+    megapixels = windows.shape[0] * args.window**2 / 1e6
+    spec = ModelSpec(
+        "segmentation", args.backbone, num_classes=6, in_chans=4, head_kwargs={"channels": args.channels}
+    )
+    model = build_model(spec).eval()
+    meta = ExportMetadata(spec, WeightsMetadata(), window=(args.window, args.window))
+    print(
+        f"{spec.task}/{spec.backbone}/{spec.head} (channels {args.channels}), {windows.shape[0]} windows "
+        f"of {args.window} px from {args.raster.name} ({megapixels:.2f} MP), batch {args.batch}, "
+        f"{args.threads} threads"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path, int8_path = Path(tmp) / "m.onnx", Path(tmp) / "m.int8.onnx"
+        t0 = time.perf_counter()
+        written = export_onnx(model, meta, fp32_path)
+        t1 = time.perf_counter()
+        quantize_int8(fp32_path, int8_path)
+        t2 = time.perf_counter()
+        print(
+            f"ONNX export {t1 - t0:.1f} s ({written.exporter}, spatial "
+            f"{'dynamic' if written.dynamic_spatial else 'fixed'}), int8 quantisation {t2 - t1:.1f} s"
+        )
+        ort32 = OnnxRuntimeModel(fp32_path, threads=args.threads)
+        ort8 = OnnxRuntimeModel(int8_path, threads=args.threads)
+
+        def eager(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x)
+
+        def bf16(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(x).float()
+
+        paths = {"eager fp32": eager, "eager bf16 autocast": bf16, "ORT fp32": ort32, "ORT int8": ort8}
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        outputs: dict[str, torch.Tensor] = {}
+        names = list(paths)
+        for name in names:  # warm-up, and the outputs to compare
+            outputs[name] = run_batches(paths[name], windows, args.batch)
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                start = time.perf_counter()
+                run_batches(paths[name], windows, args.batch)
+                times[name].append((time.perf_counter() - start) / megapixels)
+
+    base = statistics.median(times["eager fp32"])
+    fastest_base = min(times["eager fp32"])
+    print(
+        f"{'path':22s} {'s/MP median':>12s} {'range':>17s} {'speed-up':>9s} {'(best)':>7s} "
+        f"{'rel. diff':>10s} {'argmax':>8s}"
+    )
+    best = None
+    for name in names:
+        med = statistics.median(times[name])
+        diff = compare(outputs["eager fp32"], outputs[name])
+        agree = argmax_agreement(outputs["eager fp32"], outputs[name])
+        low, high = min(times[name]), max(times[name])
+        print(
+            f"{name:22s} {med:12.3f} {low:8.3f}-{high:<8.3f} {base / med:8.2f}x {fastest_base / low:6.2f}x "
+            f"{diff.relative:10.2g} {agree:8.2%}"
+        )
+        if name != "eager fp32" and diff.ok and (best is None or med < best[1]):
+            best = (name, med)
+    if best is None:
+        print("no path meets the 1e-4 output criterion")
+    else:
+        verdict = "meets" if base / best[1] >= TARGET_SPEEDUP else "misses"
+        print(
+            f"fastest path within 1e-4: {best[0]}, {base / best[1]:.2f}x eager fp32 ({verdict} the "
+            f"{TARGET_SPEEDUP}x goal)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Export of rsvit models to ONNX and ``torch.export`` archives, checked against eager PyTorch.
+
+>>> from rsvit.export import export_model, load_onnx_model               # doctest: +SKIP
+>>> export_model("seg.safetensors", "seg.onnx", format="onnx")          # doctest: +SKIP
+>>> model = load_onnx_model("seg.onnx"); logits = model(batch)          # doctest: +SKIP
+"""
+
+from rsvit.export.api import FORMATS, export_model
+from rsvit.export.check import Comparison, argmax_agreement, compare, compare_models, real_inputs
+from rsvit.export.errors import ExportError, MissingMetadataError
+from rsvit.export.exported_program import export_program, load_program
+from rsvit.export.metadata import ExportMetadata
+from rsvit.export.onnx import export_onnx, read_onnx_metadata
+from rsvit.export.quantize import quantize_int8
+from rsvit.export.runtime import OnnxRuntimeModel, load_onnx_model
+
+__all__ = [
+    "FORMATS",
+    "Comparison",
+    "ExportError",
+    "ExportMetadata",
+    "MissingMetadataError",
+    "OnnxRuntimeModel",
+    "argmax_agreement",
+    "compare",
+    "compare_models",
+    "export_model",
+    "export_onnx",
+    "export_program",
+    "load_onnx_model",
+    "load_program",
+    "quantize_int8",
+    "read_onnx_metadata",
+    "real_inputs",
+]

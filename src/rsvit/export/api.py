@@ -1,0 +1,56 @@
+"""One call from a saved rsvit model file to an exported one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from rsvit.export.errors import ExportError
+from rsvit.export.exported_program import export_program
+from rsvit.export.metadata import ExportMetadata
+from rsvit.export.onnx import DEFAULT_OPSET, export_onnx
+
+__all__ = ["DEFAULT_WINDOW", "FORMATS", "export_model", "load_source"]
+
+FORMATS = ("onnx", "exported-program")
+DEFAULT_WINDOW = (256, 256)
+
+
+def load_source(path: str | os.PathLike[str]) -> tuple[nn.Module, ExportMetadata]:
+    """Rebuilds the model saved at ``path`` (``rsvit.models.save_model``) and its export metadata, with the
+    window taken from the file's ``input_size`` when it has one."""
+    from rsvit.models import load_model
+
+    try:
+        model, spec, weights = load_model(path)
+    except ValueError as err:
+        raise ExportError(f"{path}: cannot rebuild the model to export: {err}") from err
+    window = tuple(weights.input_size[-2:]) if weights.input_size else DEFAULT_WINDOW
+    return model, ExportMetadata(spec=spec, weights=weights, window=window)
+
+
+def export_model(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    format: str = "onnx",
+    window: tuple[int, int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+) -> tuple[nn.Module, ExportMetadata]:
+    """Exports the model file ``source`` to ``out``; returns the eager model and the metadata written."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    model, metadata = load_source(source)
+    if window is not None:
+        metadata = metadata.with_changes(window=tuple(window))
+    if format == "onnx":
+        written = export_onnx(model, metadata, out, opset=opset, overwrite=overwrite)
+    else:
+        written = export_program(model, metadata, out, overwrite=overwrite)
+    return model, written
