@@ -10,8 +10,8 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
+from rsvit.cli.export import add_export_arguments, run_export
 from rsvit.export import ExportError, ExportMetadata, MissingMetadataError, OnnxRuntimeModel, export_onnx
-from rsvit.export_command import add_export_arguments, run_export
 from rsvit.models import ModelSpec
 from rsvit.weights import WeightsMetadata, save
 

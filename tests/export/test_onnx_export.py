@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from rsvit.cli.export import add_export_arguments, run_export
 from rsvit.export import (
     OnnxRuntimeModel,
     argmax_agreement,
@@ -16,7 +17,6 @@ from rsvit.export import (
     read_onnx_metadata,
     real_inputs,
 )
-from rsvit.export_command import add_export_arguments, run_export
 from rsvit.models import load_model
 
 

@@ -8,6 +8,7 @@ task model needs its tiny configuration in ``TINY`` below, or the coverage test 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,15 @@ class Tiny:
     size: int = 64
     images: int = 1
     output: tuple[str, ...] = ("batch", "classes", "height", "width")
+    # Models whose forward takes more than images (prompts, targets): call it and return one tensor.
+    call: Callable[[torch.nn.Module, list[torch.Tensor]], torch.Tensor] | None = None
+    batch: int = 2
+
+
+def _sam_point_prompt(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
+    points = (torch.tensor([[[20.0, 30.0]]]), torch.tensor([[1]]))
+    low_res, _ = model(inputs[0], points=points, multimask_output=True)
+    return low_res
 
 
 TINY: dict[tuple[str, str], Tiny] = {
@@ -68,6 +78,27 @@ TINY: dict[tuple[str, str], Tiny] = {
         {"backbone": "resnet18", "head_kwargs": {"features": 16}}, output=("batch", "height", "width")
     ),
     ("change", "bit"): Tiny({"backbone": "bit_resnet18", "num_classes": 2}, images=2),
+    ("promptable", "sam"): Tiny(
+        {
+            "backbone": "sam_vit_b",
+            "head_kwargs": {
+                "img_size": 64,
+                "encoder_embed_dim": 32,
+                "encoder_depth": 2,
+                "encoder_num_heads": 2,
+                "encoder_window_size": 2,
+                "encoder_global_attn_indexes": [1],
+                "prompt_embed_dim": 16,
+                "mask_in_chans": 4,
+                "decoder_num_heads": 2,
+                "decoder_mlp_dim": 32,
+                "iou_head_hidden_dim": 16,
+            },
+        },
+        output=("batch", "masks", "low_height", "low_width"),
+        call=_sam_point_prompt,
+        batch=1,
+    ),
 }
 
 
@@ -79,7 +110,7 @@ def test_every_registered_task_model_has_a_tiny_configuration() -> None:
 def _spec_and_inputs(task: str, head: str) -> tuple[ModelSpec, Tiny, list[torch.Tensor]]:
     tiny = TINY[(task, head)]
     spec = ModelSpec.from_dict({"task": task, "head": head, **tiny.spec})
-    inputs = [torch.randn(2, spec.in_chans, tiny.size, tiny.size) for _ in range(tiny.images)]
+    inputs = [torch.randn(tiny.batch, spec.in_chans, tiny.size, tiny.size) for _ in range(tiny.images)]
     return spec, tiny, inputs
 
 
@@ -87,9 +118,18 @@ def _spec_and_inputs(task: str, head: str) -> tuple[ModelSpec, Tiny, list[torch.
 def test_task_model_builds_runs_and_round_trips(task: str, head: str, tmp_path) -> None:
     spec, tiny, inputs = _spec_and_inputs(task, head)
     model = build_model(spec).eval()
+    run = tiny.call or (lambda net, xs: net(*xs))
     with torch.no_grad():
-        out = model(*inputs)
-    sizes = {"batch": 2, "classes": spec.num_classes, "height": tiny.size, "width": tiny.size}
+        out = run(model, inputs)
+    sizes = {
+        "batch": tiny.batch,
+        "classes": spec.num_classes,
+        "height": tiny.size,
+        "width": tiny.size,
+        "masks": 3,
+        "low_height": tiny.size // 4,
+        "low_width": tiny.size // 4,
+    }
     assert tuple(out.shape) == tuple(sizes[d] for d in tiny.output)
     assert torch.isfinite(out).all()
 
@@ -99,4 +139,4 @@ def test_task_model_builds_runs_and_round_trips(task: str, head: str, tmp_path) 
     assert loaded_spec == spec and metadata.architecture == f"{task}/{spec.backbone}/{head}"
     assert not loaded.training
     with torch.no_grad():
-        torch.testing.assert_close(loaded(*inputs), out, rtol=0, atol=0)
+        torch.testing.assert_close(run(loaded, inputs), out, rtol=0, atol=0)

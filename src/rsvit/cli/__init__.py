@@ -123,6 +123,19 @@ def _add_zero_shot(sub: argparse._SubParsersAction) -> Callable[[argparse.Namesp
     return run_zero_shot
 
 
+def _add_export(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.cli.export import add_export_arguments, run_export
+
+    parser = sub.add_parser(
+        "export",
+        help="export a model file to ONNX or a torch.export program, with rsvit's metadata",
+        description="Exports classification, segmentation, change and height models for deployment, checks "
+        "the export against eager PyTorch and optionally writes an int8 ONNX copy.",
+    )
+    add_export_arguments(parser)
+    return run_export
+
+
 _SUBCOMMANDS = [
     _add_models,
     _add_demo,
@@ -133,6 +146,7 @@ _SUBCOMMANDS = [
     _add_export_backbone,
     _add_benchmark,
     _add_zero_shot,
+    _add_export,
 ]
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
