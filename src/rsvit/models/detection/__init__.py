@@ -1,0 +1,19 @@
+"""Oriented object detection: Oriented R-CNN (Xie et al., ICCV 2021) equal to the official code."""
+
+from rsvit.models.detection.anchors import AnchorGenerator
+from rsvit.models.detection.detector import OrientedRCNN, build_oriented_rcnn
+from rsvit.models.detection.fpn import FPN
+from rsvit.models.detection.roi_head import OrientedBBoxHead, RCNNTestConfig, RotatedRoIExtractor
+from rsvit.models.detection.rpn import OrientedRPNHead, RPNTestConfig
+
+__all__ = [
+    "FPN",
+    "AnchorGenerator",
+    "OrientedBBoxHead",
+    "OrientedRCNN",
+    "OrientedRPNHead",
+    "RCNNTestConfig",
+    "RPNTestConfig",
+    "RotatedRoIExtractor",
+    "build_oriented_rcnn",
+]

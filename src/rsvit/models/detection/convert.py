@@ -1,0 +1,116 @@
+"""Official Oriented R-CNN checkpoints (OBBDetection, RSP, mmrotate) -> :class:`OrientedRCNN` keys.
+
+| official                                   | rsvit                                      |
+|--------------------------------------------|--------------------------------------------|
+| ``backbone.*``                             | ``backbone.model.*`` via the backbone family's converter |
+| ``backbone.norm{i}.*`` (Swin)              | ``backbone_norms.{i}.*``                   |
+| ``neck.lateral_convs.{i}.conv.*``          | ``neck.lateral_convs.{i}.*``               |
+| ``neck.fpn_convs.{i}.conv.*``              | ``neck.fpn_convs.{i}.*``                   |
+| ``rpn_head.rpn_{conv,cls,reg}.*``          | same                                       |
+| ``roi_head.bbox_head.*``                   | ``bbox_head.*``                            |
+
+Angles: rsvit works in le90, whose angle is the negative of OBBDetection's (and RSP's). The only
+weights that see the angle are the ``dtheta`` output of the box regressor (row 4 of
+``roi_head.bbox_head.fc_reg``), so checkpoints in OBBDetection's convention get that row negated;
+mmrotate ``le90`` checkpoints are taken as they are. The RPN's midpoint offsets are convention-free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from rsvit.weights.convert import convert_state_dict
+
+__all__ = ["SourceConvention", "convert_official_orcn_state_dict"]
+
+SourceConvention = Literal["obbdetection", "le90"]
+
+_HEAD_RENAMES = (
+    (re.compile(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)$"), r"neck.\1.\2.\3"),
+    (re.compile(r"^rpn_head\.(rpn_conv|rpn_cls|rpn_reg)\.(weight|bias)$"), r"rpn_head.\1.\2"),
+    (
+        re.compile(r"^roi_head\.bbox_head\.(fc_cls|fc_reg|shared_fcs\.[01])\.(weight|bias)$"),
+        r"bbox_head.\1.\2",
+    ),
+)
+_OUT_NORM = re.compile(r"^norm([0-3])\.(weight|bias)$")
+
+
+def _rename_head(key: str) -> str | None:
+    for pattern, repl in _HEAD_RENAMES:
+        new, n = pattern.subn(repl, key)
+        if n:
+            return new
+    return None
+
+
+def _backbone_family(model: nn.Module | None) -> str | None:
+    backbone = getattr(model, "backbone", None)
+    return getattr(backbone, "weights_family", None)
+
+
+def convert_official_orcn_state_dict(
+    state_dict: Mapping[str, Tensor],
+    model: nn.Module | None = None,
+    source: SourceConvention = "obbdetection",
+    backbone_family: str | None = None,
+) -> dict[str, Tensor]:
+    """Renames an official Oriented R-CNN state dict to :class:`OrientedRCNN` keys (strict load after).
+
+    Args:
+        state_dict: the ``state_dict`` entry of the mmcv checkpoint (a ``module.`` prefix is removed).
+        model: the detector the result is for; its backbone tells the backbone layout.
+        source: ``"obbdetection"`` for OBBDetection / RSP files, ``"le90"`` for mmrotate le90 files.
+        backbone_family: ``"vitaev2"``, ``"resnet"`` or ``"swin"``; default: from ``model``.
+
+    Raises:
+        KeyError: for head keys outside the official layout, naming them.
+        ValueError: for an unknown ``source`` or a backbone family that cannot be told.
+    """
+    if source not in ("obbdetection", "le90"):
+        raise ValueError(f"source must be 'obbdetection' or 'le90', got {source!r}")
+    family = backbone_family or _backbone_family(model)
+    if family is None:
+        raise ValueError(
+            "cannot tell the backbone family; pass backbone_family= ('vitaev2', 'resnet', 'swin')"
+        )
+    backbone: dict[str, Tensor] = {}
+    out: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if key.startswith("backbone."):
+            sub = key[len("backbone.") :]
+            if family == "swin" and (m := _OUT_NORM.match(sub)):
+                out[f"backbone_norms.{m[1]}.{m[2]}"] = value
+            else:
+                backbone[sub] = value
+            continue
+        new = _rename_head(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise KeyError(f"{len(unknown)} keys are not part of the official Oriented R-CNN layout: {shown}")
+    if source == "obbdetection":
+        for name in ("bbox_head.fc_reg.weight", "bbox_head.fc_reg.bias"):
+            if name in out:
+                flipped = out[name].clone()
+                flipped[4] = -flipped[4]
+                out[name] = flipped
+    network = getattr(getattr(model, "backbone", None), "model", None)
+    converted = convert_state_dict(backbone, family, network) if backbone else {}
+    prefix = "backbone.model." if model is None or network is not None else "backbone."
+    return {**{prefix + k: v for k, v in converted.items()}, **out}
+
+
+def negate_angle(boxes: Tensor) -> Tensor:
+    """Boxes ``(..., 5)`` with the angle negated: OBBDetection <-> le90 (w, h and centre unchanged)."""
+    return boxes * torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0], dtype=boxes.dtype, device=boxes.device)
