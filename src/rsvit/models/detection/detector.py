@@ -40,9 +40,11 @@ class OrientedRCNN(nn.Module):
         roi_extractor: RotatedRoIExtractor,
         bbox_head: OrientedBBoxHead,
         anchor_generator: AnchorGenerator | None = None,
+        backbone_norms: nn.ModuleList | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.backbone_norms = backbone_norms
         self.neck = neck
         self.rpn_head = rpn_head
         self.roi_extractor = roi_extractor
@@ -60,7 +62,13 @@ class OrientedRCNN(nn.Module):
         pad_h, pad_w = (-images.shape[2]) % PAD_MULTIPLE, (-images.shape[3]) % PAD_MULTIPLE
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h))
-        return self.neck(self.backbone(images))
+        feats = self.backbone(images)
+        if self.backbone_norms is not None:
+            feats = [
+                norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                for norm, f in zip(self.backbone_norms, feats, strict=True)
+            ]
+        return self.neck(feats)
 
     def anchors_for(self, feats: Sequence[Tensor]) -> list[Tensor]:
         return self.anchor_generator([tuple(f.shape[-2:]) for f in feats], feats[0].device)
@@ -100,6 +108,7 @@ def build_oriented_rcnn(
     backbone_kwargs: Mapping[str, Any] | None = None,
     rpn_test_cfg: RPNTestConfig | None = None,
     rcnn_test_cfg: RCNNTestConfig | None = None,
+    out_norms: bool | None = None,
 ) -> OrientedRCNN:
     """Oriented R-CNN with the official DOTA settings around any rsvit backbone.
 
@@ -112,6 +121,9 @@ def build_oriented_rcnn(
         fc_channels: width of the two shared FC layers (official 1024).
         backbone_kwargs: extra constructor arguments when ``backbone`` is a name.
         rpn_test_cfg, rcnn_test_cfg: proposal and detection settings (official defaults).
+        out_norms: a LayerNorm on every backbone map before the FPN, as the official detection Swin
+            applies (``backbone.norm0..3``); default: only for Swin backbones. The official ViTAEv2
+            detection backbone has such norms in its checkpoints but never applies them.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -122,6 +134,9 @@ def build_oriented_rcnn(
         raise ValueError("the backbone must expose `channels` for four maps (strides 4, 8, 16, 32)")
     if isinstance(backbone, Backbone) and list(backbone.reductions) != [4, 8, 16, 32]:
         raise ValueError(f"the backbone maps need strides 4, 8, 16, 32; got {backbone.reductions}")
+    if out_norms is None:
+        out_norms = getattr(backbone, "weights_family", None) == "swin"
+    norms = nn.ModuleList(nn.LayerNorm(c) for c in channels) if out_norms else None
     anchors = AnchorGenerator()
     return OrientedRCNN(
         backbone,
@@ -130,4 +145,5 @@ def build_oriented_rcnn(
         RotatedRoIExtractor(),
         OrientedBBoxHead(num_classes, fpn_channels, 7, fc_channels, rcnn_test_cfg),
         anchors,
+        norms,
     )
