@@ -131,3 +131,30 @@ def test_overlap_pairs_are_complete() -> None:
     got = set(zip(i.tolist(), j.tolist(), strict=True))
     assert got == {(int(a), int(b)) for a, b in expected}
     assert torch.allclose(v, iou[i, j])
+
+
+def test_export_matches_eager() -> None:
+    class Suppress(torch.nn.Module):
+        def forward(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return batched_nms_rotated(boxes, scores, labels, 0.3)
+
+    g = torch.Generator().manual_seed(0)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        boxes = torch.cat(
+            [
+                torch.rand(n, 2, generator=g) * 60,
+                torch.rand(n, 2, generator=g) * 20 + 2,
+                torch.rand(n, 1, generator=g) * 3 - 1.5,
+            ],
+            dim=1,
+        )
+        return boxes, torch.rand(n, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+    inputs = make(50)
+    n = torch.export.Dim("n", min=2, max=100000)
+    program = torch.export.export(Suppress(), inputs, dynamic_shapes=({0: n}, {0: n}, {0: n}))
+    for args in (inputs, make(80)):
+        kept = program.module()(*args)
+        assert 0 < kept.numel() < args[0].shape[0]
+        assert torch.equal(kept, Suppress()(*args))

@@ -140,3 +140,39 @@ def test_list_input_module_and_errors() -> None:
         rotated_roi_align(feats, torch.tensor([[2.0, 1, 1, 2, 2, 0]]), 3)
     with pytest.raises(ValueError, match=r"\(K, 6\)"):
         rotated_roi_align(feats, torch.zeros(2, 5), 3)
+
+
+def test_export_matches_eager() -> None:
+    class Pool(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+            return rotated_roi_align(x, rois, 7, 0.25, 2, True)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 20, 24, generator=g)
+
+    def make_rois(k: int) -> torch.Tensor:
+        return torch.cat(
+            [
+                torch.randint(0, 2, (k, 1), generator=g).float(),
+                torch.rand(k, 2, generator=g) * 80,
+                torch.rand(k, 2, generator=g) * 30 + 2,
+                torch.rand(k, 1, generator=g) * 3 - 1.5,
+            ],
+            dim=1,
+        )
+
+    rois = make_rois(10)
+    k = torch.export.Dim("k", min=2, max=4096)
+    program = torch.export.export(Pool(), (x, rois), dynamic_shapes={"x": None, "rois": {0: k}})
+    for r in (rois, make_rois(33)):
+        torch.testing.assert_close(program.module()(x, r), Pool()(x, r), atol=0, rtol=0)
+
+
+def test_traced_path_needs_a_fixed_grid() -> None:
+    class Adaptive(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+            return rotated_roi_align(x, rois, 7, 0.25, -1, True)
+
+    rois = torch.tensor([[0.0, 10.0, 10.0, 8.0, 4.0, 0.3]])
+    with pytest.raises(Exception, match="sampling_ratio"):
+        torch.export.export(Adaptive(), (torch.randn(1, 2, 8, 8), rois))

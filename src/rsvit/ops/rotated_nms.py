@@ -155,8 +155,23 @@ def _greedy(boxes: Tensor, src: Tensor, dst: Tensor, iou_threshold: float) -> Te
     return state != suppressed
 
 
+@torch.library.custom_op("rsvit::batched_nms_rotated", mutates_args=())
+def _batched_nms_rotated_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """The eager NMS as one opaque graph node for torch.compile / torch.export."""
+    return _batched_nms_rotated_eager(boxes, scores, idxs, iou_threshold)
+
+
+@_batched_nms_rotated_op.register_fake
+def _(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept,), dtype=torch.long)
+
+
 def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Greedy rotated NMS applied independently within each category.
+
+    Under ``torch.compile`` / ``torch.export`` the whole NMS is one custom op (``rsvit::batched_nms_rotated``)
+    whose output length is data-dependent; the value checks then run when the graph runs.
 
     Args:
         boxes: ``(N, 5)`` float tensor ``(cx, cy, w, h, angle)``, angle in radians (any convention).
@@ -176,6 +191,12 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresho
             f"scores and idxs must have shape ({boxes.shape[0]},), "
             f"got {tuple(scores.shape)} and {tuple(idxs.shape)}"
         )
+    if torch.compiler.is_compiling():
+        return _batched_nms_rotated_op(boxes.detach(), scores.detach(), idxs, float(iou_threshold))
+    return _batched_nms_rotated_eager(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_rotated_eager(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)

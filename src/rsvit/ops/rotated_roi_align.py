@@ -100,7 +100,8 @@ def rotated_roi_align(
     if k == 0:
         return out
     batch = rois[:, 0].long()
-    if bool(((batch < 0) | (batch >= n)).any()):
+    tracing = torch.compiler.is_compiling()
+    if not tracing and bool(((batch < 0) | (batch >= n)).any()):
         raise ValueError(
             f"roi batch indices must be in [0, {n}), got range [{int(batch.min())}, {int(batch.max())}]"
         )
@@ -111,14 +112,23 @@ def rotated_roi_align(
     rh = rois[:, 4] * spatial_scale
     if not aligned:
         rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
-    angle = rois[:, 5]
+    geometry = (batch, cx, cy, rw, rh, rois[:, 5])
+    flat = input.permute(0, 2, 3, 1).reshape(n * height * width, c)
+    if tracing:
+        # torch.compile / torch.export: one fixed sampling grid for all RoIs, no data-dependent
+        # grouping or chunking (same arithmetic per sample as the eager path).
+        if sampling_ratio <= 0:
+            raise ValueError(
+                "rotated_roi_align needs a fixed sampling_ratio > 0 under torch.compile/torch.export "
+                "(the adaptive grid depends on the RoI sizes)"
+            )
+        return _pool(flat, geometry, (height, width), (out_h, out_w), (sampling_ratio, sampling_ratio))
     if sampling_ratio > 0:
         grid_h = torch.full((k,), sampling_ratio, dtype=torch.long, device=input.device)
         grid_w = grid_h
     else:
         grid_h = torch.ceil(rh.detach() / out_h).long().clamp(min=1)
         grid_w = torch.ceil(rw.detach() / out_w).long().clamp(min=1)
-    flat = input.permute(0, 2, 3, 1).reshape(n * height * width, c)
 
     pieces: list[tuple[Tensor, Tensor]] = []
     keys = torch.stack([grid_h, grid_w], dim=1)
@@ -126,32 +136,52 @@ def rotated_roi_align(
         members = ((grid_h == gh) & (grid_w == gw)).nonzero(as_tuple=True)[0]
         samples = out_h * gh * out_w * gw
         per_chunk = max(1, _CHUNK_ELEMENTS // max(1, samples * c))
-        # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
-        iy = (
-            torch.arange(out_h, device=input.device, dtype=input.dtype).view(-1, 1)
-            + (torch.arange(gh, device=input.device, dtype=input.dtype) + 0.5).view(1, -1) / gh
-        ).reshape(-1)
-        ix = (
-            torch.arange(out_w, device=input.device, dtype=input.dtype).view(-1, 1)
-            + (torch.arange(gw, device=input.device, dtype=input.dtype) + 0.5).view(1, -1) / gw
-        ).reshape(-1)
         for start in range(0, members.numel(), per_chunk):
             idx = members[start : start + per_chunk]
-            bh = (rh[idx] / out_h).view(-1, 1, 1)
-            bw = (rw[idx] / out_w).view(-1, 1, 1)
-            ly = -rh[idx].view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
-            lx = -rw[idx].view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
-            cos = torch.cos(angle[idx]).view(-1, 1, 1)
-            sin = torch.sin(angle[idx]).view(-1, 1, 1)
-            x = cx[idx].view(-1, 1, 1) + lx * cos - ly * sin
-            y = cy[idx].view(-1, 1, 1) + lx * sin + ly * cos
-            b = batch[idx].view(-1, 1, 1).expand_as(x)
-            vals = _bilinear(flat, b.reshape(-1), y.reshape(-1), x.reshape(-1), height, width)
-            vals = vals.view(-1, out_h, gh, out_w, gw, c).mean(dim=(2, 4))  # (R, out_h, out_w, C)
-            pieces.append((idx, vals.permute(0, 3, 1, 2)))
+            part = tuple(t[idx] for t in geometry)
+            pieces.append((idx, _pool(flat, part, (height, width), (out_h, out_w), (gh, gw))))
     all_idx = torch.cat([p[0] for p in pieces])
     all_vals = torch.cat([p[1] for p in pieces])
     return out.index_put((all_idx,), all_vals)
+
+
+def _pool(
+    flat: Tensor,
+    geometry: tuple[Tensor, ...],
+    size: tuple[int, int],
+    out_size: tuple[int, int],
+    grid: tuple[int, int],
+) -> Tensor:
+    """``(R, C, out_h, out_w)`` bin means for RoIs ``geometry = (batch, cx, cy, w, h, angle)``.
+
+    ``cx, cy, w, h`` are in feature-map pixels (already scaled and shifted); ``grid`` samples per bin.
+    """
+    batch, cx, cy, rw, rh, angle = geometry
+    height, width = size
+    out_h, out_w = out_size
+    gh, gw = grid
+    c = flat.shape[1]
+    # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
+    iy = (
+        torch.arange(out_h, device=flat.device, dtype=flat.dtype).view(-1, 1)
+        + (torch.arange(gh, device=flat.device, dtype=flat.dtype) + 0.5).view(1, -1) / gh
+    ).reshape(-1)
+    ix = (
+        torch.arange(out_w, device=flat.device, dtype=flat.dtype).view(-1, 1)
+        + (torch.arange(gw, device=flat.device, dtype=flat.dtype) + 0.5).view(1, -1) / gw
+    ).reshape(-1)
+    bh = (rh / out_h).view(-1, 1, 1)
+    bw = (rw / out_w).view(-1, 1, 1)
+    ly = -rh.view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
+    lx = -rw.view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
+    cos = torch.cos(angle).view(-1, 1, 1)
+    sin = torch.sin(angle).view(-1, 1, 1)
+    x = cx.view(-1, 1, 1) + lx * cos - ly * sin
+    y = cy.view(-1, 1, 1) + lx * sin + ly * cos
+    b = batch.view(-1, 1, 1).expand_as(x)
+    vals = _bilinear(flat, b.reshape(-1), y.reshape(-1), x.reshape(-1), height, width)
+    vals = vals.view(-1, out_h, gh, out_w, gw, c).mean(dim=(2, 4))  # (R, out_h, out_w, C)
+    return vals.permute(0, 3, 1, 2)
 
 
 class RotatedRoIAlign(torch.nn.Module):

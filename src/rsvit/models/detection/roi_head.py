@@ -74,6 +74,14 @@ class RotatedRoIExtractor(nn.Module):
         levels = map_roi_levels(rois, len(self.strides), self.finest_scale)
         c = feats[0].shape[1]
         out = feats[0].new_zeros((rois.shape[0], c, self.output_size, self.output_size))
+        if torch.compiler.is_compiling():
+            # Traced graphs avoid data-dependent RoI subsets: pool every RoI on every level and select.
+            for level, stride in enumerate(self.strides):
+                pooled = rotated_roi_align(
+                    feats[level], rois, self.output_size, 1.0 / stride, self.sampling_ratio, aligned=True
+                )
+                out = torch.where((levels == level).view(-1, 1, 1, 1), pooled, out)
+            return out
         for level, stride in enumerate(self.strides):
             idx = (levels == level).nonzero(as_tuple=True)[0]
             pooled = rotated_roi_align(
