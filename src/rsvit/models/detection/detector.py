@@ -17,8 +17,20 @@ from torch import Tensor, nn
 from rsvit.models.backbones import Backbone, create_backbone
 from rsvit.models.detection.anchors import AnchorGenerator
 from rsvit.models.detection.fpn import FPN
+from rsvit.models.detection.losses import rcnn_losses, rpn_losses
 from rsvit.models.detection.roi_head import OrientedBBoxHead, RCNNTestConfig, RotatedRoIExtractor
 from rsvit.models.detection.rpn import OrientedRPNHead, RPNTestConfig
+from rsvit.models.detection.targets import (
+    RCNN_ASSIGN,
+    RCNN_SAMPLE,
+    RPN_ASSIGN,
+    RPN_SAMPLE,
+    anchors_inside,
+    max_iou_assign,
+    random_sample,
+    rcnn_overlaps,
+    rpn_overlaps,
+)
 
 __all__ = ["OrientedRCNN", "build_oriented_rcnn"]
 
@@ -98,6 +110,107 @@ class OrientedRCNN(nn.Module):
             out.append({"boxes": boxes, "scores": scores, "labels": labels})
             start = stop
         return out
+
+    def loss(
+        self,
+        images: Tensor,
+        gt_boxes: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Training losses (official assignment, sampling and weights) for a batch.
+
+        Args:
+            images: ``(B, C, H, W)`` normalised images.
+            gt_boxes: per image ``(G_i, 5)`` le90 boxes in input pixels (``G_i`` may be 0).
+            gt_labels: per image ``(G_i,)`` int64 labels in ``[0, num_classes)``.
+            image_sizes: unpadded ``(H, W)`` per image (anchors must lie inside); default: the input size.
+            generator: random source of the anchor and RoI sampling.
+        """
+        b = images.shape[0]
+        if len(gt_boxes) != b or len(gt_labels) != b:
+            raise ValueError(
+                f"need ground truth for each of the {b} images, got {len(gt_boxes)} / {len(gt_labels)}"
+            )
+        for boxes, labels in zip(gt_boxes, gt_labels, strict=True):
+            if boxes.ndim != 2 or boxes.shape[-1] != 5 or labels.shape != boxes.shape[:1]:
+                raise ValueError(
+                    "gt boxes must be (G, 5) with (G,) labels, "
+                    f"got {tuple(boxes.shape)} / {tuple(labels.shape)}"
+                )
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"gt labels must be in [0, {self.num_classes}), got {labels.tolist()}")
+        sizes = list(image_sizes) if image_sizes is not None else [tuple(images.shape[-2:])] * b
+        feats = self.extract_feat(images)
+        logits, deltas = self.rpn_head(feats)
+        anchors = torch.cat(self.anchors_for(feats))
+        rpn = self._rpn_targets(logits, deltas, anchors, gt_boxes, sizes, generator)
+        with torch.no_grad():
+            level_anchors = self.anchors_for(feats)
+            detached = ([x.detach() for x in logits], [x.detach() for x in deltas])
+            props = [self.rpn_head.proposals_single(*detached, level_anchors, i)[0] for i in range(b)]
+        rois, labels, pos_rows, targets = self._rcnn_targets(props, gt_boxes, gt_labels, generator)
+        cls, reg = self.roi_forward(feats, rois)
+        loss_cls, loss_bbox = rcnn_losses(cls, labels, reg[pos_rows], targets, labels.numel())
+        return {
+            "loss_rpn_cls": rpn[0],
+            "loss_rpn_bbox": rpn[1],
+            "loss_cls": loss_cls,
+            "loss_bbox": loss_bbox,
+            "acc": (cls.argmax(-1) == labels).float().mean().detach()
+            if labels.numel()
+            else cls.new_zeros(()),
+        }
+
+    def _rpn_targets(
+        self,
+        logits: Sequence[Tensor],
+        deltas: Sequence[Tensor],
+        anchors: Tensor,
+        gt_boxes: Sequence[Tensor],
+        sizes: Sequence[tuple[int, int]],
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        sel_logits, sel_labels, pos_deltas, pos_targets = [], [], [], []
+        for i, gt in enumerate(gt_boxes):
+            flat_logits = torch.cat([x[i].permute(1, 2, 0).reshape(-1) for x in logits])
+            flat_deltas = torch.cat([x[i].permute(1, 2, 0).reshape(-1, 6) for x in deltas])
+            inside = anchors_inside(anchors, sizes[i]).nonzero(as_tuple=True)[0]
+            assigned = max_iou_assign(rpn_overlaps(gt.to(anchors.dtype), anchors[inside]), RPN_ASSIGN)
+            pos, neg = random_sample(assigned, RPN_SAMPLE, generator)
+            sampled = inside[torch.cat([pos, neg])]
+            sel_logits.append(flat_logits[sampled])
+            sel_labels.append(torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]))
+            pos_deltas.append(flat_deltas[inside[pos]])
+            pos_targets.append(
+                self.rpn_head.coder.encode(anchors[inside[pos]], gt[assigned[pos] - 1].to(anchors.dtype))
+            )
+        labels = torch.cat(sel_labels)
+        return rpn_losses(
+            torch.cat(sel_logits), labels, torch.cat(pos_deltas), torch.cat(pos_targets), labels.numel()
+        )
+
+    def _rcnn_targets(
+        self,
+        proposals: Sequence[Tensor],
+        gt_boxes: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
+        generator: torch.Generator | None,
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+        rois, labels, pos_rows, targets = [], [], [], []
+        offset = 0
+        for props, gt, gt_lab in zip(proposals, gt_boxes, gt_labels, strict=True):
+            gt = gt.to(props.dtype)
+            cand = torch.cat([gt, props])
+            assigned = max_iou_assign(rcnn_overlaps(gt, cand), RCNN_ASSIGN)
+            pos, neg = random_sample(assigned, RCNN_SAMPLE, generator)
+            rois.append(cand[torch.cat([pos, neg])])
+            labels.append(torch.cat([gt_lab[assigned[pos] - 1], torch.full_like(neg, self.num_classes)]))
+            pos_rows.append(torch.arange(offset, offset + pos.numel(), device=cand.device))
+            targets.append(self.bbox_head.coder.encode(cand[pos], gt[assigned[pos] - 1]))
+            offset += pos.numel() + neg.numel()
+        return rois, torch.cat(labels), torch.cat(pos_rows), torch.cat(targets)
 
 
 def build_oriented_rcnn(

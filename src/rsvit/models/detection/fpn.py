@@ -35,6 +35,9 @@ class FPN(nn.Module):
         self.fpn_convs = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels
         )
+        for conv in [*self.lateral_convs, *self.fpn_convs]:  # official initialisation
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         if len(feats) != len(self.in_channels):

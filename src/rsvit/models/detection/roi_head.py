@@ -111,6 +111,14 @@ class OrientedBBoxHead(nn.Module):
         self.fc_reg = nn.Linear(fc_channels, 5)
         self.coder = DeltaXYWHACoder(stds=RCNN_STDS)
         self.test_cfg = test_cfg or RCNNTestConfig()
+        # Official initialisation for training from scratch.
+        for fc in self.shared_fcs:
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+        nn.init.normal_(self.fc_cls.weight, std=0.01)
+        nn.init.normal_(self.fc_reg.weight, std=0.001)
+        nn.init.zeros_(self.fc_cls.bias)
+        nn.init.zeros_(self.fc_reg.bias)
 
     def forward(self, roi_feats: Tensor) -> tuple[Tensor, Tensor]:
         """Class logits ``(K, num_classes + 1)`` and normalised deltas ``(K, 5)`` (le90 angle)."""

@@ -62,6 +62,9 @@ class OrientedRPNHead(nn.Module):
         self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 6, 1)
         self.coder = MidpointOffsetCoder(stds=RPN_STDS)
         self.test_cfg = test_cfg or RPNTestConfig()
+        for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):  # official initialisation
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Logits ``(B, A, H, W)`` and deltas ``(B, 6A, H, W)`` for every level."""
