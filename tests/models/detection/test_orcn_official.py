@@ -169,3 +169,15 @@ def test_end_to_end_from_pixels(tiny, image: str) -> None:
     torch.testing.assert_close(det["scores"], io[f"{image}/det_scores"], **SCORE)
     assert_boxes_close(det["boxes"], io[f"{image}/det_obb"])
     torch.testing.assert_close(det["boxes"], io[f"{image}/det_obb_le90"], atol=2e-3, rtol=0)
+
+
+def test_batch_of_two_gives_the_single_image_detections(tiny) -> None:
+    model, _, io = tiny
+    x = io["a/input"]
+    with torch.no_grad():
+        dets = model(torch.cat([x, x.flip(-1)]))
+        (flipped,) = model(x.flip(-1))
+    assert torch.equal(dets[0]["labels"], io["a/det_labels"])
+    assert_boxes_close(dets[0]["boxes"], io["a/det_obb"])
+    assert torch.equal(dets[1]["labels"], flipped["labels"])
+    torch.testing.assert_close(dets[1]["boxes"], flipped["boxes"], atol=2e-3, rtol=0)

@@ -79,26 +79,21 @@ def convert_official_orcn_state_dict(
         raise ValueError(
             "cannot tell the backbone family; pass backbone_family= ('vitaev2', 'resnet', 'swin')"
         )
-    backbone: dict[str, Tensor] = {}
-    out: dict[str, Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        if key.startswith("backbone."):
-            sub = key[len("backbone.") :]
-            if family == "swin" and (m := _OUT_NORM.match(sub)):
-                out[f"backbone_norms.{m[1]}.{m[2]}"] = value
-            else:
-                backbone[sub] = value
-            continue
-        new = _rename_head(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
+    state = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    heads = {key: _rename_head(key) for key in state if not key.startswith("backbone.")}
+    unknown = sorted(key for key, new in heads.items() if new is None)
     if unknown:
-        shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-        raise KeyError(f"{len(unknown)} keys are not part of the official Oriented R-CNN layout: {shown}")
+        raise KeyError(
+            f"not part of the official Oriented R-CNN layout ({len(unknown)} keys): {', '.join(unknown[:8])}"
+        )
+    out = {new: state[key] for key, new in heads.items() if new is not None}
+    backbone: dict[str, Tensor] = {}
+    for key in (k for k in state if k.startswith("backbone.")):
+        sub = key[len("backbone.") :]
+        if family == "swin" and (m := _OUT_NORM.match(sub)):
+            out[f"backbone_norms.{m[1]}.{m[2]}"] = state[key]
+        else:
+            backbone[sub] = state[key]
     if source == "obbdetection":
         for name in ("bbox_head.fc_reg.weight", "bbox_head.fc_reg.bias"):
             if name in out:
