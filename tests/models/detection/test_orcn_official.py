@@ -13,6 +13,7 @@ import torch
 from orcn_fixture import build_tiny_orcn, negate_angle
 from safetensors.torch import load_file
 
+from rsvit.models.detection import build_oriented_rcnn
 from rsvit.models.detection.roi_head import enlarge_rois, map_roi_levels
 from rsvit.ops import obb_to_hbox, obb_to_poly
 
@@ -181,3 +182,21 @@ def test_batch_of_two_gives_the_single_image_detections(tiny) -> None:
     assert_boxes_close(dets[0]["boxes"], io["a/det_obb"])
     assert torch.equal(dets[1]["labels"], flipped["labels"])
     torch.testing.assert_close(dets[1]["boxes"], flipped["boxes"], atol=2e-3, rtol=0)
+
+
+def test_mmrotate_pipeline_pools_unenlarged_rois_and_clips_centres(tiny) -> None:
+    model, _, io = tiny
+    mm = build_oriented_rcnn(model.backbone, 15, 32, 64, pipeline="mmrotate")
+    assert (mm.roi_extractor.w_factor, mm.roi_extractor.h_factor) == (1.0, 1.0)
+    props = io["a/proposals_le90"]
+    deltas = negate_angle(io["a/bbox_pred"])
+    decoded = model.bbox_head.decode(props, deltas)
+    h, w = io["a/image_rgb_u8"].shape[:2]
+    outside = (decoded[:, 0] < 0) | (decoded[:, 0] > w - 1) | (decoded[:, 1] < 0) | (decoded[:, 1] > h - 1)
+    assert int(outside.sum()) > 0  # the official (OBBDetection) pipeline keeps such boxes
+    boxes, _, _ = mm.bbox_head.postprocess(props, io["a/cls_score"], deltas, (h, w))
+    assert bool(
+        ((boxes[:, 0] >= 0) & (boxes[:, 0] <= w - 1) & (boxes[:, 1] >= 0) & (boxes[:, 1] <= h - 1)).all()
+    )
+    with pytest.raises(ValueError, match="pipeline"):
+        build_oriented_rcnn(model.backbone, 15, 32, 64, pipeline="le90")

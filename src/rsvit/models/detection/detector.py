@@ -8,7 +8,8 @@ padded (bottom/right, zeros) to a multiple of 32 before the backbone, as the off
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,9 @@ class OrientedRCNN(nn.Module):
         start = 0
         for p in props:
             stop = start + p.shape[0]
-            boxes, scores, labels = self.bbox_head.postprocess(p, logits[start:stop], deltas[start:stop])
+            boxes, scores, labels = self.bbox_head.postprocess(
+                p, logits[start:stop], deltas[start:stop], tuple(images.shape[-2:])
+            )
             out.append({"boxes": boxes, "scores": scores, "labels": labels})
             start = stop
         return out
@@ -222,6 +225,7 @@ def build_oriented_rcnn(
     rpn_test_cfg: RPNTestConfig | None = None,
     rcnn_test_cfg: RCNNTestConfig | None = None,
     out_norms: bool | None = None,
+    pipeline: Literal["obbdetection", "mmrotate"] = "obbdetection",
 ) -> OrientedRCNN:
     """Oriented R-CNN with the official DOTA settings around any rsvit backbone.
 
@@ -237,6 +241,10 @@ def build_oriented_rcnn(
         out_norms: a LayerNorm on every backbone map before the FPN, as the official detection Swin
             applies (``backbone.norm0..3``); default: only for Swin backbones. The official ViTAEv2
             detection backbone has such norms in its checkpoints but never applies them.
+        pipeline: ``"obbdetection"`` (OBBDetection / RSP checkpoints: RoIs enlarged by 1.2 x 1.4 before
+            pooling, boxes not clipped) or ``"mmrotate"`` (mmrotate checkpoints: RoIs pooled as they are,
+            box centres clamped into the image). Running a checkpoint under the other pipeline works but
+            degrades its detections.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -250,12 +258,17 @@ def build_oriented_rcnn(
     if out_norms is None:
         out_norms = getattr(backbone, "weights_family", None) == "swin"
     norms = nn.ModuleList(nn.LayerNorm(c) for c in channels) if out_norms else None
+    if pipeline not in ("obbdetection", "mmrotate"):
+        raise ValueError(f"pipeline must be 'obbdetection' or 'mmrotate', got {pipeline!r}")
+    mmrotate = pipeline == "mmrotate"
+    if mmrotate:
+        rcnn_test_cfg = replace(rcnn_test_cfg or RCNNTestConfig(), clip_centers=True)
     anchors = AnchorGenerator()
     return OrientedRCNN(
         backbone,
         FPN(channels, fpn_channels, num_outs=5),
         OrientedRPNHead(fpn_channels, fpn_channels, anchors.num_anchors, rpn_test_cfg),
-        RotatedRoIExtractor(),
+        RotatedRoIExtractor(w_factor=1.0, h_factor=1.0) if mmrotate else RotatedRoIExtractor(),
         OrientedBBoxHead(num_classes, fpn_channels, 7, fc_channels, rcnn_test_cfg),
         anchors,
         norms,

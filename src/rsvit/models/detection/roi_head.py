@@ -28,12 +28,17 @@ RCNN_STDS = (0.1, 0.1, 0.2, 0.2, 0.1)
 
 @dataclass(frozen=True)
 class RCNNTestConfig:
-    """Detection post-processing (official DOTA values)."""
+    """Detection post-processing (official DOTA values).
+
+    ``clip_centers``: clamp decoded box centres into the image, as mmrotate does (OBBDetection and RSP,
+    whose checkpoints this module follows by default, leave boxes where they are).
+    """
 
     score_thr: float = 0.05
     nms_thr: float = 0.1
     max_per_img: int = 2000
     min_side: float = 1e-3
+    clip_centers: bool = False
 
 
 def enlarge_rois(rois: Tensor, w_factor: float = 1.2, h_factor: float = 1.4) -> Tensor:
@@ -131,15 +136,24 @@ class OrientedBBoxHead(nn.Module):
         """Refined boxes ``(K, 5)`` le90, not clipped to the image."""
         return self.coder.decode(proposals, deltas)
 
-    def postprocess(self, proposals: Tensor, logits: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def postprocess(
+        self, proposals: Tensor, logits: Tensor, deltas: Tensor, image_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Detections of one image: boxes ``(D, 5)`` le90, scores ``(D,)``, labels ``(D,)`` int64.
 
         Candidates are enumerated proposal-major (then class) before the NMS, as in the official code;
-        a box is suppressed by a kept box of its class with IoU ``>= nms_thr``.
+        a box is suppressed by a kept box of its class with IoU ``>= nms_thr``. ``image_size`` ``(H, W)``
+        is only used with ``clip_centers``.
         """
         cfg = self.test_cfg
         probs = logits.softmax(-1)[:, : self.num_classes]
         boxes = self.decode(proposals, deltas)
+        if cfg.clip_centers:
+            if image_size is None:
+                raise ValueError("clip_centers needs the image size")
+            h, w = image_size
+            cx, cy = boxes[:, 0].clamp(0, w - 1), boxes[:, 1].clamp(0, h - 1)
+            boxes = torch.cat([cx[:, None], cy[:, None], boxes[:, 2:]], dim=1)
         roi_idx, labels = (probs > cfg.score_thr).nonzero(as_tuple=True)
         scores = probs[roi_idx, labels]
         cand = boxes[roi_idx]
