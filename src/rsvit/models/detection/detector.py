@@ -147,10 +147,9 @@ class OrientedRCNN(nn.Module):
         sizes = list(image_sizes) if image_sizes is not None else [tuple(images.shape[-2:])] * b
         feats = self.extract_feat(images)
         logits, deltas = self.rpn_head(feats)
-        anchors = torch.cat(self.anchors_for(feats))
-        rpn = self._rpn_targets(logits, deltas, anchors, gt_boxes, sizes, generator)
+        level_anchors = self.anchors_for(feats)
+        rpn = self._rpn_targets(logits, deltas, torch.cat(level_anchors), gt_boxes, sizes, generator)
         with torch.no_grad():
-            level_anchors = self.anchors_for(feats)
             detached = ([x.detach() for x in logits], [x.detach() for x in deltas])
             props = [self.rpn_head.proposals_single(*detached, level_anchors, i)[0] for i in range(b)]
         rois, labels, pos_rows, targets = self._rcnn_targets(props, gt_boxes, gt_labels, generator)
