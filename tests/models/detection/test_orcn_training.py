@@ -79,6 +79,9 @@ def test_losses_are_finite_with_and_without_objects(reference_dir) -> None:
         assert module.weight.grad is not None and float(module.weight.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="labels must be in"):
         model.loss(x, gt, [torch.tensor([3, 15]), labels[1]])
+    flat = [torch.tensor([[40.0, 50.0, 40.0, 0.0, 0.4]]), gt[1]]
+    with pytest.raises(ValueError, match="positive w and h"):
+        model.loss(x, flat, [torch.tensor([3]), labels[1]])
 
 
 def dota_patch(data_dir, size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

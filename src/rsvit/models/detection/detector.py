@@ -142,6 +142,11 @@ class OrientedRCNN(nn.Module):
                     "gt boxes must be (G, 5) with (G,) labels, "
                     f"got {tuple(boxes.shape)} / {tuple(labels.shape)}"
                 )
+            if boxes.numel() and not (bool(torch.isfinite(boxes).all()) and bool((boxes[:, 2:4] > 0).all())):
+                raise ValueError(
+                    "gt boxes must be finite with positive w and h; drop degenerate boxes in the data "
+                    "pipeline (the official DOTA pipeline ignores objects under 2 px)"
+                )
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ValueError(f"gt labels must be in [0, {self.num_classes}), got {labels.tolist()}")
         sizes = list(image_sizes) if image_sizes is not None else [tuple(images.shape[-2:])] * b
