@@ -92,6 +92,12 @@ def rotated_roi_align(
     """
     if input.dim() != 4:
         raise ValueError(f"input must have shape (N, C, H, W), got {tuple(input.shape)}")
+    if input.dtype in (torch.float16, torch.bfloat16):
+        # Sample positions need more than 8-11 mantissa bits (a 256-px map): pool in float32.
+        rois = _rois_to_tensor(rois).float()
+        return rotated_roi_align(input.float(), rois, output_size, spatial_scale, sampling_ratio, aligned).to(
+            input.dtype
+        )
     rois = _rois_to_tensor(rois).to(dtype=input.dtype, device=input.device)
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     n, c, height, width = input.shape
@@ -113,6 +119,14 @@ def rotated_roi_align(
     if not aligned:
         rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
     geometry = (batch, cx, cy, rw, rh, rois[:, 5])
+    if sampling_ratio > 0 and height > 1 and width > 1:
+        if tracing:
+            # torch.compile / torch.export: no data-dependent grouping; every image pools every RoI.
+            for image in range(n):
+                pooled = _grid_sample_bins(input[image : image + 1], geometry, (out_h, out_w), sampling_ratio)
+                out = torch.where((batch == image).view(-1, 1, 1, 1), pooled, out)
+            return out
+        return _pool_grid_sample(input, geometry, (out_h, out_w), sampling_ratio)
     flat = input.permute(0, 2, 3, 1).reshape(n * height * width, c)
     if tracing:
         # torch.compile / torch.export: one fixed sampling grid for all RoIs, no data-dependent
@@ -143,6 +157,70 @@ def rotated_roi_align(
     all_idx = torch.cat([p[0] for p in pieces])
     all_vals = torch.cat([p[1] for p in pieces])
     return out.index_put((all_idx,), all_vals)
+
+
+def _sample_points(
+    geometry: tuple[Tensor, ...], out_size: tuple[int, int], grid: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """Sample positions ``x, y`` ``(R, out_h * gh, out_w * gw)`` in feature-map pixels, bin-major."""
+    _, cx, cy, rw, rh, angle = geometry
+    out_h, out_w = out_size
+    gh, gw = grid
+    kw = {"device": cx.device, "dtype": cx.dtype}
+    # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
+    iy = (torch.arange(out_h, **kw).view(-1, 1) + (torch.arange(gh, **kw) + 0.5).view(1, -1) / gh).reshape(-1)
+    ix = (torch.arange(out_w, **kw).view(-1, 1) + (torch.arange(gw, **kw) + 0.5).view(1, -1) / gw).reshape(-1)
+    bh = (rh / out_h).view(-1, 1, 1)
+    bw = (rw / out_w).view(-1, 1, 1)
+    ly = -rh.view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
+    lx = -rw.view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
+    cos = torch.cos(angle).view(-1, 1, 1)
+    sin = torch.sin(angle).view(-1, 1, 1)
+    x = cx.view(-1, 1, 1) + lx * cos - ly * sin
+    y = cy.view(-1, 1, 1) + lx * sin + ly * cos
+    return x, y
+
+
+def _pool_grid_sample(
+    input: Tensor, geometry: tuple[Tensor, ...], out_size: tuple[int, int], ratio: int
+) -> Tensor:
+    """Eager pooling with ``grid_sample`` (one fused bilinear pass) instead of explicit gathers.
+
+    ``padding_mode="border"`` clamps sample positions into ``[0, H - 1] x [0, W - 1]``, which is what the
+    reference kernel does for samples less than one pixel outside the map; samples further out are
+    zeroed afterwards. Needs ``H, W >= 2`` (the normalised grid divides by ``H - 1``).
+    """
+    n, c = input.shape[:2]
+    out_h, out_w = out_size
+    batch = geometry[0]
+    k = batch.shape[0]
+    out = input.new_empty((k, c, out_h, out_w))
+    per_chunk = max(1, (_CHUNK_ELEMENTS * 4) // (out_h * ratio * out_w * ratio * c))
+    for image in range(n):
+        members = (batch == image).nonzero(as_tuple=True)[0] if n > 1 else None
+        count = k if members is None else members.numel()
+        for start in range(0, count, per_chunk):
+            stop = min(start + per_chunk, count)
+            sel = slice(start, stop) if members is None else members[start:stop]
+            part = tuple(t[sel] for t in geometry)
+            out[sel] = _grid_sample_bins(input[image : image + 1], part, out_size, ratio)
+    return out
+
+
+def _grid_sample_bins(
+    image: Tensor, geometry: tuple[Tensor, ...], out_size: tuple[int, int], ratio: int
+) -> Tensor:
+    """``(R, C, out_h, out_w)`` bin means of the RoIs ``geometry`` on one ``(1, C, H, W)`` map."""
+    c, height, width = image.shape[1:]
+    x, y = _sample_points(geometry, out_size, (ratio, ratio))
+    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+    grid = torch.stack([x * (2.0 / (width - 1)) - 1.0, y * (2.0 / (height - 1)) - 1.0], dim=-1)
+    r, sh, sw = x.shape
+    vals = torch.nn.functional.grid_sample(
+        image, grid.reshape(1, r * sh, sw, 2), mode="bilinear", padding_mode="border", align_corners=True
+    )
+    vals = vals.view(c, r, sh, sw).transpose(0, 1) * (~outside).unsqueeze(1).to(image.dtype)
+    return torch.nn.functional.avg_pool2d(vals, (ratio, ratio))
 
 
 def _pool(

@@ -3,12 +3,16 @@
 from rsvit.models.detection.anchors import AnchorGenerator
 from rsvit.models.detection.detector import OrientedRCNN, build_oriented_rcnn
 from rsvit.models.detection.fpn import FPN
+from rsvit.models.detection.freezing import FreezeConfig
+from rsvit.models.detection.inputs import DetectionTargets
 from rsvit.models.detection.roi_head import OrientedBBoxHead, RCNNTestConfig, RotatedRoIExtractor
 from rsvit.models.detection.rpn import OrientedRPNHead, RPNTestConfig
 
 __all__ = [
     "FPN",
     "AnchorGenerator",
+    "DetectionTargets",
+    "FreezeConfig",
     "OrientedBBoxHead",
     "OrientedRCNN",
     "OrientedRPNHead",

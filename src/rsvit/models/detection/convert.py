@@ -54,6 +54,54 @@ def _backbone_family(model: nn.Module | None) -> str | None:
     return getattr(backbone, "weights_family", None)
 
 
+def _describe(state: Mapping[str, Tensor]) -> str:
+    """A short guess at what kind of checkpoint ``state`` is, for error messages."""
+    keys = list(state)
+    if any(k.startswith("roi_head.mask_head") for k in keys):
+        return "this looks like a Mask R-CNN-style checkpoint (mask head)"
+    if any(re.match(r"roi_head\.bbox_head\.\d+\.", k) for k in keys):
+        return "this looks like a multi-stage R-CNN checkpoint (RoI Transformer / Cascade: numbered heads)"
+    if any(k.startswith("bbox_head.") for k in keys):
+        return "this looks like a one-stage detector checkpoint (RetinaNet / S2ANet: a top-level bbox_head)"
+    if any(k.startswith("decode_head.") for k in keys):
+        return "this looks like a segmentation checkpoint (decode_head)"
+    if not any(k.startswith(("rpn_head.", "roi_head.")) for k in keys):
+        return "this checkpoint has no detector heads (a backbone or classification checkpoint?)"
+    return "this checkpoint does not match Oriented R-CNN"
+
+
+def _check_head_shapes(state: Mapping[str, Tensor], model: nn.Module | None) -> None:
+    """Tells apart other two-stage detectors and other class counts by the head shapes."""
+    if not any(k.startswith(("rpn_head.", "roi_head.")) for k in state):
+        if model is not None:
+            raise ValueError(
+                f"{_describe(state)}; expected Oriented R-CNN keys (rpn_head.*, roi_head.bbox_head.*). "
+                "Load backbone-only weights into model.backbone instead"
+            )
+        return
+    rpn_reg = state.get("rpn_head.rpn_reg.weight")
+    if rpn_reg is not None and rpn_reg.shape[0] % 6 != 0:
+        raise ValueError(
+            f"rpn_head.rpn_reg has {rpn_reg.shape[0]} outputs: a horizontal RPN (4 deltas per anchor, Faster "
+            "R-CNN / RoI Transformer), not the oriented RPN (6 midpoint-offset deltas per anchor, 18 outputs)"
+        )
+    fc_reg = state.get("roi_head.bbox_head.fc_reg.weight")
+    if fc_reg is not None and fc_reg.shape[0] != 5:
+        raise ValueError(
+            f"roi_head.bbox_head.fc_reg has {fc_reg.shape[0]} outputs; Oriented R-CNN regresses 5 "
+            "class-agnostic rotated deltas (a class-specific or horizontal-box head is another detector)"
+        )
+    fc_cls = state.get("roi_head.bbox_head.fc_cls.weight")
+    expected = getattr(model, "num_classes", None)
+    if fc_cls is not None and expected is not None and fc_cls.shape[0] != expected + 1:
+        raise ValueError(
+            f"the checkpoint classifies {fc_cls.shape[0] - 1} classes (fc_cls has {fc_cls.shape[0]} outputs, "
+            f"background included), the model is built for {expected}; build it with "
+            f"num_classes={fc_cls.shape[0] - 1} (DOTA-v1.0: 15, HRSC2016: 1) or drop the fc_cls keys "
+            "and load non-strictly to fine-tune"
+        )
+
+
 def convert_official_orcn_state_dict(
     state_dict: Mapping[str, Tensor],
     model: nn.Module | None = None,
@@ -69,8 +117,10 @@ def convert_official_orcn_state_dict(
         backbone_family: ``"vitaev2"``, ``"resnet"`` or ``"swin"``; default: from ``model``.
 
     Raises:
-        KeyError: for head keys outside the official layout, naming them.
-        ValueError: for an unknown ``source`` or a backbone family that cannot be told.
+        KeyError: for head keys outside the official layout, naming them and the kind of checkpoint.
+        ValueError: for an unknown ``source``, a backbone family that cannot be told, heads of another
+            detector (horizontal RPN, class-specific box regression), no detector heads at all (when
+            ``model`` is given), or a class count other than the model's.
     """
     if source not in ("obbdetection", "le90"):
         raise ValueError(f"source must be 'obbdetection' or 'le90', got {source!r}")
@@ -84,8 +134,10 @@ def convert_official_orcn_state_dict(
     unknown = sorted(key for key, new in heads.items() if new is None)
     if unknown:
         raise KeyError(
-            f"not part of the official Oriented R-CNN layout ({len(unknown)} keys): {', '.join(unknown[:8])}"
+            f"{_describe(state)}: not part of the official Oriented R-CNN layout ({len(unknown)} keys): "
+            f"{', '.join(unknown[:8])}"
         )
+    _check_head_shapes(state, model)
     out = {new: state[key] for key, new in heads.items() if new is not None}
     backbone: dict[str, Tensor] = {}
     for key in (k for k in state if k.startswith("backbone.")):

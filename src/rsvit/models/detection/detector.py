@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from rsvit.models.backbones import Backbone, create_backbone
 from rsvit.models.detection.anchors import AnchorGenerator
 from rsvit.models.detection.fpn import FPN
+from rsvit.models.detection.freezing import OFFICIAL_TRAINING, FreezeConfig, frozen_backbone_modules
+from rsvit.models.detection.inputs import DetectionTargets, check_labels
 from rsvit.models.detection.losses import rcnn_losses, rpn_losses
 from rsvit.models.detection.roi_head import OrientedBBoxHead, RCNNTestConfig, RotatedRoIExtractor
 from rsvit.models.detection.rpn import OrientedRPNHead, RPNTestConfig
@@ -54,6 +56,7 @@ class OrientedRCNN(nn.Module):
         bbox_head: OrientedBBoxHead,
         anchor_generator: AnchorGenerator | None = None,
         backbone_norms: nn.ModuleList | None = None,
+        freeze: FreezeConfig | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -63,6 +66,26 @@ class OrientedRCNN(nn.Module):
         self.roi_extractor = roi_extractor
         self.bbox_head = bbox_head
         self.anchor_generator = anchor_generator or AnchorGenerator()
+        self.freeze = freeze or FreezeConfig()
+        network = getattr(backbone, "model", backbone)
+        family = getattr(backbone, "weights_family", None)
+        # A tuple, not a ModuleList: these modules are registered once, under the backbone.
+        self._frozen = tuple(frozen_backbone_modules(network, family, self.freeze.frozen_stages))
+        for module in self._frozen:
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> OrientedRCNN:
+        """Training mode, except for frozen stages and (with ``norm_eval``) the backbone BatchNorms."""
+        super().train(mode)
+        if mode:
+            for module in self._frozen:
+                module.eval()
+            if self.freeze.norm_eval:
+                for module in self.backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -117,8 +140,8 @@ class OrientedRCNN(nn.Module):
     def loss(
         self,
         images: Tensor,
-        gt_boxes: Sequence[Tensor],
-        gt_labels: Sequence[Tensor],
+        gt_boxes: Sequence[Tensor] | Sequence[DetectionTargets],
+        gt_labels: Sequence[Tensor] | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
@@ -126,11 +149,18 @@ class OrientedRCNN(nn.Module):
 
         Args:
             images: ``(B, C, H, W)`` normalised images.
-            gt_boxes: per image ``(G_i, 5)`` le90 boxes in input pixels (``G_i`` may be 0).
-            gt_labels: per image ``(G_i,)`` int64 labels in ``[0, num_classes)``.
+            gt_boxes: per image ``(G_i, 5)`` le90 boxes in input pixels (``G_i`` may be 0: such an image
+                only contributes background terms), or one :class:`DetectionTargets` per image.
+            gt_labels: per image ``(G_i,)`` int64 labels in ``[0, num_classes)``; omitted with
+                :class:`DetectionTargets`.
             image_sizes: unpadded ``(H, W)`` per image (anchors must lie inside); default: the input size.
             generator: random source of the anchor and RoI sampling.
         """
+        if gt_labels is None:
+            if not all(isinstance(t, DetectionTargets) for t in gt_boxes):
+                raise TypeError("pass gt_labels, or one DetectionTargets per image as gt_boxes")
+            gt_labels = [t.labels.long() for t in gt_boxes]  # type: ignore[union-attr]
+            gt_boxes = [t.boxes for t in gt_boxes]  # type: ignore[union-attr]
         b = images.shape[0]
         if len(gt_boxes) != b or len(gt_labels) != b:
             raise ValueError(
@@ -147,8 +177,7 @@ class OrientedRCNN(nn.Module):
                     "gt boxes must be finite with positive w and h; drop degenerate boxes in the data "
                     "pipeline (the official DOTA pipeline ignores objects under 2 px)"
                 )
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(f"gt labels must be in [0, {self.num_classes}), got {labels.tolist()}")
+            check_labels(labels, self.num_classes)
         sizes = list(image_sizes) if image_sizes is not None else [tuple(images.shape[-2:])] * b
         feats = self.extract_feat(images)
         logits, deltas = self.rpn_head(feats)
@@ -230,6 +259,8 @@ def build_oriented_rcnn(
     rcnn_test_cfg: RCNNTestConfig | None = None,
     out_norms: bool | None = None,
     pipeline: Literal["obbdetection", "mmrotate"] = "obbdetection",
+    frozen_stages: int | None = None,
+    norm_eval: bool | None = None,
 ) -> OrientedRCNN:
     """Oriented R-CNN with the official DOTA settings around any rsvit backbone.
 
@@ -249,6 +280,11 @@ def build_oriented_rcnn(
             pooling, boxes not clipped) or ``"mmrotate"`` (mmrotate checkpoints: RoIs pooled as they are,
             box centres clamped into the image). Running a checkpoint under the other pipeline works but
             degrades its detections.
+        frozen_stages: backbone stages kept fixed in training (``-1``: none); default: the official
+            value for the backbone family (ResNet 1, ViTAEv2 1, Swin 2; see
+            :mod:`rsvit.models.detection.freezing`), none for other backbones.
+        norm_eval: keep the backbone's BatchNorms in eval mode in training; default: the official value
+            (ResNet and ViTAEv2 True, Swin False), False for other backbones.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -267,6 +303,11 @@ def build_oriented_rcnn(
     mmrotate = pipeline == "mmrotate"
     if mmrotate:
         rcnn_test_cfg = replace(rcnn_test_cfg or RCNNTestConfig(), clip_centers=True)
+    official = OFFICIAL_TRAINING.get(getattr(backbone, "weights_family", None) or "", FreezeConfig())
+    freeze = FreezeConfig(
+        official.frozen_stages if frozen_stages is None else frozen_stages,
+        official.norm_eval if norm_eval is None else norm_eval,
+    )
     anchors = AnchorGenerator()
     return OrientedRCNN(
         backbone,
@@ -276,4 +317,5 @@ def build_oriented_rcnn(
         OrientedBBoxHead(num_classes, fpn_channels, 7, fc_channels, rcnn_test_cfg),
         anchors,
         norms,
+        freeze,
     )
