@@ -80,10 +80,21 @@ def _check_head_shapes(state: Mapping[str, Tensor], model: nn.Module | None) -> 
             )
         return
     rpn_reg = state.get("rpn_head.rpn_reg.weight")
-    if rpn_reg is not None and rpn_reg.shape[0] % 6 != 0:
+    rpn_cls = state.get("rpn_head.rpn_cls.weight")
+    anchors = (
+        rpn_cls.shape[0]
+        if rpn_cls is not None
+        else getattr(getattr(model, "rpn_head", None), "num_anchors", 3)
+    )
+    if rpn_reg is not None and rpn_reg.shape[0] != 6 * anchors:
         raise ValueError(
-            f"rpn_head.rpn_reg has {rpn_reg.shape[0]} outputs: a horizontal RPN (4 deltas per anchor, Faster "
-            "R-CNN / RoI Transformer), not the oriented RPN (6 midpoint-offset deltas per anchor, 18 outputs)"
+            f"rpn_head.rpn_reg has {rpn_reg.shape[0]} outputs for {anchors} anchors: "
+            + (
+                "a horizontal RPN (4 deltas per anchor: Faster R-CNN / RoI Transformer)"
+                if rpn_reg.shape[0] == 4 * anchors
+                else "not an Oriented R-CNN RPN"
+            )
+            + f"; the oriented RPN has 6 midpoint-offset deltas per anchor ({6 * anchors} outputs)"
         )
     fc_reg = state.get("roi_head.bbox_head.fc_reg.weight")
     if fc_reg is not None and fc_reg.shape[0] != 5:
