@@ -154,6 +154,8 @@ def main() -> None:
                     out = fn(tm)
                     elapsed = time.perf_counter() - start
                 counts[(name, dtype)] = int(out[0]["scores"].numel())
+                split = " ".join(f"{k}={v:.3f}" for k, v in tm.items())
+                print(f"  round {r} {name} {dtype}: {elapsed:.3f} s {split}", flush=True)
                 if r > 0:
                     totals[(name, dtype)].append(elapsed)
                     stages[(name, dtype)].append(tm)

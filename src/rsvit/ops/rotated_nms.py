@@ -43,6 +43,12 @@ def _candidate_pairs(boxes: Tensor, iou_threshold: float, idxs: Tensor | None) -
     ext = hb[:, 2:] - hb[:, :2]
     margin = 1e-4 * ext.max() + 1e-6
     x1, y1, x2, y2 = hb[:, 0] - margin, hb[:, 1] - margin, hb[:, 2] + margin, hb[:, 3] + margin
+    if idxs is not None:
+        # Categories side by side along x for the sweep: boxes of different categories (detector
+        # output repeats each box once per class) then never meet. Only the sweep keys move; the
+        # IoU bound below uses differences within one category, where the shift cancels.
+        shift = (idxs - idxs.min()).double() * (float((x2.max() - x1.min()).item()) + 1.0)
+        x1, x2 = x1 + shift, x2 + shift
     # Horizontal strips about twice the typical box height; a box is listed in every strip it spans.
     ymin = y1.min()
     strip_h = (2 * ext[:, 1].median()).clamp(min=1.0)

@@ -186,9 +186,7 @@ def _pool_grid_sample(
 ) -> Tensor:
     """Eager pooling with ``grid_sample`` (one fused bilinear pass) instead of explicit gathers.
 
-    ``padding_mode="border"`` clamps sample positions into ``[0, H - 1] x [0, W - 1]``, which is what the
-    reference kernel does for samples less than one pixel outside the map; samples further out are
-    zeroed afterwards. Needs ``H, W >= 2`` (the normalised grid divides by ``H - 1``).
+    Needs ``H, W >= 2`` (the normalised grid divides by ``H - 1``).
     """
     n, c = input.shape[:2]
     out_h, out_w = out_size
@@ -212,15 +210,24 @@ def _grid_sample_bins(
 ) -> Tensor:
     """``(R, C, out_h, out_w)`` bin means of the RoIs ``geometry`` on one ``(1, C, H, W)`` map."""
     c, height, width = image.shape[1:]
+    out_h, out_w = out_size
     x, y = _sample_points(geometry, out_size, (ratio, ratio))
     outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-    grid = torch.stack([x * (2.0 / (width - 1)) - 1.0, y * (2.0 / (height - 1)) - 1.0], dim=-1)
+    # Samples up to one pixel outside take the edge value (clamped here, as the reference kernel
+    # does); samples further out are sent far away, where zero padding makes them contribute 0.
+    far = torch.full_like(x, -4.0)
+    gx = torch.where(outside, far, x.clamp(0, width - 1) * (2.0 / (width - 1)) - 1.0)
+    gy = torch.where(outside, far, y.clamp(0, height - 1) * (2.0 / (height - 1)) - 1.0)
     r, sh, sw = x.shape
     vals = torch.nn.functional.grid_sample(
-        image, grid.reshape(1, r * sh, sw, 2), mode="bilinear", padding_mode="border", align_corners=True
-    )
-    vals = vals.view(c, r, sh, sw).transpose(0, 1) * (~outside).unsqueeze(1).to(image.dtype)
-    return torch.nn.functional.avg_pool2d(vals, (ratio, ratio))
+        image,
+        torch.stack([gx, gy], dim=-1).reshape(1, r * sh, sw, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )  # (1, C, R * out_h * ratio, out_w * ratio): bins of one RoI are contiguous rows
+    bins = torch.nn.functional.avg_pool2d(vals, (ratio, ratio))
+    return bins.view(c, r, out_h, out_w).transpose(0, 1)
 
 
 def _pool(
