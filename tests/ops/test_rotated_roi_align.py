@@ -176,3 +176,13 @@ def test_traced_path_needs_a_fixed_grid() -> None:
     rois = torch.tensor([[0.0, 10.0, 10.0, 8.0, 4.0, 0.3]])
     with pytest.raises(Exception, match="sampling_ratio"):
         torch.export.export(Adaptive(), (torch.randn(1, 2, 8, 8), rois))
+
+
+def test_half_precision_features_are_pooled_at_float32_positions() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 64, 64, generator=g).to(torch.bfloat16)
+    # Centres far from the origin: in bf16 (8 mantissa bits) 201.3 would round to 201.0.
+    rois = torch.tensor([[0.0, 201.3, 150.7, 40.0, 18.0, 0.37], [0.0, 99.9, 220.2, 25.0, 30.0, -1.1]])
+    pooled = rotated_roi_align(x, rois, 7, 0.25, 2, True)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.equal(pooled, rotated_roi_align(x.float(), rois, 7, 0.25, 2, True).to(torch.bfloat16))

@@ -146,8 +146,8 @@ class OrientedBBoxHead(nn.Module):
         is only used with ``clip_centers``.
         """
         cfg = self.test_cfg
-        probs = logits.softmax(-1)[:, : self.num_classes]
-        boxes = self.decode(proposals, deltas)
+        probs = logits.float().softmax(-1)[:, : self.num_classes]
+        boxes = self.decode(proposals, deltas.float())
         if cfg.clip_centers:
             if image_size is None:
                 raise ValueError("clip_centers needs the image size")

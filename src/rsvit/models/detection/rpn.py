@@ -81,8 +81,9 @@ class OrientedRPNHead(nn.Module):
         """Per level the ``nms_pre`` best anchors of image ``image`` (all of them when fewer)."""
         out_a, out_d, out_s, out_l = [], [], [], []
         for level, (cls, reg, anc) in enumerate(zip(logits, deltas, anchors, strict=True)):
-            scores = cls[image].permute(1, 2, 0).reshape(-1).sigmoid()
-            reg = reg[image].permute(1, 2, 0).reshape(-1, 6)
+            # Scores and deltas in float32 even under bf16 autocast: ranking and decoding need the bits.
+            scores = cls[image].permute(1, 2, 0).reshape(-1).float().sigmoid()
+            reg = reg[image].permute(1, 2, 0).reshape(-1, 6).float()
             if scores.numel() > self.test_cfg.nms_pre:
                 scores, order = scores.sort(descending=True, stable=True)
                 scores, order = scores[: self.test_cfg.nms_pre], order[: self.test_cfg.nms_pre]
