@@ -78,14 +78,7 @@ def staged_forward(model: OrientedRCNN, images: torch.Tensor, times: dict[str, f
     t = tick("roi_pool", t)
     cls, reg = model.bbox_head(pooled)
     t = tick("box_head", t)
-    out, start = [], 0
-    for p in props:
-        stop = start + p.shape[0]
-        boxes, scores, labels = model.bbox_head.postprocess(
-            p, cls[start:stop], reg[start:stop], tuple(images.shape[-2:])
-        )
-        out.append({"boxes": boxes, "scores": scores, "labels": labels})
-        start = stop
+    out = model.detections(props, cls, reg, tuple(images.shape[-2:]))
     tick("det_nms", t)
     return out
 

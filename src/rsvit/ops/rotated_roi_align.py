@@ -241,28 +241,12 @@ def _pool(
 
     ``cx, cy, w, h`` are in feature-map pixels (already scaled and shifted); ``grid`` samples per bin.
     """
-    batch, cx, cy, rw, rh, angle = geometry
+    batch = geometry[0]
     height, width = size
     out_h, out_w = out_size
     gh, gw = grid
     c = flat.shape[1]
-    # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
-    iy = (
-        torch.arange(out_h, device=flat.device, dtype=flat.dtype).view(-1, 1)
-        + (torch.arange(gh, device=flat.device, dtype=flat.dtype) + 0.5).view(1, -1) / gh
-    ).reshape(-1)
-    ix = (
-        torch.arange(out_w, device=flat.device, dtype=flat.dtype).view(-1, 1)
-        + (torch.arange(gw, device=flat.device, dtype=flat.dtype) + 0.5).view(1, -1) / gw
-    ).reshape(-1)
-    bh = (rh / out_h).view(-1, 1, 1)
-    bw = (rw / out_w).view(-1, 1, 1)
-    ly = -rh.view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
-    lx = -rw.view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
-    cos = torch.cos(angle).view(-1, 1, 1)
-    sin = torch.sin(angle).view(-1, 1, 1)
-    x = cx.view(-1, 1, 1) + lx * cos - ly * sin
-    y = cy.view(-1, 1, 1) + lx * sin + ly * cos
+    x, y = _sample_points(geometry, out_size, grid)
     b = batch.view(-1, 1, 1).expand_as(x)
     vals = _bilinear(flat, b.reshape(-1), y.reshape(-1), x.reshape(-1), height, width)
     vals = vals.view(-1, out_h, gh, out_w, gw, c).mean(dim=(2, 4))  # (R, out_h, out_w, C)

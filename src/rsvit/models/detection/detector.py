@@ -126,12 +126,18 @@ class OrientedRCNN(nn.Module):
         feats = self.extract_feat(images)
         props = [p for p, _ in self.proposals(feats)]
         logits, deltas = self.roi_forward(feats, props)
+        return self.detections(props, logits, deltas, tuple(images.shape[-2:]))
+
+    def detections(
+        self, proposals: Sequence[Tensor], logits: Tensor, deltas: Tensor, image_size: tuple[int, int]
+    ) -> list[dict[str, Tensor]]:
+        """Per-image detections from the RoI head outputs of all images (concatenated in image order)."""
         out = []
         start = 0
-        for p in props:
+        for p in proposals:
             stop = start + p.shape[0]
             boxes, scores, labels = self.bbox_head.postprocess(
-                p, logits[start:stop], deltas[start:stop], tuple(images.shape[-2:])
+                p, logits[start:stop], deltas[start:stop], image_size
             )
             out.append({"boxes": boxes, "scores": scores, "labels": labels})
             start = stop
