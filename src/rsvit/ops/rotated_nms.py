@@ -26,7 +26,7 @@ from torch import Tensor
 from rsvit.ops.rotated_boxes import obb_to_hbox
 from rsvit.ops.rotated_iou import rotated_box_intersection
 
-__all__ = ["batched_nms_rotated", "nms_rotated", "rotated_overlap_pairs"]
+__all__ = ["batched_nms_rotated", "multiclass_nms_rotated", "nms_rotated", "rotated_overlap_pairs"]
 
 # Candidate pairs screened per step of the sweep.
 _SWEEP_CHUNK = 1 << 18
@@ -230,3 +230,43 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     idxs = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
     return batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+
+
+def multiclass_nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
+    """Per-class greedy rotated NMS when every class scores the same boxes (class-agnostic regression).
+
+    Gives the same result as :func:`batched_nms_rotated` over the ``(box, class)`` candidates listed
+    box-major, but the overlaps are found once for the ``R`` boxes instead of once per class, and the
+    greedy pass runs over all classes together. Needs an ``R x R`` boolean matrix: meant for the few
+    thousand proposals of one image.
+
+    Args:
+        boxes: ``(R, 5)`` float tensor ``(cx, cy, w, h, angle)``, finite.
+        scores: ``(R, K)`` scores; entries that are not candidates must be ``-inf``.
+        iou_threshold: a candidate is discarded if it has IoU ``> iou_threshold`` with a kept candidate
+            of the same class and higher score (ties: lower box index first).
+
+    Returns:
+        ``(box_index, class_index)`` int64 tensors of the kept candidates, by decreasing score (ties in
+        box-major order).
+    """
+    r, k = scores.shape
+    device = boxes.device
+    valid = torch.isfinite(scores)
+    i, j, _ = rotated_overlap_pairs(boxes, iou_threshold)
+    overlap = torch.zeros(r, r, dtype=torch.bool, device=device)
+    overlap[i, j] = True
+    overlap[j, i] = True
+    order = torch.argsort(scores.detach().t(), dim=1, descending=True, stable=True)  # (K, R) per class
+    suppressed = ~valid.t()
+    kept = torch.zeros(k, r, dtype=torch.bool, device=device)
+    classes = torch.arange(k, device=device)
+    steps = int(valid.sum(0).max()) if r and k else 0
+    for step in range(steps):  # the i-th best candidate of every class at once
+        rois = order[:, step]
+        alive = ~suppressed[classes, rois]
+        kept[classes, rois] = alive
+        suppressed |= overlap[rois] & alive[:, None]
+    box_idx, cls_idx = kept.t().nonzero(as_tuple=True)
+    ranked = torch.argsort(scores[box_idx, cls_idx].detach(), descending=True, stable=True)
+    return box_idx[ranked], cls_idx[ranked]

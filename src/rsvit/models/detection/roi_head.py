@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsvit.ops.box_coders import DeltaXYWHACoder
-from rsvit.ops.rotated_nms import batched_nms_rotated
+from rsvit.ops.rotated_nms import batched_nms_rotated, multiclass_nms_rotated
 from rsvit.ops.rotated_roi_align import rotated_roi_align
 
 __all__ = ["OrientedBBoxHead", "RCNNTestConfig", "RotatedRoIExtractor", "enlarge_rois", "map_roi_levels"]
 
 RCNN_STDS = (0.1, 0.1, 0.2, 0.2, 0.1)
+# Up to this many proposals per image the detection NMS shares one overlap matrix between classes.
+_SHARED_NMS_MAX_BOXES = 8192
 
 
 @dataclass(frozen=True)
@@ -154,14 +156,27 @@ class OrientedBBoxHead(nn.Module):
             h, w = image_size
             cx, cy = boxes[:, 0].clamp(0, w - 1), boxes[:, 1].clamp(0, h - 1)
             boxes = torch.cat([cx[:, None], cy[:, None], boxes[:, 2:]], dim=1)
+        # ">= thr" suppresses: compare against the next float below the threshold in the boxes' dtype.
+        thr = float(
+            torch.nextafter(
+                torch.tensor(cfg.nms_thr, dtype=boxes.dtype), torch.tensor(0.0, dtype=boxes.dtype)
+            )
+        )
+        sized = boxes[:, 2:4].amin(-1) >= cfg.min_side
+        if (
+            not torch.compiler.is_compiling()
+            and boxes.shape[0] <= _SHARED_NMS_MAX_BOXES
+            and bool(torch.isfinite(boxes).all())
+        ):
+            # The same boxes for every class: overlaps computed once, all classes suppressed together.
+            cand_scores = probs.masked_fill(~((probs > cfg.score_thr) & sized[:, None]), float("-inf"))
+            roi_idx, labels = multiclass_nms_rotated(boxes, cand_scores, thr)
+            roi_idx, labels = roi_idx[: cfg.max_per_img], labels[: cfg.max_per_img]
+            return boxes[roi_idx], probs[roi_idx, labels], labels
         roi_idx, labels = (probs > cfg.score_thr).nonzero(as_tuple=True)
         scores = probs[roi_idx, labels]
         cand = boxes[roi_idx]
-        sized = cand[:, 2:4].amin(-1) >= cfg.min_side
-        cand, scores, labels = cand[sized], scores[sized], labels[sized]
-        # ">= thr" suppresses: compare against the next float below the threshold in the boxes' dtype.
-        thr = float(
-            torch.nextafter(torch.tensor(cfg.nms_thr, dtype=cand.dtype), torch.tensor(0.0, dtype=cand.dtype))
-        )
+        keep_sized = sized[roi_idx]
+        cand, scores, labels = cand[keep_sized], scores[keep_sized], labels[keep_sized]
         keep = batched_nms_rotated(cand, scores, labels, thr)[: cfg.max_per_img]
         return cand[keep], scores[keep], labels[keep]
