@@ -20,6 +20,7 @@ Everything stays on the input device; memory is bounded by the chunk sizes, not 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -258,15 +259,33 @@ def multiclass_nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) 
     overlap[i, j] = True
     overlap[j, i] = True
     order = torch.argsort(scores.detach().t(), dim=1, descending=True, stable=True)  # (K, R) per class
-    suppressed = ~valid.t()
-    kept = torch.zeros(k, r, dtype=torch.bool, device=device)
-    classes = torch.arange(k, device=device)
     steps = int(valid.sum(0).max()) if r and k else 0
-    for step in range(steps):  # the i-th best candidate of every class at once
+    if device.type == "cpu":
+        # Thousands of tiny steps: numpy's per-call cost is a fraction of torch's dispatch.
+        kept = torch.from_numpy(_greedy_shared(overlap.numpy(), order.numpy(), (~valid.t()).numpy(), steps))
+    else:
+        suppressed = ~valid.t()
+        kept = torch.zeros(k, r, dtype=torch.bool, device=device)
+        classes = torch.arange(k, device=device)
+        for step in range(steps):  # the i-th best candidate of every class at once
+            rois = order[:, step]
+            alive = ~suppressed[classes, rois]
+            kept[classes, rois] = alive
+            suppressed |= overlap[rois] & alive[:, None]
+    box_idx, cls_idx = kept.t().nonzero(as_tuple=True)
+    ranked = torch.argsort(scores[box_idx, cls_idx].detach(), descending=True, stable=True)
+    return box_idx[ranked], cls_idx[ranked]
+
+
+def _greedy_shared(overlap: np.ndarray, order: np.ndarray, suppressed: np.ndarray, steps: int) -> np.ndarray:
+    """``(K, R)`` keep mask: per class, candidates in ``order`` kept unless a kept one overlaps them."""
+    k, r = suppressed.shape
+    suppressed = suppressed.copy()
+    kept = np.zeros((k, r), dtype=bool)
+    classes = np.arange(k)
+    for step in range(steps):
         rois = order[:, step]
         alive = ~suppressed[classes, rois]
         kept[classes, rois] = alive
         suppressed |= overlap[rois] & alive[:, None]
-    box_idx, cls_idx = kept.t().nonzero(as_tuple=True)
-    ranked = torch.argsort(scores[box_idx, cls_idx].detach(), descending=True, stable=True)
-    return box_idx[ranked], cls_idx[ranked]
+    return kept
