@@ -10,6 +10,7 @@ import torch
 
 from rsvit.ops import batched_nms_rotated, box_iou_rotated, nms_rotated, rotated_overlap_pairs
 from rsvit.ops.reference import box_iou_rotated_shapely, nms_rotated_shapely
+from rsvit.ops.rotated_nms import multiclass_nms_rotated
 
 DEVICES = [
     "cpu",
@@ -131,3 +132,51 @@ def test_overlap_pairs_are_complete() -> None:
     got = set(zip(i.tolist(), j.tolist(), strict=True))
     assert got == {(int(a), int(b)) for a, b in expected}
     assert torch.allclose(v, iou[i, j])
+
+
+def test_export_matches_eager() -> None:
+    class Suppress(torch.nn.Module):
+        def forward(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return batched_nms_rotated(boxes, scores, labels, 0.3)
+
+    g = torch.Generator().manual_seed(0)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        boxes = torch.cat(
+            [
+                torch.rand(n, 2, generator=g) * 60,
+                torch.rand(n, 2, generator=g) * 20 + 2,
+                torch.rand(n, 1, generator=g) * 3 - 1.5,
+            ],
+            dim=1,
+        )
+        return boxes, torch.rand(n, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+    inputs = make(50)
+    n = torch.export.Dim("n", min=2, max=100000)
+    program = torch.export.export(Suppress(), inputs, dynamic_shapes=({0: n}, {0: n}, {0: n}))
+    for args in (inputs, make(80)):
+        kept = program.module()(*args)
+        assert 0 < kept.numel() < args[0].shape[0]
+        assert torch.equal(kept, Suppress()(*args))
+
+
+def test_multiclass_nms_on_shared_boxes_equals_batched_nms() -> None:
+    g = torch.Generator().manual_seed(3)
+    n, k = 300, 4
+    boxes = torch.cat(
+        [
+            torch.rand(n, 2, generator=g) * 200,
+            torch.rand(n, 2, generator=g) * 40 + 5,
+            (torch.rand(n, 1, generator=g) - 0.5) * 3,
+        ],
+        dim=1,
+    )
+    probs = torch.rand(n, k, generator=g)
+    probs[::7, 1] = probs[3, 1]  # ties between boxes inside one class
+    cand = probs > 0.3
+    roi_idx, labels = cand.nonzero(as_tuple=True)
+    keep = batched_nms_rotated(boxes[roi_idx], probs[roi_idx, labels], labels, 0.1)
+    box_idx, cls_idx = multiclass_nms_rotated(boxes, probs.masked_fill(~cand, float("-inf")), 0.1)
+    assert 0 < keep.numel() < roi_idx.numel()
+    assert torch.equal(box_idx, roi_idx[keep]) and torch.equal(cls_idx, labels[keep])

@@ -140,3 +140,49 @@ def test_list_input_module_and_errors() -> None:
         rotated_roi_align(feats, torch.tensor([[2.0, 1, 1, 2, 2, 0]]), 3)
     with pytest.raises(ValueError, match=r"\(K, 6\)"):
         rotated_roi_align(feats, torch.zeros(2, 5), 3)
+
+
+def test_export_matches_eager() -> None:
+    class Pool(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+            return rotated_roi_align(x, rois, 7, 0.25, 2, True)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 20, 24, generator=g)
+
+    def make_rois(k: int) -> torch.Tensor:
+        return torch.cat(
+            [
+                torch.randint(0, 2, (k, 1), generator=g).float(),
+                torch.rand(k, 2, generator=g) * 80,
+                torch.rand(k, 2, generator=g) * 30 + 2,
+                torch.rand(k, 1, generator=g) * 3 - 1.5,
+            ],
+            dim=1,
+        )
+
+    rois = make_rois(10)
+    k = torch.export.Dim("k", min=2, max=4096)
+    program = torch.export.export(Pool(), (x, rois), dynamic_shapes={"x": None, "rois": {0: k}})
+    for r in (rois, make_rois(33)):
+        torch.testing.assert_close(program.module()(x, r), Pool()(x, r), atol=0, rtol=0)
+
+
+def test_traced_path_needs_a_fixed_grid() -> None:
+    class Adaptive(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+            return rotated_roi_align(x, rois, 7, 0.25, -1, True)
+
+    rois = torch.tensor([[0.0, 10.0, 10.0, 8.0, 4.0, 0.3]])
+    with pytest.raises(Exception, match="sampling_ratio"):
+        torch.export.export(Adaptive(), (torch.randn(1, 2, 8, 8), rois))
+
+
+def test_half_precision_features_are_pooled_at_float32_positions() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 64, 64, generator=g).to(torch.bfloat16)
+    # Centres far from the origin: in bf16 (8 mantissa bits) 201.3 would round to 201.0.
+    rois = torch.tensor([[0.0, 201.3, 150.7, 40.0, 18.0, 0.37], [0.0, 99.9, 220.2, 25.0, 30.0, -1.1]])
+    pooled = rotated_roi_align(x, rois, 7, 0.25, 2, True)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.equal(pooled, rotated_roi_align(x.float(), rois, 7, 0.25, 2, True).to(torch.bfloat16))

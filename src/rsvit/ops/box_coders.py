@@ -11,7 +11,7 @@
     The usual rotated delta coder for a second stage: centre offsets measured along the proposal's own
     axes, log size ratios and an angle difference.
 
-Both follow the conventions of :mod:`rsvit.ops.rotated_boxes` (pixels, ``y`` down, radians).
+Both follow the conventions of :mod:`rsvit.structures.rotated_boxes` (pixels, ``y`` down, radians).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rsvit.structures.rotated_boxes import AngleConvention, obb_to_poly, regularize_obb
+from rsvit.structures.rotated_boxes import AngleConvention, obb_to_hbox, obb_to_poly, regularize_obb
 
 __all__ = ["DeltaXYWHACoder", "MidpointOffsetCoder", "parallelogram_to_obb"]
 
@@ -75,9 +75,14 @@ class MidpointOffsetCoder:
     Deltas are ``(dx, dy, dw, dh, da, db)``: ``dx = (x - ax) / aw``, ``dy = (y - ay) / ah``,
     ``dw = log(w / aw)``, ``dh = log(h / ah)`` for the target's enclosing horizontal box ``(x, y, w, h)``,
     ``da = Δα / w`` with ``Δα`` the x offset from the centre of the corner touching the top side, and
-    ``db = Δβ / h`` with ``Δβ`` the y offset from the centre of the corner touching the right side
-    (the corner that follows the top one clockwise on screen). Deltas are then normalised by
-    ``means`` and ``stds``.
+    ``db = Δβ / h`` with ``Δβ`` the y offset from the centre of the corner touching the right side.
+    Deltas are then normalised by ``means`` and ``stds``.
+
+    The rules follow the official Oriented R-CNN code (OBBDetection), so its checkpoints and training
+    targets carry over: at encoding, every corner within ``corner_band`` pixels (absolute) of the top
+    side competes for the top vertex and the rightmost wins; likewise the lowest corner within the band
+    of the right side is the right vertex. At decoding, ``da`` and ``db`` are clamped to ``[-0.5, 0.5]``
+    (after ``dw``/``dh`` are clamped to ``±wh_clip``).
     """
 
     def __init__(
@@ -86,12 +91,14 @@ class MidpointOffsetCoder:
         stds: Sequence[float] = (1.0,) * 6,
         wh_clip: float = _DEFAULT_CLIP,
         convention: AngleConvention = "le90",
+        corner_band: float = 0.1,
     ) -> None:
         if len(means) != 6 or len(stds) != 6:
             raise ValueError("means and stds need six values each")
         self.means, self.stds = tuple(means), tuple(stds)
         self.wh_clip = wh_clip
         self.convention = convention
+        self.corner_band = corner_band
 
     def encode(self, anchors: Tensor, targets: Tensor) -> Tensor:
         """Regression targets ``(N, 6)`` for horizontal anchors ``(N, 4)`` and rotated targets ``(N, 5)``.
@@ -107,18 +114,18 @@ class MidpointOffsetCoder:
         ay = (anchors[..., 1] + anchors[..., 3]) / 2
         aw = anchors[..., 2] - anchors[..., 0]
         ah = anchors[..., 3] - anchors[..., 1]
+        x1, y1, x2, y2 = obb_to_hbox(targets).unbind(-1)
+        x, y, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
         pts = obb_to_poly(targets).unflatten(-1, (4, 2))
         xs, ys = pts[..., 0], pts[..., 1]
-        x1, x2 = xs.min(-1).values, xs.max(-1).values
-        y1, y2 = ys.min(-1).values, ys.max(-1).values
-        x, y, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-        # Top corner: smallest y; when a side is exactly horizontal, the right-hand one of its two corners.
-        tol = (1e-6 * (w + h)).unsqueeze(-1) + torch.finfo(pts.dtype).tiny
-        on_top = ys <= y1.unsqueeze(-1) + tol
-        top = torch.where(on_top, xs, torch.full_like(xs, -math.inf)).argmax(-1, keepdim=True)
-        right = torch.remainder(top + 1, 4)
-        alpha = xs.gather(-1, top).squeeze(-1) - x
-        beta = ys.gather(-1, right).squeeze(-1) - y
+        # Corners within a fixed 0.1 px of the top (right) side count as touching it, and the rightmost
+        # (lowest) of them is used: a nearly horizontal side then gives da = db = +0.5 instead of a value
+        # that jumps between corners with float noise. The band is absolute, as in the official coder.
+        band = self.corner_band
+        on_top = (ys - ys.min(-1, keepdim=True).values).abs() <= band
+        on_right = (xs - xs.max(-1, keepdim=True).values).abs() <= band
+        top_x = torch.where(on_top, xs, torch.full_like(xs, -math.inf)).max(-1).values
+        right_y = torch.where(on_right, ys, torch.full_like(ys, -math.inf)).max(-1).values
         tiny = torch.finfo(pts.dtype).tiny
         deltas = torch.stack(
             [
@@ -126,8 +133,8 @@ class MidpointOffsetCoder:
                 (y - ay) / ah,
                 torch.log(w.clamp(min=tiny) / aw),
                 torch.log(h.clamp(min=tiny) / ah),
-                alpha / w.clamp(min=tiny),
-                beta / h.clamp(min=tiny),
+                (top_x - x) / w.clamp(min=tiny),
+                (right_y - y) / h.clamp(min=tiny),
             ],
             dim=-1,
         )
@@ -150,14 +157,35 @@ class MidpointOffsetCoder:
         ah = anchors[..., 3] - anchors[..., 1]
         x, y = ax + dx * aw, ay + dy * ah
         w, h = aw * torch.exp(dw), ah * torch.exp(dh)
-        alpha, beta = da * w, db * h
+        # Offsets beyond half the box would put the corners outside the enclosing box.
+        alpha, beta = da.clamp(-0.5, 0.5) * w, db.clamp(-0.5, 0.5) * h
         return torch.stack(
             [x + alpha, y - h / 2, x + w / 2, y + beta, x - alpha, y + h / 2, x - w / 2, y - beta], dim=-1
         )
 
     def decode(self, anchors: Tensor, deltas: Tensor) -> Tensor:
-        """Rotated boxes ``(N, 5)`` from horizontal anchors ``(N, 4)`` and deltas ``(N, 6)``."""
-        return parallelogram_to_obb(self.decode_polygons(anchors, deltas), self.convention)
+        """Rotated boxes ``(N, 5)`` from horizontal anchors ``(N, 4)`` and deltas ``(N, 6)``.
+
+        The parallelogram's vertices are pushed out from its centre to the longest vertex distance,
+        which makes a rectangle; its angle is that of the first side (top vertex to right vertex) and
+        its size the extent of the vertices along that side and across it. Flat parallelograms (two
+        vertices on top of each other) thus give the enclosing horizontal box, as in the official code.
+        """
+        p = self.decode_polygons(anchors, deltas).unflatten(-1, (4, 2))
+        center = p.mean(-2, keepdim=True)
+        offsets = p - center
+        radius = torch.linalg.vector_norm(offsets, dim=-1, keepdim=True)
+        longest = radius.amax(-2, keepdim=True)
+        rect = offsets * (longest / radius.clamp(min=torch.finfo(p.dtype).tiny))
+        side = rect[..., 1, :] - rect[..., 0, :]
+        angle = torch.atan2(side[..., 1], side[..., 0])
+        cos, sin = torch.cos(angle).unsqueeze(-1), torch.sin(angle).unsqueeze(-1)
+        along = rect[..., 0] * cos + rect[..., 1] * sin
+        across = rect[..., 1] * cos - rect[..., 0] * sin
+        w = along.amax(-1) - along.amin(-1)
+        h = across.amax(-1) - across.amin(-1)
+        out = torch.stack([center[..., 0, 0], center[..., 0, 1], w, h, angle], dim=-1)
+        return regularize_obb(out, self.convention)
 
 
 def _wrap(angle: Tensor) -> Tensor:

@@ -20,13 +20,14 @@ Everything stays on the input device; memory is bounded by the chunk sizes, not 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from rsvit.ops.rotated_iou import rotated_box_intersection
 from rsvit.structures.rotated_boxes import obb_to_hbox
 
-__all__ = ["batched_nms_rotated", "nms_rotated", "rotated_overlap_pairs"]
+__all__ = ["batched_nms_rotated", "multiclass_nms_rotated", "nms_rotated", "rotated_overlap_pairs"]
 
 # Candidate pairs screened per step of the sweep.
 _SWEEP_CHUNK = 1 << 18
@@ -43,6 +44,12 @@ def _candidate_pairs(boxes: Tensor, iou_threshold: float, idxs: Tensor | None) -
     ext = hb[:, 2:] - hb[:, :2]
     margin = 1e-4 * ext.max() + 1e-6
     x1, y1, x2, y2 = hb[:, 0] - margin, hb[:, 1] - margin, hb[:, 2] + margin, hb[:, 3] + margin
+    if idxs is not None:
+        # Categories side by side along x for the sweep: boxes of different categories (detector
+        # output repeats each box once per class) then never meet. Only the sweep keys move; the
+        # IoU bound below uses differences within one category, where the shift cancels.
+        shift = (idxs - idxs.min()).double() * (float((x2.max() - x1.min()).item()) + 1.0)
+        x1, x2 = x1 + shift, x2 + shift
     # Horizontal strips about twice the typical box height; a box is listed in every strip it spans.
     ymin = y1.min()
     strip_h = (2 * ext[:, 1].median()).clamp(min=1.0)
@@ -155,8 +162,23 @@ def _greedy(boxes: Tensor, src: Tensor, dst: Tensor, iou_threshold: float) -> Te
     return state != suppressed
 
 
+@torch.library.custom_op("rsvit::batched_nms_rotated", mutates_args=())
+def _batched_nms_rotated_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """The eager NMS as one opaque graph node for torch.compile / torch.export."""
+    return _batched_nms_rotated_eager(boxes, scores, idxs, iou_threshold)
+
+
+@_batched_nms_rotated_op.register_fake
+def _(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept,), dtype=torch.long)
+
+
 def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Greedy rotated NMS applied independently within each category.
+
+    Under ``torch.compile`` / ``torch.export`` the whole NMS is one custom op (``rsvit::batched_nms_rotated``)
+    whose output length is data-dependent; the value checks then run when the graph runs.
 
     Args:
         boxes: ``(N, 5)`` float tensor ``(cx, cy, w, h, angle)``, angle in radians (any convention).
@@ -176,6 +198,12 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresho
             f"scores and idxs must have shape ({boxes.shape[0]},), "
             f"got {tuple(scores.shape)} and {tuple(idxs.shape)}"
         )
+    if torch.compiler.is_compiling():
+        return _batched_nms_rotated_op(boxes.detach(), scores.detach(), idxs, float(iou_threshold))
+    return _batched_nms_rotated_eager(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_rotated_eager(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -203,3 +231,61 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     idxs = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
     return batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+
+
+def multiclass_nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
+    """Per-class greedy rotated NMS when every class scores the same boxes (class-agnostic regression).
+
+    Gives the same result as :func:`batched_nms_rotated` over the ``(box, class)`` candidates listed
+    box-major, but the overlaps are found once for the ``R`` boxes instead of once per class, and the
+    greedy pass runs over all classes together. Needs an ``R x R`` boolean matrix: meant for the few
+    thousand proposals of one image.
+
+    Args:
+        boxes: ``(R, 5)`` float tensor ``(cx, cy, w, h, angle)``, finite.
+        scores: ``(R, K)`` scores; entries that are not candidates must be ``-inf``.
+        iou_threshold: a candidate is discarded if it has IoU ``> iou_threshold`` with a kept candidate
+            of the same class and higher score (ties: lower box index first).
+
+    Returns:
+        ``(box_index, class_index)`` int64 tensors of the kept candidates, by decreasing score (ties in
+        box-major order).
+    """
+    r, k = scores.shape
+    device = boxes.device
+    valid = torch.isfinite(scores)
+    i, j, _ = rotated_overlap_pairs(boxes, iou_threshold)
+    overlap = torch.zeros(r, r, dtype=torch.bool, device=device)
+    overlap[i, j] = True
+    overlap[j, i] = True
+    order = torch.argsort(scores.detach().t(), dim=1, descending=True, stable=True)  # (K, R) per class
+    steps = int(valid.sum(0).max()) if r and k else 0
+    if device.type == "cpu":
+        # Thousands of tiny steps: numpy's per-call cost is a fraction of torch's dispatch.
+        kept = torch.from_numpy(_greedy_shared(overlap.numpy(), order.numpy(), (~valid.t()).numpy(), steps))
+    else:
+        suppressed = ~valid.t()
+        kept = torch.zeros(k, r, dtype=torch.bool, device=device)
+        classes = torch.arange(k, device=device)
+        for step in range(steps):  # the i-th best candidate of every class at once
+            rois = order[:, step]
+            alive = ~suppressed[classes, rois]
+            kept[classes, rois] = alive
+            suppressed |= overlap[rois] & alive[:, None]
+    box_idx, cls_idx = kept.t().nonzero(as_tuple=True)
+    ranked = torch.argsort(scores[box_idx, cls_idx].detach(), descending=True, stable=True)
+    return box_idx[ranked], cls_idx[ranked]
+
+
+def _greedy_shared(overlap: np.ndarray, order: np.ndarray, suppressed: np.ndarray, steps: int) -> np.ndarray:
+    """``(K, R)`` keep mask: per class, candidates in ``order`` kept unless a kept one overlaps them."""
+    k, r = suppressed.shape
+    suppressed = suppressed.copy()
+    kept = np.zeros((k, r), dtype=bool)
+    classes = np.arange(k)
+    for step in range(steps):
+        rois = order[:, step]
+        alive = ~suppressed[classes, rois]
+        kept[classes, rois] = alive
+        suppressed |= overlap[rois] & alive[:, None]
+    return kept
