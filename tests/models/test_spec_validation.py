@@ -155,3 +155,10 @@ def test_spec_errors_are_value_errors_and_rsvit_errors() -> None:
     with pytest.raises(ModelSpecError, match="a model spec is a mapping"):
         ModelSpec.from_dict(["segmentation"])
     assert ModelSpec("classification", "resnet18", num_classes=torch.tensor(4).item()).num_classes == 4
+
+
+def test_unregistered_heads_are_spec_errors() -> None:
+    with pytest.raises(ModelSpecError, match="does not fit task 'classification'"):
+        ModelSpec("classification", "resnet18", head="upernet")
+    with pytest.raises(ModelSpecError, match="unknown task 'no_such_task'"):
+        ModelSpec("no_such_task", "resnet18")

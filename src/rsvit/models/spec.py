@@ -69,10 +69,7 @@ class ModelSpec:
             raise ModelSpecError(f"unknown task {self.task!r}; choose one of {', '.join(task_names())}")
         if self.head is None:
             self.head = heads[0]
-        try:
-            model_builder(self.task, self.head)  # raises when the head does not fit the task
-        except ValueError as exc:
-            raise ModelSpecError(str(exc)) from exc
+        model_builder(self.task, self.head)  # raises ModelSpecError when the head does not fit the task
         if self.num_classes < 1 or self.in_chans < 1:
             raise ModelSpecError(
                 f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}"
