@@ -80,3 +80,14 @@ def test_bad_arguments():
 
 def test_listing():
     assert {"vitaev2_s", "resnet50", "swin_t", "vit_b", "vit_hybrid"} <= set(list_backbones())
+
+
+def test_backbone_argument_errors_are_typed():
+    from rsvit.errors import ModelConfigError, RsvitError
+
+    for kwargs in ({"name": "no_such_backbone"}, {"name": "resnet18", "in_chans": 0}):
+        with pytest.raises(ModelConfigError) as info:
+            create_backbone(**kwargs)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, RsvitError)
+    with pytest.raises(ModelConfigError, match=r"out_indices \[9\] out of range for 'resnet18'"):
+        create_backbone("resnet18", out_indices=(9,))

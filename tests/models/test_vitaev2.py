@@ -229,3 +229,23 @@ def test_exports_with_portable_ops_and_official_numerics(tiny):
     with torch.no_grad():
         logits = exported.module()(io["x224"])
     torch.testing.assert_close(logits, io["logits_x224"], atol=2e-5, rtol=0)
+
+
+def test_output_stride_of_timm_clients():
+    """segmentation_models_pytorch passes ``output_stride`` to every ``tu-`` encoder: the model's own
+    stride is accepted, the dilated strides it cannot provide are refused naming the model and stride."""
+    from rsvit.errors import ModelConfigError
+
+    model = timm.create_model("vitaev2_s", features_only=True, output_stride=32).eval()
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    with torch.no_grad():
+        maps = model(torch.zeros(1, 3, 64, 64))
+    assert [tuple(m.shape[-2:]) for m in maps] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    for stride in (8, 16):
+        with pytest.raises(
+            ModelConfigError, match=rf"vitaev2_s supports only output_stride=32 .*got {stride}"
+        ):
+            timm.create_model("vitaev2_s", features_only=True, output_stride=stride)
+    with pytest.raises(ValueError, match=r"ViTAEv2 supports only output_stride=16"):
+        ViTAEv2(downsample_ratios=(4, 2, 2, 1), output_stride=32)
+    assert ViTAEv2(num_classes=0, depths=(1, 1, 1, 1), output_stride=32).total_stride == 32

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from rsvit.errors import ModelSpecError
+
 if TYPE_CHECKING:
     from rsvit.models.spec import ModelSpec
 
@@ -80,12 +82,12 @@ def model_builder(task: str, head: str) -> ModelBuilder:
     """The builder registered for ``(task, head)``.
 
     Raises:
-        ValueError: nothing is registered for the pair; the message lists what is.
+        ModelSpecError: nothing is registered for the pair (a ``ValueError``); the message lists what is.
     """
     if task not in _BUILDERS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(task_names())}")
+        raise ModelSpecError(f"unknown task {task!r}; choose one of {', '.join(task_names())}")
     if head not in _BUILDERS[task]:
-        raise ValueError(
+        raise ModelSpecError(
             f"head {head!r} does not fit task {task!r}; choose one of {', '.join(task_heads(task))}"
         )
     return _BUILDERS[task][head]

@@ -13,18 +13,28 @@ registered (:mod:`rsvit.models.registry`):
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from rsvit.errors import ModelSpecError
 from rsvit.models.registry import model_builder, task_heads, task_names
-from rsvit.weights import WeightsMetadata, load_into, read_metadata, save
+from rsvit.weights import WeightsMetadata, load, read_metadata, save
+from rsvit.weights.model_file import DESCRIPTION_KEY, read_description, read_header
 
-__all__ = ["ModelSpec", "build_model", "load_model", "save_model", "task_spec"]
+__all__ = ["MAX_BANDS", "MAX_CLASSES", "ModelSpec", "build_model", "load_model", "save_model", "task_spec"]
 
-_SPEC_KEY = "model_spec"
+#: Upper bounds of ``num_classes`` and ``in_chans``: far above any real model, far below sizes that
+#: would exhaust memory (a classifier row per class, a stem filter per band).
+MAX_CLASSES = 100_000
+MAX_BANDS = 4096
+
+_SPEC_KEY = DESCRIPTION_KEY
 
 
 @dataclass
@@ -51,15 +61,23 @@ class ModelSpec:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        problems = _field_problems(self)
+        if problems:
+            raise ModelSpecError(f"invalid model spec: {'; '.join(problems)}")
         heads = task_heads(self.task)
         if not heads:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(task_names())}")
+            raise ModelSpecError(f"unknown task {self.task!r}; choose one of {', '.join(task_names())}")
         if self.head is None:
             self.head = heads[0]
-        model_builder(self.task, self.head)  # raises when the head does not fit the task
+        model_builder(self.task, self.head)  # raises ModelSpecError when the head does not fit the task
         if self.num_classes < 1 or self.in_chans < 1:
-            raise ValueError(
+            raise ModelSpecError(
                 f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}"
+            )
+        if self.num_classes > MAX_CLASSES or self.in_chans > MAX_BANDS:
+            raise ModelSpecError(
+                f"num_classes must be at most {MAX_CLASSES} and in_chans at most {MAX_BANDS}, "
+                f"got {self.num_classes}, {self.in_chans}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,10 +85,42 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        if not isinstance(data, dict):
+            raise ModelSpecError(f"a model spec is a mapping of entries, got {type(data).__name__}")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown model spec entries {sorted(unknown)}")
+            raise ModelSpecError(
+                f"unknown model spec entries {sorted(map(str, unknown))}; "
+                f"known: {sorted(cls.__dataclass_fields__)}"
+            )
+        missing = [name for name in ("task", "backbone") if name not in data]
+        if missing:
+            raise ModelSpecError(f"the model spec lacks the entries {missing}")
         return cls(**data)
+
+
+def _field_problems(spec: ModelSpec) -> list[str]:
+    """Type problems of the fields, checked before anything looks them up; integers are normalised."""
+    problems = []
+    for name in ("task", "backbone"):
+        value = getattr(spec, name)
+        if not isinstance(value, str) or not value:
+            problems.append(f"{name} must be a non-empty string, got {value!r}")
+    if spec.head is not None and (not isinstance(spec.head, str) or not spec.head):
+        problems.append(f"head must be a non-empty string or null, got {spec.head!r}")
+    for name in ("num_classes", "in_chans"):
+        value = getattr(spec, name)
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            setattr(spec, name, operator.index(value))
+        except TypeError:
+            problems.append(f"{name} must be an integer, got {value!r}")
+    for name in ("head_kwargs", "backbone_kwargs"):
+        value = getattr(spec, name)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            problems.append(f"{name} must be a mapping of argument names to values, got {value!r}")
+    return problems
 
 
 def task_spec(
@@ -116,16 +166,47 @@ def save_model(
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec, WeightsMetadata]:
     """Rebuilds a model saved by :func:`save_model` and loads its weights strictly.
 
+    The description in the file is not trusted: it is checked entry by entry and then against the
+    shapes of the tensors stored beside it (on a model built without memory) before the real network
+    is built, so a few hostile bytes cannot make the loader allocate terabytes or crash.
+
     Returns ``(model in eval mode, spec, WeightsMetadata)``.
+
+    Raises:
+        rsvit.weights.CheckpointFormatError: the file is not a readable safetensors file.
+        rsvit.errors.ModelSpecError: the description is missing, malformed, invalid or does not fit
+            the stored tensors; the message names the file and says what is wrong.
     """
+    path = Path(path)
+    header = read_header(path)
+    spec = _spec_from_file(path, read_description(header))
     metadata = read_metadata(path)
-    raw = metadata.extra.get(_SPEC_KEY)
-    if not isinstance(raw, dict):
-        raise ValueError(
-            f"{path} carries no model description ('{_SPEC_KEY}' metadata); it holds bare weights. Build "
-            "the model yourself and use rsvit.weights.load_into, or save it with rsvit.models.save_model"
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            skeleton = build_model(spec)
+    except Exception as exc:  # whatever the builder rejects, the description is at fault
+        raise ModelSpecError(
+            f"{path}: its model description ({_describe(spec)}) cannot be built: {type(exc).__name__}: {exc}"
+        ) from exc
+    fit = load(path, model=skeleton)
+    if not fit.ok:
+        raise ModelSpecError(
+            f"{path}: its model description ({_describe(spec)}) does not fit the tensors stored in the "
+            f"file: {fit.summary(limit=3)}. Export the model again with rsvit.models.save_model"
         )
-    spec = ModelSpec.from_dict(raw)
     model = build_model(spec)
-    load_into(model, path, strict=True)
+    model.load_state_dict(fit.state_dict, strict=True)
     return model.eval(), spec, metadata
+
+
+def _describe(spec: ModelSpec) -> str:
+    return (
+        f"{spec.task}/{spec.backbone}/{spec.head}, num_classes={spec.num_classes}, in_chans={spec.in_chans}"
+    )
+
+
+def _spec_from_file(path: Path, description: dict[str, Any]) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(description)
+    except ModelSpecError as exc:
+        raise ModelSpecError(f"{path}: invalid model description: {exc}") from exc

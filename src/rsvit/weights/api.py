@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -151,8 +151,18 @@ def read_metadata(path: str | os.PathLike[str]) -> WeightsMetadata:
     path = Path(path)
     if sniff_file_kind(path) != "safetensors":
         raise CheckpointFormatError(f"{path} is not a safetensors file; only those carry rsvit metadata")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        return WeightsMetadata.from_safetensors(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointFormatError(
+            f"{path} looks like a safetensors file but its header cannot be read (truncated or "
+            f"corrupted?): {exc}"
+        ) from exc
+    try:
+        return WeightsMetadata.from_safetensors(header)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointFormatError(f"{path}: invalid metadata: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,9 +246,12 @@ def save(
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)
 class LoadResult:
-    """Converted weights and how they compare with the model (empty lists when no model was given)."""
+    """Converted weights and how they compare with the model (empty lists when no model was given).
+
+    Printed, it is the few lines of :meth:`summary`, never the tensors themselves.
+    """
 
     state_dict: dict[str, torch.Tensor]
     format: str
@@ -273,6 +286,12 @@ class LoadResult:
         if self.unexpected_keys:
             lines.append(f"{len(self.unexpected_keys)} unexpected, e.g. {self.unexpected_keys[:limit]}")
         return "; ".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return f"LoadResult({self.summary()})"
 
 
 def _compare(
@@ -368,12 +387,23 @@ def load_into(
 ) -> LoadResult:
     """:func:`load`, then copy the weights into ``model``.
 
-    Non-strict loading copies every entry whose name and shape match and reports the rest (e.g. a
-    classifier for another class count); strict loading copies all or nothing.
+    Non-strict loading (a partial load) copies every entry whose name and shape match and reports the
+    rest (e.g. a classifier for another class count); strict loading copies all or nothing. Either way
+    a file of which no entry fits the model (weights of another architecture) is refused, since going
+    on would silently leave the model random.
+
+    Raises:
+        WeightsMismatchError: ``strict`` and the file differs from the model, or nothing fits at all.
     """
     result = load(path, model=model, family=family, strict=strict, prefix=prefix, key=key)
     skip = {k for k, _, _ in result.mismatched_keys} | set(result.unexpected_keys)
     usable = {k: v for k, v in result.state_dict.items() if k not in skip}
+    wanted = model.state_dict()
+    if wanted and not any(k in wanted for k in usable):
+        raise WeightsMismatchError(
+            f"{path} fits none of the {len(wanted)} entries of {type(model).__name__}; it holds weights "
+            f"of another architecture (or needs prefix=/family=): {result.summary(limit=3)}"
+        )
     model.load_state_dict(usable, strict=strict)
     return result
 

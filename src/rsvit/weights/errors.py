@@ -6,10 +6,12 @@ weights problem with one ``except`` clause, while tests and library users can te
 
 from __future__ import annotations
 
+from rsvit.errors import RsvitError
+
 __all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "WeightsError", "WeightsMismatchError"]
 
 
-class WeightsError(Exception):
+class WeightsError(RsvitError):
     """Base class of all weights errors."""
 
 
@@ -18,7 +20,8 @@ class CheckpointFormatError(WeightsError, ValueError):
 
 
 class UnsafeCheckpointError(WeightsError):
-    """The file asks the unpickler to call something outside the allow-list (possible code execution).
+    """The file asks the unpickler to call something outside the allow-list (possible code execution),
+    or holds a tensor that claims more memory than the file stores for it (a memory bomb).
 
     Deliberately not a ``pickle.UnpicklingError``: ``torch.load`` re-wraps those, and this refusal
     must reach the caller unchanged.

@@ -43,6 +43,14 @@ import numpy as np
 import torch
 
 from rsvit.weights.errors import UnsafeCheckpointError
+from rsvit.weights.tensor_layout import (
+    REPEATED_VIEW_BUDGET,
+    describe_bytes,
+    iter_tensors,
+    layout_problem,
+    repeated_bytes,
+    repeated_view_note,
+)
 
 __all__ = [
     "PickleLoad",
@@ -505,6 +513,33 @@ def is_torchscript_archive(path: str | os.PathLike[str]) -> bool:
     return records is not None and any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in records)
 
 
+def _refuse_memory_bombs(path: str | os.PathLike[str], obj: Any) -> None:
+    """Refuses the file when its tensors claim more memory than it stores (see ``tensor_layout``)."""
+    name = os.fspath(path)
+    repeated = 0
+    for where, tensor in iter_tensors(obj):
+        problem = layout_problem(tensor)
+        if problem is not None:
+            raise UnsafeCheckpointError(f"{name}: tensor {where} {problem}; refusing the file (corrupted?)")
+        claimed = repeated_bytes(tensor)
+        repeated += claimed
+        if repeated > REPEATED_VIEW_BUDGET:
+            total = (
+                f" (with the other repeating views {describe_bytes(repeated)})" if repeated > claimed else ""
+            )
+            raise UnsafeCheckpointError(
+                f"{name}: tensor {where} {repeated_view_note(tensor)}{total}; more than the "
+                f"{describe_bytes(REPEATED_VIEW_BUDGET)} rsvit accepts from such views, refusing the file "
+                "(copying it would exhaust memory; the file may be malicious)"
+            )
+
+
+def _naming_the_file(path: str | os.PathLike[str], exc: UnsafeCheckpointError) -> UnsafeCheckpointError:
+    """The refusal with the file's name in front (the unpickler itself does not know the file)."""
+    name = os.fspath(path)
+    return exc if str(exc).startswith(name) else UnsafeCheckpointError(f"{name}: {exc}")
+
+
 def restricted_load(path: str | os.PathLike[str]) -> PickleLoad:
     """Read a torch checkpoint (zip or legacy format) with the restricted unpickler only."""
     if is_torchscript_archive(path):
@@ -513,12 +548,19 @@ def restricted_load(path: str | os.PathLike[str]) -> PickleLoad:
             "Save its state_dict() instead."
         )
     context = _ReadContext()
-    with warnings.catch_warnings():
-        # Legacy whole-module files make torch compare stored class sources; placeholders have none.
-        warnings.simplefilter("ignore")
-        obj = torch.load(
-            os.fspath(path), map_location="cpu", weights_only=False, pickle_module=_pickle_module_for(context)
-        )
+    try:
+        with warnings.catch_warnings():
+            # Legacy whole-module files make torch compare stored class sources; placeholders have none.
+            warnings.simplefilter("ignore")
+            obj = torch.load(
+                os.fspath(path),
+                map_location="cpu",
+                weights_only=False,
+                pickle_module=_pickle_module_for(context),
+            )
+    except UnsafeCheckpointError as exc:
+        raise _naming_the_file(path, exc) from exc
+    _refuse_memory_bombs(path, obj)
     return PickleLoad(obj=obj, restricted=True, foreign_classes=tuple(sorted(context.placeholders)))
 
 
@@ -530,13 +572,15 @@ def restricted_loads(data: bytes) -> Any:
 def safe_torch_load(path: str | os.PathLike[str]) -> PickleLoad:
     """``torch.load(weights_only=True)`` first; the restricted reader only for files it refuses.
 
-    Raises :class:`UnsafeCheckpointError` when the file calls anything outside the allow-list; other
+    Raises :class:`UnsafeCheckpointError` (naming the file) when it calls anything outside the allow-list
+    or holds a tensor claiming more memory than it stores (checked before anything is copied); other
     failures (truncation, corruption) propagate as the original exception for the caller to classify.
     """
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         return restricted_load(path)
+    _refuse_memory_bombs(path, obj)
     return PickleLoad(obj=obj, restricted=False)
 
 

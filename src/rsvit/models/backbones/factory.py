@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
+from rsvit.errors import ModelConfigError
 from rsvit.models.backbones.fused_linear import fuse_linear_layers
 
 __all__ = [
@@ -131,7 +132,7 @@ def resolve_backbone_name(name: str) -> str:
     candidates = list(dict.fromkeys([*BACKBONE_ALIASES, *timm.list_models()]))
     close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown backbone {name!r}.{hint} `rsvit models` lists the configured backbones.")
+    raise ModelConfigError(f"unknown backbone {name!r}.{hint} `rsvit models` lists the configured backbones.")
 
 
 def _default_out_indices(info: list[dict[str, Any]]) -> list[int]:
@@ -164,7 +165,7 @@ def create_backbone(
     parameters and keys; faster on CPU).
     """
     if in_chans < 1:
-        raise ValueError(f"in_chans must be positive, got {in_chans}")
+        raise ModelConfigError(f"in_chans must be positive, got {in_chans}")
     timm_name = resolve_backbone_name(name)
     family_kwargs: dict[str, Any] = {}
     for prefix, extra in _DYNAMIC_SIZE_KWARGS.items():
@@ -172,7 +173,7 @@ def create_backbone(
             family_kwargs = dict(extra)
     model = timm.create_model(timm_name, pretrained=False, in_chans=in_chans, **{**family_kwargs, **kwargs})
     if not hasattr(model, "forward_intermediates"):
-        raise ValueError(
+        raise ModelConfigError(
             f"timm model {timm_name!r} has no forward_intermediates and cannot serve as backbone"
         )
     fuse_linear_layers(model)
@@ -182,7 +183,9 @@ def create_backbone(
     out_indices = [i % len(info) if i < 0 else i for i in out_indices]
     bad = [i for i in out_indices if not 0 <= i < len(info)]
     if bad or not out_indices:
-        raise ValueError(f"out_indices {list(out_indices)} out of range for {name!r} ({len(info)} levels)")
+        raise ModelConfigError(
+            f"out_indices {list(out_indices)} out of range for {name!r} ({len(info)} levels)"
+        )
     return Backbone(model, out_indices, name)
 
 

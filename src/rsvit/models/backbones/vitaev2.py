@@ -26,11 +26,13 @@ from timm.layers import DropPath
 from timm.models import build_model_with_cfg
 from torch import Tensor, nn
 
+from rsvit.errors import ModelConfigError
 from rsvit.models.backbones.fused_linear import FusedLinear, FusedMlp
 from rsvit.weights.convert import register_converter
 
 __all__ = [
     "ViTAEv2",
+    "check_output_stride",
     "checkpoint_filter_fn",
     "official_kwargs_to_ours",
     "vitaev2_s",
@@ -326,6 +328,25 @@ def _official_drop_path_rates(depths: Sequence[int], drop_path_rate: float) -> l
     return rates
 
 
+_DEFAULT_DOWNSAMPLE_RATIOS = (4, 2, 2, 2)
+
+
+def check_output_stride(model_name: str, output_stride: int | None, total_stride: int) -> None:
+    """Refuses any output stride but the model's own: ViTAEv2 cannot trade stride for dilation.
+
+    Its stages downsample in reduction cells whose windowed attention and relative positions are
+    tied to the token grid, so unlike dilatable CNNs (``resnet50``, ``convnext``) it has no stride-8/16
+    mode. Raised as timm's non-dilatable models do (a ``ValueError``), naming the model and the strides.
+    """
+    if output_stride is None or output_stride == total_stride:
+        return
+    raise ModelConfigError(
+        f"{model_name} supports only output_stride={total_stride} (its stages cannot be dilated), got "
+        f"{output_stride}; for an output stride of 8 or 16 (e.g. DeepLabV3+) use a dilatable backbone "
+        "such as resnet50 or convnext"
+    )
+
+
 class ViTAEv2(nn.Module):
     """ViTAEv2 (window attention without shift) for classification and dense features.
 
@@ -343,6 +364,8 @@ class ViTAEv2(nn.Module):
         window_size: window side for the windowed stages (never shifted).
         drop_path_rate: stochastic depth, scheduled as in the official code.
         global_pool: "avg" (mean of the last stage's tokens, as RSP) or "" for none.
+        output_stride: accepted for timm clients (segmentation_models_pytorch); only the total stride
+            (32 by default) is supported.
 
     Any input size works: the image is zero-padded at the bottom and right to a multiple of the total
     stride, and feature maps cover the padded image (``ceil(H / stride)`` rows).
@@ -356,7 +379,7 @@ class ViTAEv2(nn.Module):
         num_classes: int = 1000,
         embed_dims: Sequence[int] = (64, 64, 128, 256),
         token_dims: Sequence[int] = (64, 128, 256, 512),
-        downsample_ratios: Sequence[int] = (4, 2, 2, 2),
+        downsample_ratios: Sequence[int] = _DEFAULT_DOWNSAMPLE_RATIOS,
         kernel_sizes: Sequence[int] = (7, 3, 3, 3),
         dilations: Sequence[Sequence[int]] = ((1, 2, 3, 4), (1, 2, 3), (1, 2), (1, 2)),
         depths: Sequence[int] = (2, 2, 8, 2),
@@ -371,8 +394,10 @@ class ViTAEv2(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
+        check_output_stride(type(self).__name__, output_stride, math.prod(downsample_ratios))
         per_stage = [embed_dims, token_dims, downsample_ratios, kernel_sizes, dilations, depths]
         per_stage += [num_heads, reduction_heads, groups, reduction_groups, window_stages]
         num_stages = len(token_dims)
@@ -649,6 +674,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None 
 
 def _create_vitaev2(variant: str, pretrained: bool = False, **kwargs: Any) -> ViTAEv2:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    ratios = kwargs.get("downsample_ratios", _DEFAULT_DOWNSAMPLE_RATIOS)
+    check_output_stride(variant, kwargs.pop("output_stride", None), math.prod(ratios))
     return build_model_with_cfg(
         ViTAEv2,
         variant,
