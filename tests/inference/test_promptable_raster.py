@@ -187,7 +187,7 @@ def test_batched_prompts_match_one_by_one_and_embeddings_are_cached(sam_tiny: Sa
     batched = engine.predict(prompts, window)
     singles = [engine.predict([p], window)[0] for p in prompts]
     assert engine.embeddings_computed == 1
-    for b, s in zip(batched, singles):
+    for b, s in zip(batched, singles, strict=True):
         assert (b.mask != s.mask).mean() < 1e-3
         assert b.score == pytest.approx(s.score, abs=1e-4)
     far = Prompt(points=np.array([[390.0, 290.0]]), labels=np.array([1]), prompt_id="far")

@@ -160,7 +160,7 @@ class MaskCanvas:
 
 
 class PolygonCollector:
-    """GeoJSON features (one per mask) of masks given in pixels of a window, in EPSG:4326, the raster's CRS or pixels."""
+    """GeoJSON features, one per mask given in pixels of a window: EPSG:4326, the raster's CRS or pixels."""
 
     def __init__(self, reader: SceneReader, crs: str = "EPSG:4326", simplify: float = 1.0) -> None:
         if crs not in VECTOR_CRS:
@@ -255,10 +255,10 @@ def window_for(extent: tuple[float, float, float, float], size: int, width: int,
 
     def origin(lo: float, hi: float, extent_size: int, limit: int) -> int:
         centre = (lo + hi) / 2
-        snapped = int(round((centre - extent_size / 2) / stride)) * stride
+        snapped = round((centre - extent_size / 2) / stride) * stride
         start = min(max(snapped, 0), limit - extent_size)
         if lo < start or hi > start + extent_size - 1:  # snapping cut the prompt: centre it instead
-            start = min(max(int(round(centre - extent_size / 2)), 0), limit - extent_size)
+            start = min(max(round(centre - extent_size / 2), 0), limit - extent_size)
         return start
 
     return origin(x0, x1, w, width), origin(y0, y1, h, height), w, h
@@ -347,7 +347,7 @@ class RasterSamPredictor:
         results: list[RasterPromptResult | None] = [None] * len(prompts)
         for indices in _batches(local):
             masks, scores = self._decode([local[i] for i in indices])
-            for i, mask, score in zip(indices, masks, scores):
+            for i, mask, score in zip(indices, masks, scores, strict=True):
                 if valid is not None:
                     mask = mask & valid
                 results[i] = RasterPromptResult(mask, score, window)
@@ -465,7 +465,7 @@ def segment_raster(
                 if on_window is not None:
                     on_window(win, results)
                 current = canvas.read(win)
-                for i, res in zip(indices, results):
+                for i, res in zip(indices, results, strict=True):
                     value = 1 if mode == "binary" else i + 1
                     claim = (
                         res.mask & (current == 0) if mode == "ids" else res.mask & (current != canvas.nodata)
