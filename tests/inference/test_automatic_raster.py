@@ -33,25 +33,29 @@ def squares_raster(tmp_path: Path) -> Path:
     return path
 
 
+def tiny_sam_kwargs() -> dict:
+    return {
+        "img_size": 64,
+        "patch_size": 16,
+        "encoder_embed_dim": 32,
+        "encoder_depth": 2,
+        "encoder_num_heads": 2,
+        "encoder_window_size": 2,
+        "encoder_global_attn_indexes": (1,),
+        "prompt_embed_dim": 32,
+        "mask_in_chans": 4,
+        "decoder_depth": 1,
+        "decoder_num_heads": 2,
+        "decoder_mlp_dim": 32,
+        "iou_head_hidden_dim": 16,
+    }
+
+
 @pytest.fixture(scope="module")
 def tiny_sam() -> torch.nn.Module:
     """A small SAM with random weights (input 64 pixels); its masks are arbitrary but real."""
     torch.manual_seed(0)
-    config = SamConfig(
-        img_size=64,
-        patch_size=16,
-        encoder_embed_dim=32,
-        encoder_depth=2,
-        encoder_num_heads=2,
-        encoder_window_size=2,
-        encoder_global_attn_indexes=(1,),
-        prompt_embed_dim=32,
-        mask_in_chans=4,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        decoder_mlp_dim=32,
-        iou_head_hidden_dim=16,
-    )
+    config = SamConfig(**tiny_sam_kwargs())
     return build_sam(config).eval()
 
 
@@ -143,3 +147,88 @@ def test_existing_output_is_refused(squares_raster: Path, tiny_sam: torch.nn.Mod
     with pytest.raises(ValueError, match="already exists"):
         masks_raster(tiny_sam, squares_raster, out, progress=False)
     assert out.read_bytes() == b"keep"
+
+
+def test_cli_commands_with_an_rsvit_model_file(
+    squares_raster: Path, tiny_sam: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import argparse
+
+    from rsvit.cli.segment_raster import (
+        add_masks_raster_arguments,
+        add_segment_raster_arguments,
+        run_masks_raster,
+        run_segment_raster,
+    )
+    from rsvit.models.spec import ModelSpec, save_model
+
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in tiny_sam_kwargs().items()}
+    model_file = tmp_path / "sam.safetensors"
+    save_model(model_file, tiny_sam, ModelSpec("promptable", "sam_vit_b", head_kwargs=config))
+    masks = add_masks_raster_arguments(argparse.ArgumentParser())
+    args = masks.parse_args(
+        [
+            *(
+                "--model",
+                str(model_file),
+                "--input",
+                str(squares_raster),
+                "--output",
+                str(tmp_path / "i.tif"),
+            ),
+            *(
+                "--window",
+                "96",
+                "--points-per-side",
+                "2",
+                "--pred-iou-thresh",
+                "0",
+                "--stability-thresh",
+                "0",
+            ),
+            *("--vector", str(tmp_path / "i.geojson"), "--quiet"),
+        ]
+    )
+    assert run_masks_raster(args) == 0
+    assert json.loads(capsys.readouterr().out)["windows"] == len(window_grid(300, 120, 96, 24))
+    assert (tmp_path / "i.tif").exists() and (tmp_path / "i.geojson").exists()
+    assert run_masks_raster(args) == 2  # outputs exist now
+    assert "already exists" in capsys.readouterr().err
+
+    prompts = tmp_path / "prompts.geojson"
+    x, y = TRANSFORM @ (150.5, 60.5)
+    feature = {
+        "type": "Feature",
+        "properties": {"prompt_id": 7},
+        "geometry": {"type": "Point", "coordinates": [x, y]},
+    }
+    prompts.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    segment = add_segment_raster_arguments(argparse.ArgumentParser())
+    args = segment.parse_args(
+        [
+            *(
+                "--model",
+                str(model_file),
+                "--input",
+                str(squares_raster),
+                "--output",
+                str(tmp_path / "m.tif"),
+            ),
+            *("--prompts", str(prompts), "--prompt-crs", "EPSG:26914", "--quiet"),
+        ]
+    )
+    assert run_segment_raster(args) == 0
+    assert json.loads(capsys.readouterr().out)["prompts"] == 1
+    with rasterio.open(tmp_path / "m.tif") as dst:
+        assert set(np.unique(dst.read(1))) <= {0, 1}
+
+
+def test_model_file_of_another_task_is_refused(squares_raster: Path, tmp_path: Path) -> None:
+    from rsvit.models import build_model
+    from rsvit.models.spec import ModelSpec, save_model
+
+    spec = ModelSpec("classification", "resnet18", num_classes=2)
+    model_file = tmp_path / "classifier.safetensors"
+    save_model(model_file, build_model(spec), spec)
+    with pytest.raises(ValueError, match="needs a promptable model"):
+        masks_raster(model_file, squares_raster, tmp_path / "i.tif", progress=False)
