@@ -12,9 +12,10 @@ from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
 from safetensors.torch import load_file
 
+from models.promptable.conftest import tiny_config  # the fixture model's config (tests/ is on the path)
 from rsvit.inference.promptable import RasterSamPredictor, segment_raster, shift_prompt, to_uint8
 from rsvit.inference.reader import InputError, SceneReader
-from rsvit.models.promptable import Sam, SamConfig, SamPredictor, build_sam, convert_official_sam_state_dict
+from rsvit.models.promptable import Sam, SamPredictor, build_sam, convert_official_sam_state_dict
 from rsvit.structures.prompts import Prompt
 
 NAIP = "geotiff/naip/m_4709963_se_14_1_20200831.tif"
@@ -24,32 +25,7 @@ NAIP = "geotiff/naip/m_4709963_se_14_1_20200831.tif"
 def sam_tiny(reference_dir: Path) -> Sam:
     """The reduced official SAM of the reference fixtures (input 176 pixels)."""
     official = json.loads((reference_dir / "fixtures" / "sam_tiny_config.json").read_text())
-    enc, pe, tw, dec = (
-        official[k] for k in ("image_encoder", "prompt_encoder", "two_way_transformer", "mask_decoder")
-    )
-    config = SamConfig(
-        img_size=enc["img_size"],
-        patch_size=enc["patch_size"],
-        in_chans=enc["in_chans"],
-        encoder_embed_dim=enc["embed_dim"],
-        encoder_depth=enc["depth"],
-        encoder_num_heads=enc["num_heads"],
-        encoder_window_size=enc["window_size"],
-        encoder_global_attn_indexes=tuple(enc["global_attn_indexes"]),
-        encoder_mlp_ratio=enc["mlp_ratio"],
-        prompt_embed_dim=pe["embed_dim"],
-        mask_in_chans=pe["mask_in_chans"],
-        decoder_depth=tw["depth"],
-        decoder_num_heads=tw["num_heads"],
-        decoder_mlp_dim=tw["mlp_dim"],
-        attention_downsample_rate=tw["attention_downsample_rate"],
-        num_multimask_outputs=dec["num_multimask_outputs"],
-        iou_head_depth=dec["iou_head_depth"],
-        iou_head_hidden_dim=dec["iou_head_hidden_dim"],
-        pixel_mean=tuple(official["sam"]["pixel_mean"]),
-        pixel_std=tuple(official["sam"]["pixel_std"]),
-        mask_threshold=official["sam"]["mask_threshold"],
-    )
+    config = tiny_config(official)
     model = build_sam(config)
     weights = load_file(reference_dir / "fixtures" / "sam_tiny.safetensors")
     model.load_state_dict(convert_official_sam_state_dict(weights), strict=True)
