@@ -218,3 +218,50 @@ def test_existing_output_is_refused(sam_tiny: Sam, naip_crop: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="already exists"):
         segment_raster(sam_tiny, naip_crop, prompts, out, bands=(1, 2, 3), progress=False)
     assert out.read_bytes() == b"keep me"
+
+
+def test_nodata_is_kept_and_mask_prompts_and_large_boxes_work(
+    sam_tiny: Sam, naip_crop: Path, tmp_path: Path
+) -> None:
+    with rasterio.open(naip_crop) as src:
+        data, profile = src.read(), src.profile
+    data[:, :40, :60] = 0
+    holed = tmp_path / "holed.tif"
+    with rasterio.open(holed, "w", **{**profile, "nodata": 0}) as dst:
+        dst.write(data)
+    seen: list = []
+    prompts = collection(
+        box(holed, 5, 5, 120, 90, "corner"),  # partly over the nodata corner
+        box(holed, 60, 40, 330, 260, "large"),  # wider than the 176-pixel window: a window of its own
+    )
+    out = tmp_path / "m.tif"
+    segment_raster(
+        sam_tiny,
+        holed,
+        prompts,
+        out,
+        bands=(1, 2, 3),
+        polygon_as="mask",
+        progress=False,
+        on_window=lambda w, r: seen.append(w),
+    )
+    with rasterio.open(out) as dst:
+        values = dst.read(1)
+    assert (values[:40, :60] == 255).all() and not (values[40:, :] == 255).any()
+    large = [w for w in seen if w[2] > sam_tiny.img_size]
+    assert len(large) == 1 and large[0][0] <= 60 and large[0][0] + large[0][2] > 330
+
+
+def test_four_band_model_reads_all_bands(sam_tiny: Sam, naip_crop: Path, tmp_path: Path) -> None:
+    import copy
+
+    from rsvit.models.promptable import adapt_sam_in_chans
+
+    model = adapt_sam_in_chans(copy.deepcopy(sam_tiny), 4)
+    out = tmp_path / "m.tif"
+    summary = segment_raster(model, naip_crop, collection(point(naip_crop, 50, 60, "a")), out, progress=False)
+    assert summary["embeddings"] == 1 and out.exists()
+    with pytest.raises(InputError, match="model expects 4"):
+        segment_raster(
+            model, naip_crop, collection(point(naip_crop, 50, 60, "a")), tmp_path / "x.tif", bands=(1, 2, 3)
+        )
