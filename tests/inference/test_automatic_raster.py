@@ -232,3 +232,20 @@ def test_model_file_of_another_task_is_refused(squares_raster: Path, tmp_path: P
     save_model(model_file, build_model(spec), spec)
     with pytest.raises(ValueError, match="needs a promptable model"):
         masks_raster(model_file, squares_raster, tmp_path / "i.tif", progress=False)
+
+
+def test_window_index_finds_exactly_the_windows_containing_a_box() -> None:
+    from rsvit.inference.automatic import WindowIndex
+
+    windows = window_grid(1000, 700, 128, 32)
+    index = WindowIndex(windows)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x0, y0 = rng.integers(0, 950), rng.integers(0, 650)
+        box = (x0, y0, x0 + rng.integers(0, 60), y0 + rng.integers(0, 60))
+        brute = [
+            w
+            for w in windows
+            if box[0] >= w[0] and box[1] >= w[1] and box[2] < w[0] + w[2] and box[3] < w[1] + w[3]
+        ]
+        assert sorted(index.containing(box)) == sorted(brute)

@@ -18,6 +18,7 @@ square metres for a projected CRS).
 from __future__ import annotations
 
 import os
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,22 @@ def seen_whole_elsewhere(
     return False
 
 
+class WindowIndex:
+    """The windows of a grid that can contain a box, found by bisection of the grid's starts."""
+
+    def __init__(self, windows: Sequence[Window]) -> None:
+        self.windows = {(w[0], w[1]): w for w in windows}
+        self.xs = sorted({w[0] for w in windows})
+        self.ys = sorted({w[1] for w in windows})
+        self.size = (windows[0][2], windows[0][3])
+
+    def containing(self, box: Sequence[int]) -> list[Window]:
+        w, h = self.size
+        xs = self.xs[bisect_left(self.xs, box[2] - w + 1) : bisect_right(self.xs, box[0])]
+        ys = self.ys[bisect_left(self.ys, box[3] - h + 1) : bisect_right(self.ys, box[1])]
+        return [self.windows[(x, y)] for y in ys for x in xs if (x, y) in self.windows]
+
+
 @dataclass
 class RasterInstance:
     """One mask in raster pixels: ``mask`` covers the box ``(x0, y0, x1, y1)`` (inclusive maxima)."""
@@ -147,6 +164,7 @@ def masks_raster(
     size = int(window or sam.img_size)
     overlap = size // 4 if overlap is None else int(overlap)
     windows = window_grid(reader.width, reader.height, size, overlap)
+    index = WindowIndex(windows)
     generator = SamAutomaticMaskGenerator(
         sam,
         points_per_side=points_per_side,
@@ -181,7 +199,7 @@ def masks_raster(
                         int(rows.max()) + y0,
                     )
                     if touches_inner_edge(box, win, reader.width, reader.height) and seen_whole_elsewhere(
-                        box, win, windows, reader.width, reader.height
+                        box, win, index.containing(box), reader.width, reader.height
                     ):
                         continue
                     crop = mask[box[1] - y0 : box[3] - y0 + 1, box[0] - x0 : box[2] - x0 + 1]
