@@ -265,3 +265,23 @@ def test_four_band_model_reads_all_bands(sam_tiny: Sam, naip_crop: Path, tmp_pat
         segment_raster(
             model, naip_crop, collection(point(naip_crop, 50, 60, "a")), tmp_path / "x.tif", bands=(1, 2, 3)
         )
+
+
+def test_a_failed_run_leaves_no_file_behind(sam_tiny: Sam, naip_crop: Path, tmp_path: Path) -> None:
+    def fail(window, results) -> None:
+        raise KeyboardInterrupt
+
+    out_dir = tmp_path / "out"
+    prompts = collection(point(naip_crop, 50, 60, "a"))
+    with pytest.raises(KeyboardInterrupt):
+        segment_raster(
+            sam_tiny,
+            naip_crop,
+            prompts,
+            out_dir / "m.tif",
+            vector=out_dir / "m.geojson",
+            bands=(1, 2, 3),
+            progress=False,
+            on_window=fail,
+        )
+    assert list(out_dir.iterdir()) == []

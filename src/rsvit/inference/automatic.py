@@ -32,6 +32,7 @@ from rsvit.inference.promptable import (
     MaskCanvas,
     PolygonCollector,
     check_outputs,
+    commit_outputs,
     load_promptable_model,
     progress_bar,
     to_uint8,
@@ -262,12 +263,10 @@ def _write(
                     "area": n * pixel_area,
                 }
                 polygons.add(own, win, props)
-        canvas.commit()
+        commit_outputs(canvas, None, polygons, vector)
     except BaseException:
         canvas.discard()
         raise
-    if polygons is not None:
-        polygons.write(vector)
     return {
         "instances": len(kept),
         "visible_instances": instances,

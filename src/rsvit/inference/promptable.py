@@ -198,6 +198,10 @@ class PolygonCollector:
 
     def write(self, path: Path) -> None:
         """Writes the collection under a temporary name and renames it onto ``path``."""
+        os.replace(self.stage(path), path)
+
+    def stage(self, path: Path) -> Path:
+        """Writes the collection to a hidden temporary file beside ``path``; returns that file."""
         header: dict[str, Any] = {"type": "FeatureCollection", "features": self.features}
         if self.crs == "raster":
             header["crs"] = {"type": "name", "properties": {"name": self.reader.crs.to_string()}}
@@ -205,11 +209,30 @@ class PolygonCollector:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             tmp.write_text(json.dumps(header))
-            os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+        return tmp
+
+
+def commit_outputs(
+    canvas: MaskCanvas,
+    categories: Sequence[str] | None,
+    polygons: PolygonCollector | None,
+    vector: Path | None,
+) -> None:
+    """Publishes the mask COG and the polygons together: the polygons are staged first, so a failure
+    before the end leaves neither final file new."""
+    staged = polygons.stage(vector) if polygons is not None and vector is not None else None
+    try:
+        canvas.commit(categories)
+    except BaseException:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        raise
+    if staged is not None:
+        os.replace(staged, vector)
 
 
 def _rounded(coords: Any, decimals: int) -> Any:
@@ -485,14 +508,12 @@ def segment_raster(
             categories: list[str] | None = ["background", "mask"]
         else:
             categories = ["background", *(str(p.prompt_id) for p in items)] if len(items) < 255 else None
-        canvas.commit(categories)
+        commit_outputs(canvas, categories, polygons, vector_path)
     except BaseException:
         canvas.discard()
         raise
     finally:
         reader.close()
-    if polygons is not None:
-        polygons.write(vector_path)
     return {
         "prompts": len(items),
         "windows": len(by_window),
