@@ -45,6 +45,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder-dtype", choices=sorted(_DTYPES), default="float32", help="image encoder precision"
     )
+    parser.add_argument("--device", help="torch device for the model, e.g. cuda (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -96,6 +97,7 @@ def _shared(args: argparse.Namespace) -> dict:
         "window": args.window,
         "scale": args.scale,
         "encoder_dtype": None if dtype is None else getattr(torch, dtype),
+        "device": args.device,
         "vector_crs": args.vector_crs,
         "overwrite": args.overwrite,
         "progress": not args.quiet,

@@ -139,6 +139,7 @@ def masks_raster(
     crop_n_layers: int = 0,
     min_mask_region_area: int = 0,
     encoder_dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     vector_crs: str = "EPSG:4326",
     simplify: float = 1.0,
     overwrite: bool = False,
@@ -161,6 +162,8 @@ def masks_raster(
     vector_path = None if vector is None else Path(vector)
     check_outputs([output, vector_path], input_path, overwrite)
     sam = load_promptable_model(model)
+    if device is not None:
+        sam = sam.to(device)
     reader = SceneReader(input_path, bands=bands, expected_bands=int(sam.pixel_mean.shape[0]), scale=scale)
     size = int(window or sam.img_size)
     overlap = size // 4 if overlap is None else int(overlap)

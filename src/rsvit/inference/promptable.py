@@ -391,15 +391,19 @@ class RasterSamPredictor:
         size = p.original_size
         if first.points is not None:
             pts = np.stack([q.points for q in prompts])
-            coords = torch.as_tensor(p.transform.apply_coords(pts, size), dtype=torch.float32)
-            labels = torch.as_tensor(np.stack([q.labels for q in prompts]), dtype=torch.int64)
+            coords = torch.as_tensor(
+                p.transform.apply_coords(pts, size), dtype=torch.float32, device=p.device
+            )
+            labels = torch.as_tensor(
+                np.stack([q.labels for q in prompts]), dtype=torch.int64, device=p.device
+            )
         if first.box is not None:
             bx = np.stack([q.box for q in prompts])
-            boxes = torch.as_tensor(p.transform.apply_boxes(bx, size), dtype=torch.float32)
+            boxes = torch.as_tensor(p.transform.apply_boxes(bx, size), dtype=torch.float32, device=p.device)
         masks, iou, _ = p.predict_torch(coords, labels, boxes, multimask_output=multimask)
         best = iou.argmax(dim=1)
-        rows = torch.arange(len(prompts))
-        return list(masks[rows, best].numpy()), iou[rows, best].tolist()
+        rows = torch.arange(len(prompts), device=iou.device)
+        return list(masks[rows, best].cpu().numpy()), iou[rows, best].tolist()
 
 
 def _batches(prompts: Sequence[Prompt]) -> Iterator[list[int]]:
@@ -429,6 +433,7 @@ def segment_raster(
     polygon_as: str = "box",
     cache_size: int = 4,
     encoder_dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     vector_crs: str = "EPSG:4326",
     simplify: float = 1.0,
     overwrite: bool = False,
@@ -455,6 +460,8 @@ def segment_raster(
     vector_path = None if vector is None else Path(vector)
     check_outputs([output, vector_path], input_path, overwrite)
     sam = load_promptable_model(model)
+    if device is not None:
+        sam = sam.to(device)
     n_bands = int(sam.pixel_mean.shape[0])
     reader = SceneReader(input_path, bands=bands, expected_bands=n_bands, scale=scale)
     items = read_prompts(
