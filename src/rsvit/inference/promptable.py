@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from rsvit.inference.reader import InputError, SceneReader
-from rsvit.inference.vector import LONLAT_DECIMALS, VECTOR_CRS
+from rsvit.inference.vector import LONLAT_DECIMALS, VECTOR_CRS, _rounded
 from rsvit.inference.writer import to_cog, write_categories
 from rsvit.models.promptable.predictor import SamPredictor
 from rsvit.models.promptable.sam import Sam
@@ -233,12 +233,6 @@ def commit_outputs(
         raise
     if staged is not None:
         os.replace(staged, vector)
-
-
-def _rounded(coords: Any, decimals: int) -> Any:
-    if isinstance(coords, (int, float)):
-        return round(float(coords), decimals)
-    return [_rounded(c, decimals) for c in coords]
 
 
 def progress_bar(total: int, desc: str, enabled: bool) -> Any:
