@@ -285,3 +285,34 @@ def test_a_failed_run_leaves_no_file_behind(sam_tiny: Sam, naip_crop: Path, tmp_
             on_window=fail,
         )
     assert list(out_dir.iterdir()) == []
+
+
+def test_overlapping_masks_go_to_the_lower_prompt_number(
+    sam_tiny: Sam, naip_crop: Path, tmp_path: Path
+) -> None:
+    seen: dict = {}
+
+    def keep(window, results) -> None:
+        seen[window] = results
+
+    prompts = collection(  # the first prompt's window lies below the second's, so it is answered last
+        box(naip_crop, 100, 150, 300, 290, "first"), box(naip_crop, 100, 10, 300, 170, "second")
+    )
+    out, vec = tmp_path / "m.tif", tmp_path / "m.geojson"
+    segment_raster(
+        sam_tiny, naip_crop, prompts, out, vector=vec, bands=(1, 2, 3), progress=False, on_window=keep
+    )
+    assert len(seen) == 2
+    full = []
+    for (x0, y0, w, h), [result] in sorted(seen.items(), key=lambda kv: -kv[0][1]):
+        canvas = np.zeros((300, 400), bool)
+        canvas[y0 : y0 + h, x0 : x0 + w] = result.mask
+        full.append(canvas)
+    both = full[0] & full[1]
+    assert both.any(), "the two masks should overlap for this check to mean something"
+    with rasterio.open(out) as dst:
+        values = dst.read(1)
+    assert (values[both] == 1).all()
+    assert (values[full[1] & ~full[0]] == 2).all()
+    areas = {f["properties"]["value"] for f in json.loads(vec.read_text())["features"]}
+    assert areas == {1, 2}

@@ -8,8 +8,8 @@ embeddings of the last ``cache_size`` windows are kept (least recently used drop
 window with the same structure (number of points, box or not) are decoded in one batch.
 
 Stitching. The mask raster lies on the input's grid (CRS, transform, size). In ``"ids"`` mode each pixel
-holds the 1-based index of the prompt that claimed it (prompts in file order, the first claim wins), in
-``"binary"`` mode 1 for any mask. 0 is background; pixels the input marks invalid are nodata (the dtype's
+holds the 1-based number of its prompt (prompts in file order; where masks overlap the lower number
+wins, and the polygons follow the raster), in ``"binary"`` mode 1 for any mask. 0 is background; pixels the input marks invalid are nodata (the dtype's
 maximum). Polygons carry ``prompt_id`` (the file's), ``value`` (the raster value) and ``score`` (the
 predicted IoU of the chosen mask).
 """
@@ -412,6 +412,10 @@ def _batches(prompts: Sequence[Prompt]) -> Iterator[list[int]]:
     yield from groups.values()
 
 
+def _properties(prompt: Prompt, value: int, score: float) -> dict[str, Any]:
+    return {"prompt_id": prompt.prompt_id, "value": value, "score": round(score, 4)}
+
+
 def segment_raster(
     model: str | os.PathLike[str] | Sam,
     input: str | os.PathLike[str],
@@ -481,6 +485,7 @@ def segment_raster(
         by_window.setdefault(engine.window_of(prompt), []).append(i)
     polygons = PolygonCollector(reader, vector_crs, simplify) if vector_path is not None else None
     canvas = MaskCanvas(reader, output, dtype)
+    answered: dict[int, tuple[Window, float]] = {}
     try:
         with progress_bar(len(by_window), "prompts", progress) as bar:
             for win in sorted(by_window, key=lambda w: (w[1], w[0])):
@@ -491,20 +496,18 @@ def segment_raster(
                 current = canvas.read(win)
                 for i, res in zip(indices, results, strict=True):
                     value = 1 if mode == "binary" else i + 1
-                    claim = (
-                        res.mask & (current == 0) if mode == "ids" else res.mask & (current != canvas.nodata)
-                    )
-                    current[claim] = value
-                    if polygons is not None:
-                        mine = claim if mode == "ids" else res.mask & (current != canvas.nodata)
-                        props = {
-                            "prompt_id": items[i].prompt_id,
-                            "value": value,
-                            "score": round(res.score, 4),
-                        }
-                        polygons.add(mine, win, props)
+                    free = current != canvas.nodata
+                    if mode == "ids":  # the lower prompt number wins, whatever the window order
+                        free &= (current == 0) | (current > value)
+                    current[res.mask & free] = value
+                    answered[i] = (win, res.score)
+                    if polygons is not None and mode == "binary":
+                        polygons.add(res.mask & free, win, _properties(items[i], value, res.score))
                 canvas.write(current, win)
                 bar.update(1)
+        if polygons is not None and mode == "ids":  # after stitching: each prompt's final pixels
+            for i, (win, score) in sorted(answered.items()):
+                polygons.add(canvas.read(win) == i + 1, win, _properties(items[i], i + 1, score))
         if mode == "binary":
             categories: list[str] | None = ["background", "mask"]
         else:
