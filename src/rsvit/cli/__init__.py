@@ -136,6 +136,32 @@ def _add_export(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace
     return run_export
 
 
+def _add_segment_raster(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.cli.segment_raster import add_segment_raster_arguments, run_segment_raster
+
+    parser = sub.add_parser(
+        "segment-raster",
+        help="segment what prompts (points, boxes, scribbles from GeoJSON) point at on a GeoTIFF with SAM",
+        description="Answers each prompt from a window around it (embeddings cached per window) and writes "
+        "one georeferenced mask GeoTIFF and polygons with scores and prompt ids.",
+    )
+    add_segment_raster_arguments(parser)
+    return run_segment_raster
+
+
+def _add_masks_raster(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from rsvit.cli.segment_raster import add_masks_raster_arguments, run_masks_raster
+
+    parser = sub.add_parser(
+        "masks-raster",
+        help="automatic SAM masks over a whole GeoTIFF: instance-id GeoTIFF and polygons",
+        description="Runs the automatic mask generator window by window, removes duplicates across window "
+        "overlaps and writes an instance-id GeoTIFF and polygons with scores and areas in map units.",
+    )
+    add_masks_raster_arguments(parser)
+    return run_masks_raster
+
+
 _SUBCOMMANDS = [
     _add_models,
     _add_demo,
@@ -147,6 +173,8 @@ _SUBCOMMANDS = [
     _add_benchmark,
     _add_zero_shot,
     _add_export,
+    _add_segment_raster,
+    _add_masks_raster,
 ]
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

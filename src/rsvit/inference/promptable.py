@@ -9,9 +9,9 @@ window with the same structure (number of points, box or not) are decoded in one
 
 Stitching. The mask raster lies on the input's grid (CRS, transform, size). In ``"ids"`` mode each pixel
 holds the 1-based number of its prompt (prompts in file order; where masks overlap the lower number
-wins, and the polygons follow the raster), in ``"binary"`` mode 1 for any mask. 0 is background; pixels the input marks invalid are nodata (the dtype's
-maximum). Polygons carry ``prompt_id`` (the file's), ``value`` (the raster value) and ``score`` (the
-predicted IoU of the chosen mask).
+wins, and the polygons follow the raster), in ``"binary"`` mode 1 for any mask. 0 is background; pixels
+the input marks invalid are nodata (the dtype's maximum). Polygons carry ``prompt_id`` (the file's),
+``value`` (the raster value) and ``score`` (the predicted IoU of the chosen mask).
 """
 
 from __future__ import annotations
