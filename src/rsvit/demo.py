@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rsvit.cli.demo_args import add_demo_arguments
 from rsvit.utils.atomic import save_figure
 
 __all__ = ["add_demo_arguments", "feature_pca_image", "run_demo", "sample_image_path"]
@@ -29,21 +30,6 @@ def sample_image_path() -> Path:
 def demo_config_path() -> Path:
     """The segmentation config the demo trains (ResNet-18 UperNet on the bundled Dubai copy)."""
     return Path(str(resources.files("rsvit") / "assets" / "dubai_demo.yaml"))
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", type=Path, default=None, help="image or GeoTIFF (default: bundled sample)")
-    parser.add_argument("--bands", type=str, default=None, help="1-based bands to use, e.g. 1,2,3")
-    parser.add_argument("--backbone", default="vitaev2_s", help="backbone name (see `rsvit models`)")
-    parser.add_argument(
-        "--weights", type=Path, default=None, help="checkpoint to load (any supported format)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    parser.add_argument("--no-table", action="store_true", help="skip the backbone table")
-    parser.add_argument(
-        "--backbone-only", action="store_true", help="stop after the feature pyramid (no training)"
-    )
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
 
 
 def feature_pca_image(feature: torch.Tensor) -> np.ndarray:
