@@ -172,6 +172,20 @@ def _task_cli(task: type) -> type:
                 task, setup.datamodule, subclass_mode_model=True, subclass_mode_data=True, **kwargs
             )
 
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            # Readable training output (rsvit.tasks.progress) unless the config brings its own.
+            from rsvit.tasks.progress import drop_promotional_tips, training_output_callbacks
+
+            drop_promotional_tips()
+            given = config.get("callbacks") or []
+            given = given if isinstance(given, list) else [given]
+            callbacks = callbacks + training_output_callbacks(
+                [*given, *callbacks],
+                progress=config.get("enable_progress_bar") is not False,
+                summary=config.get("enable_model_summary") is not False,
+            )
+            return super()._instantiate_trainer(config, callbacks)
+
         def add_arguments_to_parser(self, parser: Any) -> None:
             for link in setup.links:
                 if link.on_instantiate:
