@@ -4,6 +4,7 @@ no FLOPs column of zeros, no promotional tips."""
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +16,7 @@ from rsvit.demo import demo_config_path
 from rsvit.tasks.progress import (
     CompactModelSummary,
     LineProgress,
+    StepRichProgressBar,
     drop_promotional_tips,
     step_description,
     training_output_callbacks,
@@ -53,6 +55,15 @@ def test_line_progress_reports_steps_and_time_left(tmp_path: Path, capsys) -> No
     assert step_description(trainer, 0) == "Epoch 0, step 3/3"
 
 
+def test_terminal_bar_counts_steps(tmp_path: Path) -> None:
+    (bar,) = training_output_callbacks([], progress=True, summary=False, tty=True)
+    assert isinstance(bar, StepRichProgressBar)
+    pickle.dumps(bar)  # ddp_spawn pickles the callbacks
+    _fit(tmp_path, [bar], max_steps=3, enable_model_summary=False)
+    text = bar._get_train_description(0)
+    assert "step 3/3" in text and "/-2" not in text
+
+
 def test_epoch_limited_runs_keep_the_epoch_count(tmp_path: Path) -> None:
     trainer = _fit(tmp_path, [LineProgress(every_s=1e9)], max_epochs=2, enable_model_summary=False)
     assert step_description(trainer, 1) == "Epoch 1/1"
@@ -67,8 +78,6 @@ def test_summary_drops_the_empty_flops_column(tmp_path: Path, caplog) -> None:
 def test_callbacks_follow_the_terminal_and_the_trainer_flags() -> None:
     (line, summary) = training_output_callbacks([], progress=True, summary=True, tty=False)
     assert isinstance(line, LineProgress) and isinstance(summary, CompactModelSummary)
-    (bar,) = training_output_callbacks([], progress=True, summary=False, tty=True)
-    assert not isinstance(bar, LineProgress)
     assert training_output_callbacks([LineProgress()], progress=True, summary=False) == []
     assert training_output_callbacks([], progress=False, summary=False) == []
 

@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichProgressBar
 
 __all__ = [
     "CompactModelSummary",
     "LineProgress",
+    "StepRichProgressBar",
     "drop_promotional_tips",
     "step_description",
     "training_output_callbacks",
@@ -156,22 +157,20 @@ class CompactModelSummary(ModelSummary):
         logging.getLogger(ModelSummary.__module__).info("\n" + table)
 
 
+class StepRichProgressBar(RichProgressBar):
+    """Lightning's rich bar, with ``step N/M`` instead of ``Epoch 0/-2`` on step-limited runs."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = step_description(self.trainer, current_epoch)
+        return f"{text:{len(self.validation_description)}}"
+
+
 def _step_rich_bar() -> ProgressBar | None:
+    """The step-counting rich bar, or ``None`` when rich is not installed."""
     try:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        RichProgressBar()  # raises when rich is missing
-    except (ImportError, ModuleNotFoundError):
+        return StepRichProgressBar()
+    except ModuleNotFoundError:
         return None
-
-    class StepRichProgressBar(RichProgressBar):
-        """Lightning's rich bar, with ``step N/M`` instead of ``Epoch 0/-2`` on step-limited runs."""
-
-        def _get_train_description(self, current_epoch: int) -> str:
-            text = step_description(self.trainer, current_epoch)
-            return f"{text:{len(self.validation_description)}}"
-
-    return StepRichProgressBar()
 
 
 def training_output_callbacks(
