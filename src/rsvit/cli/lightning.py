@@ -35,9 +35,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rsvit.cli.config_check import read_config
+
 __all__ = [
     "LIGHTNING_COMMANDS",
     "build_cli",
+    "check_configs",
     "entry_points",
     "named_class_path",
     "run_lightning",
@@ -74,10 +77,17 @@ def _load_yaml(text_or_path: str) -> Any:
 
     path = Path(text_or_path)
     if path.is_file():
-        return yaml.safe_load(path.read_text())
+        return read_config(path)
     if text_or_path.endswith((".yaml", ".yml", ".json")):
         raise FileNotFoundError(f"config not found: {text_or_path}")
     return yaml.safe_load(text_or_path)
+
+
+def check_configs(args: Sequence[str]) -> None:
+    """Reads every ``--config`` file in ``args`` so that a malformed one is reported with file and line."""
+    for option, value in _option_values(args, "--config") + _option_values(args, "-c"):
+        if option in ("--config", "-c"):
+            read_config(value)
 
 
 def named_class_path(args: Sequence[str]) -> str | None:
@@ -162,6 +172,20 @@ def _task_cli(task: type) -> type:
                 task, setup.datamodule, subclass_mode_model=True, subclass_mode_data=True, **kwargs
             )
 
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            # Readable training output (rsvit.tasks.progress) unless the config brings its own.
+            from rsvit.tasks.progress import drop_promotional_tips, training_output_callbacks
+
+            drop_promotional_tips()
+            given = config.get("callbacks") or []
+            given = given if isinstance(given, list) else [given]
+            callbacks = callbacks + training_output_callbacks(
+                [*given, *callbacks],
+                progress=config.get("enable_progress_bar") is not False,
+                summary=config.get("enable_model_summary") is not False,
+            )
+            return super()._instantiate_trainer(config, callbacks)
+
         def add_arguments_to_parser(self, parser: Any) -> None:
             for link in setup.links:
                 if link.on_instantiate:
@@ -193,6 +217,7 @@ def run_lightning(args: Sequence[str], task: type | None = None) -> int:
     if not args or args[0] not in LIGHTNING_COMMANDS + _HELP:
         print(f"expected one of {', '.join(LIGHTNING_COMMANDS)} first, got {args[:1]}", file=sys.stderr)
         return 2
+    check_configs(args)
     try:
         if task is None and named_class_path(args) is None and any(a in _HELP for a in args):
             _generic_help(args)
@@ -217,6 +242,7 @@ def train_from_config(
     if not config_path.is_file():
         raise FileNotFoundError(f"config not found: {config_path}")
     args = ["--config", str(config_path), *(overrides or [])]
+    check_configs(args)
     if task is None:
         task = task_class_of(args)
     cli = build_cli(args, run=False, task=task)

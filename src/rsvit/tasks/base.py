@@ -242,13 +242,16 @@ class BaseTask(L.LightningModule):
         if preprocessing is None:
             preprocessing = self.default_preprocessing()
         bands = preprocessing.get("bands")
+        names = preprocessing.get("band_names")
         metadata = WeightsMetadata(
             input_size=preprocessing.get("input_size"),
             mean=preprocessing.get("mean"),
             std=preprocessing.get("std"),
-            band_names=tuple(f"band_{b}" for b in bands) if bands else None,
+            band_names=tuple(names) if names else tuple(f"band_{b}" for b in bands) if bands else None,
             classes=self.export_classes(),
             extra={
+                # The 1-based band selection the model was trained on; predict-raster applies it.
+                **({"bands": [int(b) for b in bands]} if bands else {}),
                 **self.export_extra(preprocessing),
                 "global_step": int(self.global_step) if self._trainer is not None else 0,
             },

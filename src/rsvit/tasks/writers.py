@@ -18,13 +18,43 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rsvit.tasks.reports import run_dir
 from rsvit.utils.atomic import commit_temp, reserve_temp
 
-__all__ = ["FolderPredictionWriter", "PredictionWriter", "safe_stem"]
+__all__ = ["FolderPredictionWriter", "PredictionWriter", "relative_name", "safe_stem"]
 
 
 def safe_stem(path: str, index: int, prefix: str = "image") -> str:
     """A file-name-safe stem from ``path``, or ``<prefix>_<index>`` for items without one."""
     stem = Path(path).stem if path else f"{prefix}_{index:04d}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+    return _safe(stem)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def relative_name(path: str, base: Path | None) -> str | None:
+    """``path`` relative to ``base`` without its suffix, its safe parts joined by ``__`` (``None`` when
+    ``path`` does not lie under ``base``): ``Tile 2/images/a.jpg`` gives ``Tile_2__images__a``."""
+    if base is None or not path:
+        return None
+    try:
+        parts = Path(path).resolve().relative_to(base).with_suffix("").parts
+    except ValueError:
+        return None
+    return "__".join(_safe(p) for p in parts) if parts else None
+
+
+def _data_base(datamodule: Any) -> Path | None:
+    """The folder the predicted paths are named relative to: the DataModule's prediction folder, else its
+    ``root``."""
+    hparams = getattr(datamodule, "hparams", None)
+    predict = getattr(hparams, "predict_path", None) if hparams is not None else None
+    for candidate in (predict, getattr(datamodule, "root", None)):
+        if candidate is None or str(candidate).startswith("rsvit://"):
+            continue
+        folder = Path(candidate).expanduser()
+        if folder.is_dir():
+            return folder.resolve()
+    return None
 
 
 class FolderPredictionWriter(BasePredictionWriter):
@@ -33,8 +63,10 @@ class FolderPredictionWriter(BasePredictionWriter):
 
     ``predict_step`` returns a dict of equally long lists; :attr:`columns` must be present,
     :attr:`optional_columns` may be (``None`` per item when absent). Each item goes to :meth:`write_item`
-    with a file-name stem from its ``path`` (``<unnamed_prefix>_<n>`` without one); written files collect
-    in ``written``.
+    with a unique name from its ``path``: its stem, or, when an earlier item of the run had the same stem
+    (the Dubai set's ``Tile N/images/image_part_001.jpg``), its path relative to the DataModule's
+    prediction folder or root (``Tile_2__images__image_part_001``), else the stem with ``_2``, ``_3``
+    ...; ``<unnamed_prefix>_<n>`` without a path. Written files collect in ``written``.
     """
 
     columns: tuple[str, ...] = ("path", "prediction")
@@ -45,6 +77,24 @@ class FolderPredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.written: list[Path] = []
+        self._base: Path | None = None
+        self._used: set[str] = set()
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._base = _data_base(getattr(trainer, "datamodule", None))
+        self._used = set()
+
+    def item_name(self, path: str, index: int) -> str:
+        """The unique output name (without suffix, may hold ``/``) of the item at ``path``."""
+        name = safe_stem(path, index, prefix=self.unnamed_prefix)
+        if name in self._used:
+            name = relative_name(path, self._base) or name
+        unique, n = name, 1
+        while unique in self._used:
+            n += 1
+            unique = f"{name}_{n}"
+        self._used.add(unique)
+        return unique
 
     def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
         raise NotImplementedError
@@ -71,7 +121,7 @@ class FolderPredictionWriter(BasePredictionWriter):
                 k: prediction[k][i] if k in prediction else None
                 for k in (*self.columns, *self.optional_columns)
             }
-            name = safe_stem(item["path"], batch_idx * 1000 + i, prefix=self.unnamed_prefix)
+            name = self.item_name(item["path"], batch_idx * 1000 + i)
             self.write_item(folder, name, item, pl_module)
 
 
