@@ -230,7 +230,13 @@ def _map_held_out(args: argparse.Namespace, run: Path) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no CRS on purpose: the Dubai set carries no coordinates
         report = predict_raster(
-            run, scene, args.out / "heldout_map.tif", window=256, overlap=64, progress=False
+            run,
+            scene,
+            args.out / "heldout_map.tif",
+            window=256,
+            overlap=64,
+            progress=False,
+            overwrite=True,  # the demo's own folder: a rerun replaces its maps
         )
     with rasterio.open(report.output) as src:
         prediction = src.read(1).astype(np.int64)
@@ -282,6 +288,7 @@ def _map_scene(args: argparse.Namespace, run: Path) -> Path:
         overlap=64,
         vector=args.out / "map.geojson" if georeferenced else None,
         vector_crs="EPSG:4326",
+        overwrite=True,
     )
     print(report.summary())
     if not georeferenced:
