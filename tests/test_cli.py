@@ -92,6 +92,9 @@ _LIGHT_CALLS = [
     ["repeat", "--help"],
     ["export-backbone", "--help"],
     ["zero-shot", "--help"],
+    ["convert", "--help"],
+    ["split", "--help"],
+    ["benchmark", "--help"],
     ["predict-raster"],  # missing arguments: an argument error
     ["demo", "--steps", "many"],
     ["nonsense"],
@@ -119,7 +122,7 @@ def test_help_and_argument_errors_load_no_torch():
 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
-    assert result["codes"] == [0] * 7 + [2] * 3
+    assert result["codes"] == [0] * 10 + [2] * 3
 
 
 def test_demo_help_describes_what_the_demo_does():

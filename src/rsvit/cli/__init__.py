@@ -69,7 +69,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "convert",
         "convert an official checkpoint to rsvit safetensors",
-        "rsvit.weights:add_convert_arguments",
+        "rsvit.cli.convert_args:add_convert_arguments",
         "rsvit.weights:run_convert",
         "Read any supported checkpoint safely, convert its keys to rsvit's layout and write a safetensors "
         "file with metadata (written atomically).",
@@ -107,7 +107,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "benchmark",
         "images per second of backbones on this machine, fp32 and bf16, inference and training",
-        "rsvit.benchmark:add_benchmark_arguments",
+        "rsvit.cli.benchmark_args:add_benchmark_arguments",
         "rsvit.benchmark:run_benchmark",
         "Times the models as rsvit builds them in interleaved rounds and reports img/s and the median "
         "per-round ratio to a baseline measured in the same run.",

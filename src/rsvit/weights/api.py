@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from rsvit.cli.convert_args import add_convert_arguments
 from rsvit.weights.convert import (
     align_feature_names,
     available_families,
@@ -503,29 +504,13 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``rsvit convert IN OUT``."""
-    parser.add_argument("src", metavar="IN", help="official checkpoint (.pth/.pt/.ckpt/.safetensors)")
-    parser.add_argument("dst", metavar="OUT", help="output .safetensors file (written atomically)")
-    parser.add_argument(
-        "--family", choices=available_families(), default=None, help="architecture family (default: guessed)"
-    )
-    parser.add_argument(
-        "--prefix", default=None, help="keep only entries under this prefix, e.g. 'backbone.'"
-    )
-    parser.add_argument("--key", default=None, help="wrapper entry to read, e.g. 'state_dict_ema'")
-    parser.add_argument("--architecture", default=None, help="model name stored in the metadata")
-    parser.add_argument("--input-size", default=None, help="C,H,W stored in the metadata")
-    parser.add_argument("--mean", default=None, help="comma-separated per-band means")
-    parser.add_argument("--std", default=None, help="comma-separated per-band standard deviations")
-    parser.add_argument("--band-names", default=None, help="comma-separated band names")
-    parser.add_argument("--classes", default=None, help="comma-separated class names")
-    return parser
-
-
 def run_convert(args: argparse.Namespace) -> int:
     """Run ``rsvit convert`` from parsed arguments; returns the process exit code."""
     try:
+        if args.family is not None and args.family not in available_families():
+            raise WeightsError(
+                f"unknown --family {args.family!r}; choose one of {', '.join(available_families())}"
+            )
         metadata = WeightsMetadata(
             architecture=args.architecture,
             input_size=tuple(int(v) for v in _csv(args.input_size)) if args.input_size else None,

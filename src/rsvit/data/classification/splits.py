@@ -18,11 +18,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rsvit.data.classification.datasets import FolderSceneDataset, MillionAIDDataset, SceneDataset
 from rsvit.utils.atomic import atomic_write_text
+
+if TYPE_CHECKING:  # the datasets import torch: the split command's help must not
+    from rsvit.data.classification.datasets import SceneDataset
 
 __all__ = [
     "PROTOCOLS",
@@ -170,6 +173,8 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def run_split(args: argparse.Namespace) -> int:
     """Writes the split files and prints their sizes."""
+    from rsvit.data.classification.datasets import FolderSceneDataset, MillionAIDDataset
+
     root = Path(args.root)
     dataset_cls = MillionAIDDataset if args.layout == "millionaid" else FolderSceneDataset
     dataset = dataset_cls(root, num_bands=None)
