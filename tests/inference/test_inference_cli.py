@@ -96,3 +96,18 @@ def test_parser_defaults_and_module_entry_point():
         [sys.executable, "-m", "rsvit.inference.cli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "--input-b" in done.stdout and "--resume" in done.stdout
+
+
+def test_a_checkpoint_that_is_not_a_model_file_gets_advice_that_works(tmp_path):
+    """The advice names the steps that turn weights into a model file, not ``rsvit convert`` alone."""
+    import pytest
+
+    from rsvit.inference.model import resolve_model
+
+    checkpoint = tmp_path / "official.pth"
+    checkpoint.write_bytes(b"not read")
+    with pytest.raises(ValueError, match="not an rsvit model file") as info:
+        resolve_model(checkpoint)
+    message = str(info.value)
+    assert "rsvit.weights.load_into" in message and "save_model" in message
+    assert "rsvit convert)" not in message

@@ -36,7 +36,9 @@ def resolve_model(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module,
         raise FileNotFoundError(f"model not found: {path}")
     if path.suffix != ".safetensors":
         raise ValueError(
-            f"{path} is not a .safetensors model; export it with rsvit.models.save_model (or rsvit convert)"
+            f"{path} is not an rsvit model file (the .safetensors a training run or rsvit.models.save_model "
+            "writes). An official checkpoint holds weights only: build the network with "
+            "rsvit.models.build_model, copy them in with rsvit.weights.load_into, then save_model it"
         )
     return load_model(path)
 
