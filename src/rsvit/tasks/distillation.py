@@ -167,7 +167,8 @@ class DistillationTask(BaseTask):
                     f"model.init_args.model.{name}: {getattr(spec, name)}"
                 )
         teacher.requires_grad_(False)
-        self.teacher = teacher.eval()
+        # a plain attribute, not a submodule: out of checkpoints, the optimiser and the student's export
+        object.__setattr__(self, "teacher", teacher.eval())
         self.teacher_spec, self.teacher_metadata = spec, metadata
         self.teacher_digest = file_digest(path)
         if metadata.classes:
@@ -312,7 +313,7 @@ class DistillationTask(BaseTask):
 
     def compute_evaluation(self, stage: str) -> Evaluation:
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
-        values = {name: float(metric.compute()) for name, metric in metrics.items()}
+        values = {name: float(m.compute()) if m.update_called else 0.0 for name, m in metrics.items()}
         metrics.reset()
         scalars = {
             "agreement": values["agree"] / max(values["positions"], 1.0),
