@@ -213,3 +213,54 @@ def test_quick_start_config_runs_through_the_command_line(data_dir: Path, scene_
     assert spec.backbone == "resnet18" and meta.classes == RSSCN7_CLASSES
     report = json.loads((folder / "metrics.json").read_text())
     assert {"agreement", "accuracy", "teacher_accuracy"} <= set(report["val"])
+
+
+def test_unlabelled_example_of_the_guide_builds_through_the_command_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    from rsvit.cli.lightning import build_cli
+
+    text = (REPO / "docs" / "distillation.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "unlabelled.yaml"
+    config.write_text(example)
+    assert yaml.safe_load(example)["data"]["class_path"].endswith("UnlabelledDataModule")
+    spec = ModelSpec("segmentation", "resnet18", "upernet", num_classes=6, head_kwargs={"channels": 16})
+    teacher = _save_teacher(tmp_path / "seg.safetensors", spec)
+    cli = build_cli(
+        [
+            "--config",
+            str(config),
+            f"--model.teacher={teacher}",
+            f"--model.cache_dir={tmp_path / 'cache'}",
+            f"--data.path={data_dir / 'geotiff' / 'RGB.byte.tif'}",
+            "--data.input_size=64",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
+    assert isinstance(cli.model, SegmentationDistillationTask) and cli.model.teacher is not None
+    assert cli.model.cache is not None and cli.model.projector is not None
+    cli.datamodule.setup("fit")
+    assert len(cli.datamodule.datasets["train"]) == 4000
+    assert cli.datamodule.datasets["train"][0]["image"].shape == (3, 64, 64)
+
+
+def test_labels_only_baseline_never_runs_the_teacher(data_dir: Path, scene_teacher: Path) -> None:
+    task = ClassificationDistillationTask(
+        str(scene_teacher), model={"backbone": "resnet18", "num_classes": 7}, kl_weight=0.0, label_weight=1.0
+    )
+
+    def refuse(*_: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the teacher ran")
+
+    object.__setattr__(task, "teacher", refuse)
+    batch = _batch(data_dir, size=32, count=2)
+    with pytest.raises(ValueError, match="no loss term applies"):
+        task.distillation_losses(batch)
+    batch["label"] = torch.tensor([RSSCN7_CLASSES.index(i.split("/")[0]) for i in batch["id"]])
+    terms = task.distillation_losses(batch)
+    assert set(terms) == {"label", "loss"} and torch.equal(terms["loss"], terms["label"])

@@ -250,13 +250,14 @@ class DistillationTask(BaseTask):
         """The weighted loss terms of a batch and their sum (``"loss"``)."""
         hp = self.hparams
         features = bool(hp.feature_weight)
-        teacher_logits, teacher_maps = self.teacher_outputs(batch, features)
         if features:
             student_logits, student_maps = forward_with_features(self.model, *self.inputs_of(batch))
         else:
             student_logits, student_maps = self.model(*self.inputs_of(batch)), []
-        teacher_logits = resize_like(teacher_logits, student_logits).float()
         terms: dict[str, Tensor] = {}
+        if hp.kl_weight or hp.hard_weight or features:  # a labels-only baseline never runs the teacher
+            teacher_logits, teacher_maps = self.teacher_outputs(batch, features)
+            teacher_logits = resize_like(teacher_logits, student_logits).float()
         if hp.kl_weight:
             terms["kl"] = soft_kl_loss(student_logits, teacher_logits, hp.temperature)
         if hp.hard_weight:
@@ -269,6 +270,11 @@ class DistillationTask(BaseTask):
         if features:
             n = int(hp.feature_stages)
             terms["feature"] = feature_loss(self.projector(student_maps[-n:]), teacher_maps[-n:])
+        if not terms:
+            raise ValueError(
+                f"no loss term applies: the batch has no '{self.label_key}' labels and the teacher terms "
+                "are off; set kl_weight, hard_weight or feature_weight"
+            )
         weights = {
             "kl": hp.kl_weight,
             "hard": hp.hard_weight,
