@@ -16,6 +16,7 @@ may be cached (:mod:`rsvit.tasks.distillation_cache`). The transforms are determ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,83 +29,72 @@ from torch.utils.data import DataLoader, Dataset
 from rsvit.data.classification.datasets import find_images
 from rsvit.data.io import RASTER_SUFFIXES, read_image, to_unit_range
 
-__all__ = ["RasterWindowDataset", "UnlabelledDataModule", "UnlabelledImageDataset"]
+__all__ = [
+    "ImagePreparation",
+    "RasterWindowDataset",
+    "UnlabelledDataModule",
+    "UnlabelledImageDataset",
+    "random_corners",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _prepare(
-    array: np.ndarray, in_chans: int, size: int, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
-    """Unit range, grey repeated to ``in_chans``, bilinear resize to ``size``, normalisation."""
-    image = torch.from_numpy(np.ascontiguousarray(to_unit_range(array)))
-    if image.shape[0] == 1 and in_chans > 1:
-        image = image.expand(in_chans, -1, -1)
-    if image.shape[0] != in_chans:
-        raise ValueError(
-            f"image has {image.shape[0]} bands, the model takes {in_chans}: set bands or in_chans"
-        )
-    if image.shape[1:] != (size, size):
-        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return (image - mean_t) / std_t
+@dataclass(frozen=True)
+class ImagePreparation:
+    """Turns a read ``(C, H, W)`` array into the model input: unit range, grey repeated to ``in_chans``,
+    bilinear resize to ``size``, normalisation; ``bands`` (1-based) are the ones read."""
+
+    size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    in_chans: int = 3
+    bands: tuple[int, ...] | None = None
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        image = torch.from_numpy(np.ascontiguousarray(to_unit_range(array)))
+        if image.shape[0] == 1 and self.in_chans > 1:
+            image = image.expand(self.in_chans, -1, -1)
+        if image.shape[0] != self.in_chans:
+            raise ValueError(
+                f"image has {image.shape[0]} bands, the model takes {self.in_chans}: set bands or in_chans"
+            )
+        if image.shape[1:] != (self.size, self.size):
+            image = F.interpolate(
+                image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+            )[0]
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return (image - mean) / std
+
+    @property
+    def band_list(self) -> list[int] | None:
+        return list(self.bands) if self.bands is not None else None
 
 
 class UnlabelledImageDataset(Dataset):
-    """Image files without labels (see the module docstring)."""
+    """Image files without labels (see the module docstring); ids are paths relative to ``root``."""
 
-    def __init__(
-        self,
-        files: Sequence[Path],
-        root: Path,
-        input_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int = 3,
-        bands: list[int] | None = None,
-    ) -> None:
-        self.files, self.root = list(files), root
-        self.input_size, self.mean, self.std, self.in_chans, self.bands = (
-            input_size,
-            mean,
-            std,
-            in_chans,
-            bands,
-        )
+    def __init__(self, files: Sequence[Path], root: Path, prepare: ImagePreparation) -> None:
+        self.files, self.root, self.prepare = list(files), root, prepare
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index]
-        image = _prepare(read_image(path, self.bands), self.in_chans, self.input_size, self.mean, self.std)
+        image = self.prepare(read_image(path, self.prepare.band_list))
         return {"image": image, "id": path.relative_to(self.root).as_posix()}
 
 
 class RasterWindowDataset(Dataset):
-    """Square windows of one raster at fixed top-left corners ``(row, col)``."""
+    """Square ``window_size`` windows of one raster at fixed top-left corners ``(row, col)``."""
 
     def __init__(
-        self,
-        path: Path,
-        corners: Sequence[tuple[int, int]],
-        window_size: int,
-        input_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int = 3,
-        bands: list[int] | None = None,
+        self, path: Path, corners: Sequence[tuple[int, int]], window_size: int, prepare: ImagePreparation
     ) -> None:
-        self.path, self.corners, self.window_size = path, list(corners), window_size
-        self.input_size, self.mean, self.std, self.in_chans, self.bands = (
-            input_size,
-            mean,
-            std,
-            in_chans,
-            bands,
-        )
+        self.path, self.corners, self.window_size, self.prepare = path, list(corners), window_size, prepare
         self._src: Any = None  # opened on first read, in the worker that reads
 
     def __len__(self) -> int:
@@ -118,8 +108,8 @@ class RasterWindowDataset(Dataset):
 
             self._src = rasterio.open(self.path)
         row, col = self.corners[index]
-        array = self._src.read(self.bands, window=Window(col, row, self.window_size, self.window_size))
-        image = _prepare(array, self.in_chans, self.input_size, self.mean, self.std)
+        window = Window(col, row, self.window_size, self.window_size)
+        image = self.prepare(self._src.read(self.prepare.band_list, window=window))
         return {"image": image, "id": f"{self.path.name}:{row},{col},{self.window_size}"}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -189,15 +179,10 @@ class UnlabelledDataModule(L.LightningDataModule):
             "bands": list(hp.bands) if hp.bands is not None else None,
         }
 
-    def _common(self) -> dict[str, Any]:
+    def _prepare(self) -> ImagePreparation:
         hp = self.hparams
-        return {
-            "input_size": int(hp.input_size),
-            "mean": list(hp.mean),
-            "std": list(hp.std),
-            "in_chans": int(hp.in_chans),
-            "bands": hp.bands,
-        }
+        bands = tuple(hp.bands) if hp.bands is not None else None
+        return ImagePreparation(int(hp.input_size), tuple(hp.mean), tuple(hp.std), int(hp.in_chans), bands)
 
     def _folder_sets(self, root: Path) -> dict[str, Dataset]:
         files = find_images(root, recursive=True)
@@ -208,8 +193,8 @@ class UnlabelledDataModule(L.LightningDataModule):
         val = sorted(files[i] for i in order[:n_val])
         train = sorted(files[i] for i in order[n_val:])
         return {
-            "train": UnlabelledImageDataset(train, root, **self._common()),
-            "val": UnlabelledImageDataset(val, root, **self._common()),
+            "train": UnlabelledImageDataset(train, root, self._prepare()),
+            "val": UnlabelledImageDataset(val, root, self._prepare()),
         }
 
     def _raster_sets(self, path: Path) -> dict[str, Dataset]:
@@ -222,10 +207,10 @@ class UnlabelledDataModule(L.LightningDataModule):
         train_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(hp.seed).spawn(2))
         return {
             "train": RasterWindowDataset(
-                path, random_corners(height, width, size, hp.train_windows, train_rng), size, **self._common()
+                path, random_corners(height, width, size, hp.train_windows, train_rng), size, self._prepare()
             ),
             "val": RasterWindowDataset(
-                path, random_corners(height, width, size, hp.val_windows, val_rng), size, **self._common()
+                path, random_corners(height, width, size, hp.val_windows, val_rng), size, self._prepare()
             ),
         }
 
