@@ -219,3 +219,18 @@ def test_export_backbone_reads_the_model_every_run_exports(tmp_path, capsys):
     empty.mkdir()
     assert main(["export-backbone", str(empty), str(tmp_path / "x.safetensors")]) == 1
     assert "model.safetensors" in capsys.readouterr().err
+
+
+def test_distill_runs_only_distillation_configs(capsys):
+    """``rsvit distill`` is ``fit`` for distillation configs; another task is told to use ``fit``."""
+    from pathlib import Path
+
+    from rsvit.cli import _distill_as_fit, main
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    code = main(["distill", "--config", str(configs / "segmentation" / "dubai_quick.yaml")])
+    assert code == 1
+    assert "rsvit distill takes a distillation config" in capsys.readouterr().err
+    quick = str(configs / "distillation" / "rsscn7_quick.yaml")
+    distill = ["distill", "--config", quick, "--trainer.max_steps=1"]
+    assert _distill_as_fit(distill) == ["fit", *distill[1:]]

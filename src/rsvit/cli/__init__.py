@@ -25,6 +25,7 @@ from rsvit.cli.errors import debug_requested, is_user_error, one_line
 __all__ = ["COMMANDS", "Command", "main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+DISTILL_COMMAND = "distill"  # ``fit`` for a config whose task is a distillation task
 DEBUG_FLAG = "--debug"
 
 
@@ -155,6 +156,7 @@ def _parser(selected: str | None) -> argparse.ArgumentParser:
         prog="rsvit",
         description="Remote Sensing Vision Transformers: backbones, tasks, large-scene inference.",
         epilog="Training: rsvit fit|validate|test|predict --config CONFIG.yaml [--trainer.max_epochs=N ...] "
+        "(rsvit distill --config CONFIG.yaml for distillation configs) "
         "(LightningCLI; the config names its task, e.g. model.class_path: rsvit.tasks.SegmentationTask). "
         f"{DEBUG_FLAG} (or RSVIT_DEBUG=1) shows tracebacks of errors.",
     )
@@ -164,6 +166,23 @@ def _parser(selected: str | None) -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.add_to(sub, with_arguments=command.name == selected)
     return parser
+
+
+def _distill_as_fit(argv: list[str]) -> list[str]:
+    """``rsvit distill --config C`` = ``rsvit fit --config C`` for distillation configs only."""
+    fit = ["fit", *argv[1:]]
+    if any(a in ("-h", "--help") for a in fit):
+        return fit
+    from rsvit.cli.lightning import task_class_of
+    from rsvit.tasks.distillation import DistillationTask
+
+    task = task_class_of(fit)
+    if not issubclass(task, DistillationTask):
+        raise ValueError(
+            f"rsvit distill takes a distillation config (model.class_path: "
+            f"rsvit.tasks.ClassificationDistillationTask, ...); {task.__name__} trains with rsvit fit"
+        )
+    return fit
 
 
 def _report(command: str, err: BaseException, debug: bool) -> int:
@@ -178,11 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or debug_requested()
     argv = [a for a in argv if a != DEBUG_FLAG]
-    if argv and argv[0] in LIGHTNING_COMMANDS:
+    if argv and argv[0] in (*LIGHTNING_COMMANDS, DISTILL_COMMAND):
         # LightningCLI parses its own arguments (configs, dotted overrides, --help).
         from rsvit.cli.lightning import run_lightning
 
         try:
+            if argv[0] == DISTILL_COMMAND:
+                return run_lightning(_distill_as_fit(argv))
             return run_lightning(argv)
         except Exception as err:  # one line for user errors, the traceback for bugs
             return _report(argv[0], err, debug)

@@ -9,6 +9,7 @@ _EXPORTS = {
     "SegmentationDataModule": "rsvit.datamodules.segmentation",
     "ChangeDataModule": "rsvit.datamodules.change",
     "HeightDataModule": "rsvit.datamodules.regression",
+    "UnlabelledDataModule": "rsvit.datamodules.unlabelled",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,6 +23,10 @@ _EXPORTS = {
     "ChangeReport": "rsvit.tasks.change",
     "DenseRegressionTask": "rsvit.tasks.regression",
     "HeightReport": "rsvit.tasks.regression",
+    "ClassificationDistillationTask": "rsvit.tasks.distillation",
+    "SegmentationDistillationTask": "rsvit.tasks.distillation",
+    "ChangeDistillationTask": "rsvit.tasks.distillation",
+    "DistillationReport": "rsvit.tasks.distillation",
 }
 
 __all__ = sorted(_EXPORTS)
