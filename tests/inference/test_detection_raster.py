@@ -237,3 +237,62 @@ def test_bad_requests_are_refused_clearly(tmp_path: Path, naip_crop) -> None:
     ring = json.loads((tmp_path / "pixels.geojson").read_text())["features"][0]["geometry"]["coordinates"][0]
     assert all(0 <= x <= WIDTH and 0 <= y <= HEIGHT for x, y in ring)
     assert not list(tmp_path.glob("a.*")) and not list(tmp_path.glob(".a.*"))
+
+
+def test_a_detector_file_runs_through_the_command(tmp_path: Path, naip_crop, capsys) -> None:
+    """A tiny Oriented R-CNN (random weights) saved with its spec: the command maps and merges its boxes."""
+    from rsvit.inference.cli import main
+    from rsvit.models import ModelSpec, build_model, save_model
+    from rsvit.ops.rotated_iou import box_iou_rotated
+    from rsvit.weights.api import WeightsMetadata
+
+    spec = ModelSpec(
+        task="detection",
+        backbone="resnet18",
+        num_classes=2,
+        head_kwargs={"fpn_channels": 16, "fc_channels": 16},
+    )
+    classes = ("car", "ship")
+    model_path = tmp_path / "detector.safetensors"
+    save_model(
+        model_path, build_model(spec), spec, WeightsMetadata(classes=classes, extra={"merge_iou": 0.1})
+    )
+    scene = _scene(tmp_path / "scene.tif", naip_crop)
+    output = tmp_path / "boxes.txt"
+    argv = ["--model", str(model_path), "--input", str(scene), "--output", str(output)]
+    argv += [
+        "--vector",
+        str(tmp_path / "boxes.geojson"),
+        "--bands",
+        "1,2,3",
+        "--window",
+        "128",
+        "--overlap",
+        "32",
+    ]
+    assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err
+
+    labels = read_labels(output, classes=classes)
+    features = json.loads((tmp_path / "boxes.geojson").read_text())["features"]
+    assert len(labels) == len(features) > 0
+    props = [f["properties"] for f in features]
+    assert {p["class"] for p in props} <= set(classes)
+    assert all(classes[p["class_index"]] == p["class"] for p in props)
+    scores = [p["score"] for p in props]
+    assert scores == sorted(scores, reverse=True)
+    boxes = torch.tensor(
+        [[p[k] for k in ("cx", "cy", "w", "h", "angle")] for p in props], dtype=torch.float64
+    )
+    index = torch.tensor([p["class_index"] for p in props])
+    iou = box_iou_rotated(boxes, boxes)
+    same = (index[:, None] == index[None, :]) & ~torch.eye(len(props), dtype=torch.bool)
+    assert not bool((iou[same] > 0.1 + 1e-6).any())  # merged: no two boxes of a class overlap beyond 0.1
+    # the DOTA text holds the same boxes, in the same order
+    assert np.allclose(labels.polygons, obb_to_poly(boxes).numpy().reshape(-1, 8), atol=1e-6)
+
+    classifier = ModelSpec(task="classification", backbone="resnet18", num_classes=2)
+    save_model(tmp_path / "classifier.safetensors", build_model(classifier), classifier)
+    argv[1] = str(tmp_path / "classifier.safetensors")
+    argv[5] = str(tmp_path / "other.geojson")
+    assert main([*argv, "--quiet"]) == 1
+    assert "classification" in capsys.readouterr().err
