@@ -296,3 +296,20 @@ def test_a_detector_file_runs_through_the_command(tmp_path: Path, naip_crop, cap
     argv[5] = str(tmp_path / "other.geojson")
     assert main([*argv, "--quiet"]) == 1
     assert "classification" in capsys.readouterr().err
+
+
+def test_two_cpu_processes_write_what_one_writes(tmp_path: Path, naip_crop) -> None:
+    scene = _scene(tmp_path / "scene.tif", naip_crop)
+    _run(MarkerDetector(), scene, tmp_path / "one.geojson", vector=tmp_path / "one.txt")
+    _run(
+        MarkerDetector(),
+        scene,
+        tmp_path / "two.geojson",
+        vector=tmp_path / "two.txt",
+        devices=2,
+        accelerator="cpu",
+        strategy="ddp_spawn",
+    )
+    assert (tmp_path / "two.geojson").read_text() == (tmp_path / "one.geojson").read_text()
+    assert (tmp_path / "two.txt").read_text() == (tmp_path / "one.txt").read_text()
+    assert not list(tmp_path.glob(".two*"))
