@@ -100,4 +100,4 @@ def test_an_output_kind_imported_first_still_finds_every_kind() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["segmentation,change,regression"]
+    assert result.stdout.split() == ["segmentation,change,regression,detection"]

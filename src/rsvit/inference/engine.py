@@ -161,8 +161,8 @@ def predict_raster(
     # 2. plan: window settings from the call or the model file, readers, windows
     net = net.to(device).eval()
     extra = dict(getattr(meta, "extra", None) or {})
-    window = int(window) if window is not None else default_window(extra)
-    overlap = int(overlap) if overlap is not None else window // 4
+    window = int(window) if window is not None else default_window({"window": kind.default_window, **extra})
+    overlap = int(overlap) if overlap is not None else _default_overlap(kind, window)
     scale = scale if scale is not None else extra.get("input_scale")
     chosen_bands = parse_bands(bands) if bands is not None else _stored_bands(extra)
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
@@ -228,6 +228,13 @@ def _check_settings(
         raise ValueError(f"devices must be >= 1, got {devices}")
     if vector_crs not in VECTOR_CRS:
         raise ValueError(f"vector_crs must be one of {', '.join(VECTOR_CRS)}, got {vector_crs!r}")
+
+
+def _default_overlap(kind: type[RasterOutput], window: int) -> int:
+    """The kind's overlap when it fits the window (less than half of it), else a quarter of the window."""
+    if kind.default_overlap is not None and kind.default_overlap < window // 2:
+        return kind.default_overlap
+    return window // 4
 
 
 def _stored_bands(extra: dict[str, Any]) -> tuple[int, ...] | None:

@@ -65,8 +65,13 @@ class PartialFiles:
     def state(self) -> Path:
         return self._name("partial.json")
 
+    @property
+    def objects(self) -> Path:
+        """Objects of vector kinds (e.g. a detector's boxes), one JSON line per window."""
+        return self._name("partial-objects.jsonl")
+
     def remove(self) -> None:
-        for path in (self.main, self.probabilities, self.state):
+        for path in (self.main, self.probabilities, self.objects, self.state):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             for aux in path.parent.glob(f"{path.name}.aux.xml"):

@@ -96,6 +96,9 @@ class RasterOutput(ABC):
 
     #: task name -> number of input rasters (dates) that task's models take.
     tasks: ClassVar[Mapping[str, int]] = {}
+    #: window and overlap when neither the call nor the model file sets them (``None``: 512, a quarter)
+    default_window: ClassVar[int | None] = None
+    default_overlap: ClassVar[int | None] = None
 
     @classmethod
     @abstractmethod
