@@ -70,7 +70,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "convert",
         "convert an official checkpoint to rsvit safetensors",
-        "rsvit.cli.convert_args:add_convert_arguments",
+        "rsvit.weights.convert_args:add_convert_arguments",
         "rsvit.weights:run_convert",
         "Read any supported checkpoint safely, convert its keys to rsvit's layout and write a safetensors "
         "file with metadata (written atomically).",

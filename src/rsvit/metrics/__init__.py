@@ -6,7 +6,6 @@ not imported here: it needs shapely).
 ``rsvit.metrics.depth``, the old path of the regression metrics, still imports with a deprecation warning.
 """
 
-from rsvit.data._moved import install as _install_old_paths
 from rsvit.metrics.change import (
     OFFICIAL_EPS,
     ChangeDetectionMetrics,
@@ -17,6 +16,7 @@ from rsvit.metrics.change import (
     per_image_confusion_matrices,
 )
 from rsvit.metrics.regression import DepthMetrics, depth_metrics, least_squares_scale_shift
+from rsvit.utils.moved import install as _install_old_paths
 
 MOVED_MODULES = {"rsvit.metrics.depth": "rsvit.metrics.regression"}
 _install_old_paths(MOVED_MODULES)

@@ -18,12 +18,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
 
-from rsvit.data.detection.labels import DotaLabels
 from rsvit.utils.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from rsvit.data.detection.labels import DotaLabels
 
 __all__ = [
     "ClassAP",

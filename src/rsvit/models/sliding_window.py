@@ -21,42 +21,13 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from rsvit.ops.windows import stride_starts
+from rsvit.ops.windows import pair_of_ints as _pair
+from rsvit.ops.windows import sliding_windows, window_starts
+
+# The window rule itself lives in rsvit.ops.windows; these names stay importable from here.
+__all__ = ["sliding_window_inference", "sliding_windows", "window_counts", "window_starts"]
 
 DenseFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        pair = (value, value)
-    else:
-        pair = tuple(int(v) for v in value)
-        if len(pair) != 2:
-            raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Start offsets of the windows along one axis (see the module docstring for the rule)."""
-    if stride > crop:
-        raise ValueError(f"stride ({stride}) larger than the crop ({crop}) would leave pixels uncovered")
-    return stride_starts(size, crop, stride)
-
-
-def sliding_windows(
-    image_size: Sequence[int], crop_size: int | Sequence[int], stride: int | Sequence[int]
-) -> list[tuple[int, int, int, int]]:
-    """Windows ``(y0, y1, x0, x1)`` in the official order (row by row, left to right), inside the image."""
-    height, width = (int(v) for v in image_size)
-    crop_h, crop_w = _pair(crop_size, "crop_size")
-    stride_h, stride_w = _pair(stride, "stride")
-    return [
-        (y0, min(y0 + crop_h, height), x0, min(x0 + crop_w, width))
-        for y0 in window_starts(height, crop_h, stride_h)
-        for x0 in window_starts(width, crop_w, stride_w)
-    ]
 
 
 def window_counts(

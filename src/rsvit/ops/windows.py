@@ -20,8 +20,9 @@ window is clamped to the axis or padded is the caller's business).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-__all__ = ["spread_starts", "stride_starts"]
+__all__ = ["pair_of_ints", "sliding_windows", "spread_starts", "stride_starts", "window_starts"]
 
 
 def stride_starts(size: int, window: int, stride: int) -> list[int]:
@@ -65,3 +66,37 @@ def spread_starts(size: int, window: int, overlap: int) -> tuple[int, ...]:
     n = math.ceil((size - window) / (window - overlap)) + 1
     span = size - window
     return tuple(round(k * span / (n - 1)) for k in range(n))
+
+
+def pair_of_ints(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """``value`` as a positive ``(height, width)`` pair; an int is used for both."""
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        pair = tuple(int(v) for v in value)
+        if len(pair) != 2:
+            raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Start offsets of the windows along one axis (see the module docstring for the rule)."""
+    if stride > crop:
+        raise ValueError(f"stride ({stride}) larger than the crop ({crop}) would leave pixels uncovered")
+    return stride_starts(size, crop, stride)
+
+
+def sliding_windows(
+    image_size: Sequence[int], crop_size: int | Sequence[int], stride: int | Sequence[int]
+) -> list[tuple[int, int, int, int]]:
+    """Windows ``(y0, y1, x0, x1)`` in the official order (row by row, left to right), inside the image."""
+    height, width = (int(v) for v in image_size)
+    crop_h, crop_w = pair_of_ints(crop_size, "crop_size")
+    stride_h, stride_w = pair_of_ints(stride, "stride")
+    return [
+        (y0, min(y0 + crop_h, height), x0, min(x0 + crop_w, width))
+        for y0 in window_starts(height, crop_h, stride_h)
+        for x0 in window_starts(width, crop_w, stride_w)
+    ]

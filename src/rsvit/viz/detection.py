@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rsvit.data.detection.labels import DOTA_V2_0_CLASSES, DotaLabels
+from rsvit.structures.class_names import DOTA_V2_0_CLASSES
+
+if TYPE_CHECKING:
+    from rsvit.data.detection.labels import DotaLabels
 from rsvit.utils.atomic import atomic_write_bytes
 
 __all__ = ["class_colors", "draw_labels", "draw_polygons", "save_drawing"]

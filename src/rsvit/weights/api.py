@@ -26,7 +26,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from rsvit.cli.convert_args import add_convert_arguments
 from rsvit.weights.convert import (
     align_feature_names,
     available_families,
@@ -35,6 +34,7 @@ from rsvit.weights.convert import (
     infer_family,
     split_prefix,
 )
+from rsvit.weights.convert_args import add_convert_arguments
 from rsvit.weights.errors import CheckpointFormatError, WeightsError, WeightsMismatchError
 from rsvit.weights.fit import fit_to_model
 from rsvit.weights.formats import read_checkpoint, sniff_file_kind

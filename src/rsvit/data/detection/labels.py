@@ -26,6 +26,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from rsvit.structures.class_names import (
+    DOTA_CLASSES,
+    DOTA_V1_0_CLASSES,
+    DOTA_V1_5_CLASSES,
+    DOTA_V2_0_CLASSES,
+    HRSC2016_CLASSES,
+)
 from rsvit.structures.rotated_boxes import AngleConvention, obb_to_poly, poly_to_obb, regularize_obb
 from rsvit.utils.atomic import atomic_write_text
 
@@ -51,32 +58,6 @@ __all__ = [
     "write_labels",
 ]
 
-DOTA_V1_0_CLASSES: tuple[str, ...] = (
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-)
-DOTA_V1_5_CLASSES: tuple[str, ...] = (*DOTA_V1_0_CLASSES, "container-crane")
-DOTA_V2_0_CLASSES: tuple[str, ...] = (*DOTA_V1_5_CLASSES, "airport", "helipad")
-DOTA_CLASSES: dict[str, tuple[str, ...]] = {
-    "1.0": DOTA_V1_0_CLASSES,
-    "1.5": DOTA_V1_5_CLASSES,
-    "2.0": DOTA_V2_0_CLASSES,
-}
-# HRSC2016 is usually evaluated as a single "ship" class (its level-1 task).
-HRSC2016_CLASSES: tuple[str, ...] = ("ship",)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

@@ -25,6 +25,7 @@ from rsvit.data.segmentation.benchmarks import (
     POTSDAM_VAL_TILES,
 )
 from rsvit.data.segmentation.datasets import SegmentationRecord, colours_to_index, pair_folders, read_mask
+from rsvit.ops.windows import sliding_windows
 from rsvit.viz.palettes import Colour
 
 __all__ = ["tile_isaid", "tile_potsdam", "write_tiles"]
@@ -79,14 +80,12 @@ def write_tiles(
 ) -> list[SegmentationRecord]:
     """Cuts one large image and its mask into ``crop`` x ``crop`` pieces ``stride`` apart.
 
-    Windows follow :func:`rsvit.models.sliding_window.sliding_windows`: the last row/column is shifted
+    Windows follow :func:`rsvit.ops.windows.sliding_windows`: the last row/column is shifted
     back to end at the border, so every crop is full size (smaller images give one whole-image crop).
     Colour masks (given ``palette``) are written as index maps, colours not in the palette as
     ``unknown_value`` with a warning stating their count; index masks are copied. Crops are named
     ``<name>_<y0>_<y1>_<x0>_<x1>``; 8-bit images become PNG, others GeoTIFF.
     """
-    from rsvit.models.sliding_window import sliding_windows
-
     image_path, mask_path = Path(image_path), Path(mask_path)
     image = read_image(image_path, bands=list(bands) if bands is not None else None)
     if palette is not None:
