@@ -55,7 +55,14 @@ def test_variant_is_recognised_from_the_layout(reference_dir: Path, variant: str
 
 def test_checkpoint_of_another_size_is_named(reference_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "sam_vit_l.pth"
-    torch.save(dict(zero_views(manifest_rows(reference_dir, "sam_vit_l"))), path)
+    # The entries that tell the size (patch embedding, one norm per block): the whole layout as
+    # repeating views would claim more memory than rsvit's reader accepts from such views.
+    rows = [
+        row
+        for row in manifest_rows(reference_dir, "sam_vit_l")
+        if row[0] == "image_encoder.patch_embed.proj.weight" or row[0].endswith(".norm1.weight")
+    ]
+    torch.save(dict(zero_views(rows)), path)
     with pytest.raises(WeightsMismatchError, match="holds a SAM vit_l model, not vit_b"):
         load_official_sam(path, "vit_b")
 
