@@ -122,3 +122,28 @@ def test_warmup_then_steps() -> None:
         DetectionTask(TINY_MODEL, num_classes=2, milestone_unit="iter")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="3 class names"):
         DetectionTask(TINY_MODEL, num_classes=2, class_names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    ("name", "backbone", "optimizer", "lr", "milestones", "classes"),
+    [
+        ("dota_orcn_resnet50", "resnet50", torch.optim.SGD, 0.005, [8, 11], 15),
+        ("dota_orcn_swin_t", "swin_t", torch.optim.AdamW, 1e-4, [8, 11], 15),
+        ("dota_orcn_vitaev2_s", "vitaev2_s", torch.optim.AdamW, 1e-4, [8, 11], 15),
+        ("hrsc_orcn_resnet50", "resnet50", torch.optim.SGD, 0.005, [24, 33], 1),
+    ],
+)
+def test_paper_configs_build_the_official_setup(name, backbone, optimizer, lr, milestones, classes) -> None:
+    from rsvit.cli.lightning import build_cli
+
+    cli = build_cli(["--config", str(REPO / "configs" / "detection" / f"{name}.yaml")], run=False)
+    task = cli.model
+    assert isinstance(task, DetectionTask) and task.spec.backbone == backbone
+    assert task.num_classes == classes and list(task.hparams.milestones) == milestones
+    assert cli.trainer.gradient_clip_val == 35
+    opt = task.configure_optimizers()["optimizer"]
+    assert isinstance(opt, optimizer) and opt.param_groups[0]["lr"] == pytest.approx(
+        lr / 3 if lr == 0.005 else lr * 1e-3
+    )
+    if optimizer is torch.optim.AdamW:  # no decay on norms and position tables, as the official configs
+        assert len(opt.param_groups) == 2 and opt.param_groups[1]["weight_decay"] == 0.0

@@ -2,7 +2,8 @@
 
 * loss: the sum of the detector's official terms (RPN objectness and box, RoI class and box; assignment,
   sampling and weights as in the official configs), each logged as ``train/loss_<term>``;
-* optimiser from config, default the official R-50 one (SGD lr 0.005, momentum 0.9, wd 1e-4); gradient
+* optimiser from config, default the official R-50 one (SGD lr 0.005, momentum 0.9, wd 1e-4), weight
+  decay off for parameter names containing ``no_decay_keywords`` (official Swin / ViTAEv2); gradient
   clipping (official 35, L2) is the trainer's ``gradient_clip_val``;
 * schedule per optimiser step: linear warm-up from ``warmup_ratio`` x lr over ``warmup_iters`` steps
   (mmcv's rule), then x ``gamma`` at every milestone (official 1x: epochs 8 and 11; ``milestone_unit:
@@ -32,6 +33,7 @@ from rsvit.metrics.detection import evaluate_dota
 from rsvit.models.spec import ModelSpec
 from rsvit.structures.rotated_boxes import obb_to_poly
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
+from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport
 from rsvit.tasks.writers import safe_stem
 
@@ -66,6 +68,8 @@ class DetectionTask(BaseTask):
         num_classes, in_chans: override the spec's (linked from the data by the command line).
         weights: whole-model starting weights; backbone_weights: backbone-only (e.g. RSP / ImageNet).
         optimizer: optimiser factory from config.
+        no_decay_keywords: parameter-name fragments trained without weight decay (official Swin /
+            ViTAEv2: ``absolute_pos_embed``, ``relative_position_bias_table``, ``norm``).
         warmup_iters, warmup_ratio: linear warm-up (official 500 steps from 1/3).
         milestones, gamma, milestone_unit: step decay (official 1x: [8, 11] epochs, 0.1).
         iou_threshold: polygon IoU a detection needs to match (DOTA: 0.5).
@@ -86,6 +90,7 @@ class DetectionTask(BaseTask):
         weights: str | None = None,
         backbone_weights: str | None = None,
         optimizer: OptimizerCallable | None = None,
+        no_decay_keywords: list[str] | None = None,
         warmup_iters: int = 500,
         warmup_ratio: float = 1.0 / 3.0,
         milestones: list[int] = [8, 11],  # noqa: B006 - shown by the CLI
@@ -200,8 +205,8 @@ class DetectionTask(BaseTask):
     # -- optimiser ----------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.make_optimizer([p for p in self.model.parameters() if p.requires_grad])
         hp = self.hparams
+        optimizer = self.make_optimizer(weight_decay_groups(self.model, hp.no_decay_keywords or ()))
         milestones = [int(m) for m in hp.milestones]
 
         def factor(step: int) -> float:
