@@ -147,3 +147,39 @@ def test_paper_configs_build_the_official_setup(name, backbone, optimizer, lr, m
     )
     if optimizer is torch.optim.AdamW:  # no decay on norms and position tables, as the official configs
         assert len(opt.param_groups) == 2 and opt.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_predict_writes_drawings_and_merged_task1_submission(
+    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
+) -> None:
+    import lightning as L
+
+    from rsvit.metrics.detection import read_task1_submission
+    from rsvit.tasks.detection import DetectionPredictionWriter
+
+    model, _, meta = load_model(trained_run / "model.safetensors")
+    task = DetectionTask(model, class_names=list(meta.classes))
+    data = DetectionDataModule(
+        str(data_dir / "dota-samples"),
+        ".",
+        ".",
+        patch_size=128,
+        gap=32,
+        split_dir=str(patches),
+        num_workers=0,
+    )
+    writer = DetectionPredictionWriter(output_dir=str(tmp_path), plot_score=0.0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        callbacks=[writer],
+        limit_predict_batches=2,
+        logger=False,
+        enable_progress_bar=False,
+    )
+    trainer.predict(task, datamodule=data, return_predictions=False)
+    drawings = sorted(tmp_path.glob("*.png"))
+    assert len(drawings) == 4 and all("__" in p.stem for p in drawings)  # 2 batches of 2 patches
+    submission = read_task1_submission(tmp_path / "task1", DOTA_V1_0_CLASSES)
+    assert len(list((tmp_path / "task1").glob("Task1_*.txt"))) == 15
+    ids = {d[0] for dets in submission.values() for d in dets}
+    assert ids <= {"P0706", "P1888"}  # patches merged back into whole images

@@ -34,10 +34,10 @@ from rsvit.models.spec import ModelSpec
 from rsvit.structures.rotated_boxes import obb_to_poly
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
 from rsvit.tasks.optim import weight_decay_groups
-from rsvit.tasks.reports import RunReport
-from rsvit.tasks.writers import safe_stem
+from rsvit.tasks.reports import RunReport, run_dir
+from rsvit.tasks.writers import FolderPredictionWriter, safe_stem
 
-__all__ = ["DetectionReport", "DetectionTask", "warmup_step_factor"]
+__all__ = ["DetectionPredictionWriter", "DetectionReport", "DetectionTask", "warmup_step_factor"]
 
 
 def warmup_step_factor(
@@ -202,6 +202,25 @@ class DetectionTask(BaseTask):
         }
         return Evaluation([(k, v) for k, v in logged if not math.isnan(v)], json_safe(entry))
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[Any]]:
+        """Per image: ``path``, ``image_id``, ``image`` (display uint8), ``boxes``, ``scores``, ``labels``."""
+        from rsvit.viz.images import display_image
+
+        detections = self.model(batch["image"])
+        images = []
+        for k, (h, w) in enumerate(batch["image_size"]):
+            image = batch["image"][k, :, :h, :w].detach().cpu()
+            restored = self.undo_data_normalisation(image[None])
+            images.append(display_image(restored[0].clamp(0, 1) if restored is not None else image))
+        return {
+            "path": list(batch["path"]),
+            "image_id": list(batch["image_id"]),
+            "image": images,
+            "boxes": [d["boxes"].detach().cpu() for d in detections],
+            "scores": [d["scores"].detach().cpu() for d in detections],
+            "labels": [d["labels"].detach().cpu() for d in detections],
+        }
+
     # -- optimiser ----------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -231,7 +250,7 @@ class DetectionTask(BaseTask):
                 Link("num_classes", "num_classes", on_instantiate=True),
                 Link("classes", "class_names", on_instantiate=True),
             ),
-            callbacks={"report": DetectionReport},
+            callbacks={"report": DetectionReport, "prediction_writer": DetectionPredictionWriter},
         )
 
 
@@ -281,3 +300,81 @@ class DetectionReport(RunReport):
                 scores=[example["scores"][k] for k in keep],
             )
             save_drawing(folder / f"{i:02d}_{safe_stem(example['path'], i)}.png", canvas)
+
+
+class DetectionPredictionWriter(FolderPredictionWriter):
+    """Writes ``<image>.png`` with the detections drawn, and at the end the DOTA Task1 submission.
+
+    The submission (``task1/Task1_<class>.txt``, one file per class, ``image_id score x1 y1 ... y4``)
+    holds every detection; when the predicted images are DOTA patches (names ``<image>__<rate>__<x>___<y>``)
+    and ``merge_patches`` is on, the patches are mapped back to their whole images first and duplicates
+    across overlapping patches removed by per-class rotated NMS at ``merge_iou``.
+
+    Args:
+        output_dir: folder (default ``<run folder>/predictions``).
+        draw: write the drawings; plot_score: lowest score drawn.
+        merge_patches: merge patch detections into whole images for the submission.
+        merge_iou: NMS threshold of the merge (DOTA: 0.1).
+    """
+
+    columns = ("path", "image_id", "image", "boxes", "scores", "labels")
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        draw: bool = True,
+        plot_score: float = 0.3,
+        merge_patches: bool = True,
+        merge_iou: float = 0.1,
+    ) -> None:
+        super().__init__(output_dir)
+        self.draw = draw
+        self.plot_score = plot_score
+        self.merge_patches = merge_patches
+        self.merge_iou = merge_iou
+        self.items: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self.folder: Path | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.items = {}
+        self.folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+
+    def write_item(self, folder: Path, name: str, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        self.items[item["image_id"]] = (item["boxes"], item["scores"], item["labels"])
+        if not self.draw:
+            return
+        from rsvit.viz.detection import draw_polygons, save_drawing
+
+        keep = item["scores"] >= self.plot_score
+        names = [pl_module.class_names[i] for i in item["labels"][keep].tolist()]  # type: ignore[index]
+        canvas = draw_polygons(
+            item["image"],
+            obb_to_poly(item["boxes"][keep].double()).numpy(),
+            names,
+            scores=item["scores"][keep].tolist(),
+        )
+        path = folder / f"{name}.png"
+        save_drawing(path, canvas)
+        self.written.append(path)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or self.folder is None:
+            return
+        from rsvit.data.detection.split import merge_patch_detections
+        from rsvit.metrics.detection import write_task1_submission
+
+        classes = list(pl_module.class_names)  # type: ignore[arg-type]
+        items = self.items
+        if self.merge_patches and items:
+            try:
+                merged = merge_patch_detections(items, self.merge_iou)
+            except ValueError:
+                merged = None  # not DOTA patch names: the submission lists the images as they are
+            if merged is not None:
+                items = {k: (m.boxes, m.scores, m.labels) for k, m in merged.items()}
+        found: dict[str, list[tuple[str, float, np.ndarray]]] = {}
+        for image_id, (boxes, scores, labels) in items.items():
+            polys = obb_to_poly(boxes.double()).numpy()
+            for poly, score, label in zip(polys, scores.tolist(), labels.tolist(), strict=True):
+                found.setdefault(classes[label], []).append((image_id, score, poly))
+        self.written.extend(write_task1_submission(self.folder / "task1", found, classes))
