@@ -183,3 +183,18 @@ def test_predict_writes_drawings_and_merged_task1_submission(
     assert len(list((tmp_path / "task1").glob("Task1_*.txt"))) == 15
     ids = {d[0] for dets in submission.values() for d in dets}
     assert ids <= {"P0706", "P1888"}  # patches merged back into whole images
+
+
+def test_patch_without_objects_trains(data_dir: Path, patches: Path) -> None:
+    data = DetectionDataModule(
+        str(data_dir / "dota-samples"), ".", ".", patch_size=128, gap=32, split_dir=str(patches)
+    )
+    dataset = data.dataset("train")
+    batch = data.collate_fn()([dataset[0], dataset[1]])
+    batch["boxes"][1] = torch.zeros(0, 5)
+    batch["labels"][1] = torch.zeros(0, dtype=torch.long)
+    task = DetectionTask(TINY_MODEL, num_classes=15)
+    parts = task.training_losses(batch)
+    assert all(math.isfinite(float(parts[k].detach())) for k in LOSSES)
+    sum(parts[k] for k in LOSSES).backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in task.model.parameters())
