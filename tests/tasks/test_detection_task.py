@@ -152,31 +152,31 @@ def test_paper_configs_build_the_official_setup(name, backbone, optimizer, lr, m
 def test_predict_writes_drawings_and_merged_task1_submission(
     trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
 ) -> None:
-    import lightning as L
-
+    from rsvit.cli.lightning import run_lightning
     from rsvit.metrics.detection import read_task1_submission
-    from rsvit.tasks.detection import DetectionPredictionWriter
 
-    model, _, meta = load_model(trained_run / "model.safetensors")
-    task = DetectionTask(model, class_names=list(meta.classes))
-    data = DetectionDataModule(
-        str(data_dir / "dota-samples"),
-        ".",
-        ".",
-        patch_size=128,
-        gap=32,
-        split_dir=str(patches),
-        num_workers=0,
+    rc = run_lightning(
+        [
+            "predict",
+            "--config",
+            str(QUICK),
+            f"--data.root={data_dir / 'dota-samples'}",
+            "--data.patch_size=128",
+            "--data.gap=32",
+            f"--data.split_dir={patches}",
+            "--data.eval_batch_size=2",
+            "--data.num_workers=0",
+            "--model.model.head_kwargs.fpn_channels=16",
+            "--model.model.head_kwargs.fc_channels=32",
+            f"--model.weights={trained_run / 'model.safetensors'}",
+            "--trainer.limit_predict_batches=2",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--prediction_writer.output_dir={tmp_path}",
+            "--prediction_writer.plot_score=0.0",
+        ]
     )
-    writer = DetectionPredictionWriter(output_dir=str(tmp_path), plot_score=0.0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        callbacks=[writer],
-        limit_predict_batches=2,
-        logger=False,
-        enable_progress_bar=False,
-    )
-    trainer.predict(task, datamodule=data, return_predictions=False)
+    assert rc == 0
     drawings = sorted(tmp_path.glob("*.png"))
     assert len(drawings) == 4 and all("__" in p.stem for p in drawings)  # 2 batches of 2 patches
     submission = read_task1_submission(tmp_path / "task1", DOTA_V1_0_CLASSES)
