@@ -93,6 +93,7 @@ def test_every_loss_falls_on_a_fixed_batch(data_dir: Path, patches: Path) -> Non
         vflip=0.0,
     )
     dataset = data.dataset("train")
+    assert "patches" in (patches / "split_report.txt").read_text()  # the finished split is marked
     batch = data.collate_fn()([dataset[i] for i in range(2)])
     task = DetectionTask(TINY_MODEL, num_classes=15)
     optimizer = torch.optim.SGD(task.model.parameters(), lr=0.01, momentum=0.9)

@@ -3,7 +3,8 @@
 A split is a folder ``root/<split>`` holding ``images/`` and ``labelTxt/`` (``"."``: ``root`` itself).
 Folders of whole images are split into patches first when ``patch_size`` is set: the patches
 (:func:`~rsvit.data.detection.split.split_dataset`, DOTA's window rule, objects kept when at least
-``iof_threshold`` of them lies inside) are written once to ``split_dir/<split>`` and reused. Batches hold
+``iof_threshold`` of them lies inside) are written once to ``split_dir/<split>`` and reused (a split
+ends by writing ``split_report.txt``; without it the folder is split again). Batches hold
 the images stacked (padded to a common size) and the boxes, polygons, labels, difficult flags as lists.
 """
 
@@ -26,7 +27,9 @@ from rsvit.data.detection.labels import DOTA_V1_0_CLASSES
 from rsvit.data.detection.transforms import DetectionAugment
 from rsvit.datamodules.base import DenseDataModule
 
-__all__ = ["DetectionDataModule"]
+__all__ = ["SPLIT_DONE", "DetectionDataModule"]
+
+SPLIT_DONE = "split_report.txt"  # marks a finished split folder (its counts)
 
 
 class DetectionDataModule(DenseDataModule):
@@ -144,10 +147,12 @@ class DetectionDataModule(DenseDataModule):
         if hp.patch_size is None:
             return source
         target = self.split_dir / split
-        if not (target / hp.label_dir).is_dir():
+        done = target / SPLIT_DONE
+        if not done.is_file():
             from rsvit.data.detection.split import split_dataset
+            from rsvit.utils.atomic import atomic_write_text
 
-            split_dataset(
+            report = split_dataset(
                 source,
                 target,
                 patch_size=int(hp.patch_size),
@@ -157,6 +162,7 @@ class DetectionDataModule(DenseDataModule):
                 image_dir=hp.image_dir,
                 label_dir=hp.label_dir,
             )
+            atomic_write_text(done, f"{report}\n")  # written last: an interrupted split is redone
         return target
 
     def prepare_data(self) -> None:
