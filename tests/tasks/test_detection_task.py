@@ -172,6 +172,7 @@ def test_predict_writes_drawings_and_merged_task1_submission(
             f"--model.weights={trained_run / 'model.safetensors'}",
             "--trainer.limit_predict_batches=2",
             "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",  # where the CLI saves config.yaml
             "--trainer.enable_progress_bar=false",
             f"--prediction_writer.output_dir={tmp_path}",
             "--prediction_writer.plot_score=0.0",
