@@ -1,0 +1,152 @@
+"""DOTA-format detection samples for training and evaluation: image + oriented boxes per item.
+
+A dataset folder holds ``images/`` and ``labelTxt/`` (as :func:`~rsvit.data.detection.split.split_dataset`
+writes patches, or whole images). Every item is a dict:
+
+* ``image``: ``(C, H, W)`` float tensor, RGB scaled to ``[0, 1]`` then normalised by ``mean`` / ``std``;
+* ``boxes``: ``(N, 5)`` float32 le90 ``(cx, cy, w, h, angle)`` in pixels, fitted to the (moved) corners;
+* ``polygons``: ``(N, 8)`` float64 corners (the ground truth the DOTA metric compares with);
+* ``labels``: ``(N,)`` int64 indices into the configured classes; ``difficult``: ``(N,)`` bool;
+* ``path``: the image file, ``image_id``: its stem, ``image_size``: ``(H, W)``.
+
+Objects whose class is not configured raise a ``ValueError`` naming the classes and the file
+(``unknown_classes="skip"`` drops them instead, e.g. to train on a subset of DOTA's classes). Objects
+whose fitted box has a side below ``min_size`` pixels are dropped, as the official pipeline ignores
+objects under 2 px. Patches without objects are kept unless ``keep_empty=False``: they only add
+background terms to the losses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from rsvit.data.detection.labels import DotaLabels, pair_images_and_labels, read_labels
+from rsvit.structures.rotated_boxes import poly_to_obb
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DotaDetectionDataset", "detection_collate"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+UnknownClasses = Literal["raise", "skip"]
+Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of an image file (grey and RGBA images are converted)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+class DotaDetectionDataset(Dataset):
+    """Images and DOTA labels of one folder (see the module docstring).
+
+    Args:
+        root: folder with ``image_dir`` and ``label_dir``.
+        classes: the configured class names; labels are indices into this list.
+        image_dir, label_dir: sub-folder names.
+        unknown_classes: ``"raise"`` on objects of other classes, or ``"skip"`` them.
+        keep_empty: keep images without (usable) objects.
+        min_size: objects with a fitted side at or below this many pixels are dropped.
+        mean, std: per-channel normalisation in ``[0, 1]`` units.
+        augment: called as ``augment(image, polygons)`` on training items (flips, quarter turns).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        classes: Sequence[str],
+        image_dir: str = "images",
+        label_dir: str = "labelTxt",
+        unknown_classes: UnknownClasses = "raise",
+        keep_empty: bool = True,
+        min_size: float = 2.0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        augment: Augment | None = None,
+    ) -> None:
+        if unknown_classes not in ("raise", "skip"):
+            raise ValueError(f"unknown_classes must be 'raise' or 'skip', got {unknown_classes!r}")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {len(mean)} and {len(std)}")
+        self.root = Path(root)
+        self.classes = [str(c) for c in classes]
+        if not self.classes:
+            raise ValueError("give the class names (classes: [...])")
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.min_size = float(min_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.augment = augment
+        self.labels: list[DotaLabels] = []
+        self.images: list[Path] = []
+        unknown: dict[str, str] = {}
+        for image, label_file in pair_images_and_labels(self.root, image_dir, label_dir):
+            assert image is not None
+            labels = read_labels(label_file)
+            known = np.array([c in self.index for c in labels.classes], dtype=bool)
+            for c in set(labels.classes) - set(self.index):
+                unknown.setdefault(c, str(label_file))
+            labels = labels.select(known)
+            if len(labels) or keep_empty:
+                self.images.append(image)
+                self.labels.append(labels)
+        if unknown and unknown_classes == "raise":
+            listed = ", ".join(f"{c!r} (e.g. {f})" for c, f in sorted(unknown.items()))
+            raise ValueError(
+                f"objects of classes not in the configured list in {self.root}: {listed}; the classes are "
+                f"{self.classes}. Add them to the classes, or set unknown_classes='skip' to drop them"
+            )
+        if not self.images:
+            raise ValueError(f"no usable images in {self.root} (all empty and keep_empty=False?)")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def ground_truth(self, i: int) -> DotaLabels:
+        """The labels of item ``i`` as read (configured classes only), for evaluation."""
+        return self.labels[i]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        labels = self.labels[i]
+        image = torch.from_numpy(read_rgb(self.images[i]).copy()).permute(2, 0, 1).float() / 255.0
+        polygons = torch.from_numpy(labels.polygons.copy())
+        if self.augment is not None:
+            image, polygons = self.augment(image, polygons)
+        boxes = poly_to_obb(polygons, "le90") if len(polygons) else torch.zeros(0, 5, dtype=torch.float64)
+        keep = boxes[:, 2:4].amin(-1) > self.min_size
+        return {
+            "image": (image - self.mean) / self.std,
+            "boxes": boxes[keep].float(),
+            "polygons": polygons[keep],
+            "labels": torch.tensor([self.index[c] for c in labels.classes], dtype=torch.long)[keep],
+            "difficult": torch.from_numpy(labels.difficult != 0)[keep],
+            "path": str(self.images[i]),
+            "image_id": self.images[i].stem,
+            "image_size": tuple(image.shape[-2:]),
+        }
+
+
+def detection_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch: images padded at the right/bottom to a common size and stacked, the rest as lists."""
+    height = max(s["image"].shape[-2] for s in samples)
+    width = max(s["image"].shape[-1] for s in samples)
+    images = torch.zeros(len(samples), samples[0]["image"].shape[0], height, width)
+    for k, s in enumerate(samples):
+        h, w = s["image"].shape[-2:]
+        images[k, :, :h, :w] = s["image"]
+    batch: dict[str, Any] = {"image": images}
+    for key in samples[0]:
+        if key != "image":
+            batch[key] = [s[key] for s in samples]
+    return batch
