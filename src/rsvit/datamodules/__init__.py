@@ -10,6 +10,7 @@ _EXPORTS = {
     "ChangeDataModule": "rsvit.datamodules.change",
     "HeightDataModule": "rsvit.datamodules.regression",
     "UnlabelledDataModule": "rsvit.datamodules.unlabelled",
+    "DetectionDataModule": "rsvit.datamodules.detection",
 }
 
 __all__ = sorted(_EXPORTS)

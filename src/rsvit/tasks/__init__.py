@@ -27,6 +27,9 @@ _EXPORTS = {
     "SegmentationDistillationTask": "rsvit.tasks.distillation",
     "ChangeDistillationTask": "rsvit.tasks.distillation",
     "DistillationReport": "rsvit.tasks.distillation",
+    "DetectionTask": "rsvit.tasks.detection",
+    "DetectionReport": "rsvit.tasks.detection",
+    "DetectionPredictionWriter": "rsvit.tasks.detection",
 }
 
 __all__ = sorted(_EXPORTS)
