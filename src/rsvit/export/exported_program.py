@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rsvit.atomic import atomic_path
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
@@ -20,6 +19,7 @@ from rsvit.export.tracing import (
     second_size,
     verify_callable,
 )
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["export_program", "load_program"]
 

@@ -18,7 +18,6 @@ import onnx
 import torch
 from torch import nn
 
-from rsvit.atomic import atomic_path
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
@@ -31,6 +30,7 @@ from rsvit.export.tracing import (
     static_spatial_reason,
     verify_callable,
 )
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "read_onnx_metadata", "write_onnx_metadata"]
 

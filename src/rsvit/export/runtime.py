@@ -7,6 +7,7 @@ so code written for the eager model (the raster engine, the export check) can ta
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,16 @@ class OnnxRuntimeModel:
         return self.metadata.spec.num_classes
 
     def eval(self) -> OnnxRuntimeModel:
+        return self
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        """No PyTorch parameters: code that looks for the model's device finds none and uses the CPU."""
+        return iter(())
+
+    def to(self, device: str | torch.device) -> OnnxRuntimeModel:
+        """Stays on the CPU provider; any other device is an error rather than a silent CPU run."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{self.path.name} runs on ONNX Runtime's CPU provider; use device cpu")
         return self
 
     def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:
