@@ -24,6 +24,7 @@ SPECS = {
     "segmentation": ModelSpec(
         "segmentation", "test_resnet", in_chans=4, num_classes=4, head_kwargs={"channels": 16}
     ),
+    "change": ModelSpec("change", "test_resnet", in_chans=4, backbone_kwargs={"out_index": 3}),
     "regression": ModelSpec(
         "regression",
         "test_resnet",
@@ -82,6 +83,19 @@ def models(tmp_path_factory):
         export_model(source, target, format="onnx")
         files[task] = (source, target)
     return files
+
+
+@pytest.fixture(scope="module")
+def naip_crop_b(naip_crop, data_dir):
+    """Another part of the scene written on the crop's grid: a second date for change models."""
+    source = data_dir / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
+    path = naip_crop.with_name("crop_b.tif")
+    with rasterio.open(naip_crop) as crop, rasterio.open(source) as src:
+        profile = crop.profile
+        data = src.read(window=Window(500, 420, 180, 150))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
 
 
 def _read(path):
@@ -167,4 +181,34 @@ def test_raster_smaller_than_a_fixed_window_is_refused(models, naip_crop, tmp_pa
         dst.write(data)
     with pytest.raises(ValueError, match="raster is smaller"):
         predict_raster(exported, small, tmp_path / "out.tif", progress=False)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_change_maps_match_pytorch(models, naip_crop, naip_crop_b, tmp_path):
+    source, exported = models["change"]
+    common = {
+        "input_b": naip_crop_b,
+        "window": 96,
+        "overlap": 24,
+        "probabilities": "float16",
+        "progress": False,
+    }
+    predict_raster(source, naip_crop, tmp_path / "eager.tif", **common)
+    report = predict_raster(exported, naip_crop, tmp_path / "ort.tif", **common)
+    assert report.windows > 1
+    eager_map, ort_map = _read(tmp_path / "eager.tif")[0], _read(tmp_path / "ort.tif")[0]
+    assert len(np.unique(eager_map)) > 1
+    np.testing.assert_array_equal(ort_map, eager_map)
+    eager_p = _read(tmp_path / "eager_probabilities.tif")[0].astype(np.float32)
+    ort_p = _read(tmp_path / "ort_probabilities.tif")[0].astype(np.float32)
+    assert np.abs(ort_p - eager_p).max() <= 1e-3
+
+
+def test_window_the_graph_does_not_hold_at_is_refused(models, naip_crop, naip_crop_b, tmp_path):
+    # the change graph's size arithmetic holds at multiples of the stride only (found at export time)
+    _, exported = models["change"]
+    with pytest.raises(ValueError, match="multiples of 32"):
+        predict_raster(
+            exported, naip_crop, tmp_path / "out.tif", input_b=naip_crop_b, window=80, progress=False
+        )
     assert not (tmp_path / "out.tif").exists()

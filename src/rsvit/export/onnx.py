@@ -21,6 +21,7 @@ from torch import nn
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
+    STRIDE,
     check_exportable,
     dynamic_shapes,
     example_inputs,
@@ -28,6 +29,7 @@ from rsvit.export.tracing import (
     named_operator,
     second_size,
     static_spatial_reason,
+    uneven_size,
     verify_callable,
 )
 from rsvit.utils.atomic import atomic_path
@@ -148,8 +150,24 @@ def export_onnx(
                 reason = f"the traced graph does not hold at another size ({failure})"
                 log.warning("%s: exporting with a fixed spatial size: %s", model_name(metadata.spec), reason)
                 exporter = _trace(model, metadata, False, opset, tmp)
+        multiple = None
+        if reason is None:
+            probe = example_inputs(metadata.spec, uneven_size(metadata.window), batch=1)
+            failure = verify_callable(_session_runner(tmp), model, probe)
+            if failure is not None:
+                multiple = STRIDE
+                log.warning(
+                    "%s: the graph holds only at multiples of %d pixels (%s)",
+                    model_name(metadata.spec),
+                    STRIDE,
+                    failure,
+                )
         written = metadata.with_changes(
-            exporter=exporter, dynamic_batch=True, dynamic_spatial=reason is None, static_reason=reason
+            exporter=exporter,
+            dynamic_batch=True,
+            dynamic_spatial=reason is None,
+            static_reason=reason,
+            size_multiple=multiple,
         )
         proto = onnx.load(str(tmp))
         write_onnx_metadata(proto, written)

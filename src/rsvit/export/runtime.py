@@ -81,6 +81,12 @@ class OnnxRuntimeModel:
                     f"({self.metadata.static_reason}); got {tensor.shape[-2]}x{tensor.shape[-1]}. Read "
                     "windows of that size or re-export with --window"
                 )
+            multiple = self.metadata.size_multiple
+            if multiple and any(int(s) % multiple for s in tensor.shape[-2:]):
+                raise ValueError(
+                    f"{self.path.name} only holds at heights and widths that are multiples of {multiple}; "
+                    f"got {tensor.shape[-2]}x{tensor.shape[-1]}"
+                )
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         self._check(inputs)

@@ -146,8 +146,18 @@ def runtime_settings(
 
 
 def check_runtime_window(net: Any, window_height: int, window_width: int) -> None:
-    """A fixed-size graph cannot take the smaller window a raster smaller than it gets."""
-    if not _is_exported(net) or net.metadata.dynamic_spatial:
+    """A fixed-size graph cannot take the smaller window a raster smaller than it gets; a graph that holds
+    only at multiples of a stride cannot take windows in between."""
+    if not _is_exported(net):
+        return
+    multiple = net.metadata.size_multiple
+    if net.metadata.dynamic_spatial and multiple and (window_height % multiple or window_width % multiple):
+        raise ValueError(
+            f"{net.path.name} gives correct outputs only for windows whose sides are multiples of "
+            f"{multiple} pixels, and this run has {window_height}x{window_width} windows: pass a --window "
+            f"that is a multiple of {multiple} (and no larger than the raster), or use runtime torch"
+        )
+    if net.metadata.dynamic_spatial:
         return
     height, width = net.metadata.window
     if (window_height, window_width) != (height, width):
