@@ -21,15 +21,14 @@ from torch import nn
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
-    STRIDE,
     check_exportable,
     dynamic_shapes,
     example_inputs,
     model_name,
     named_operator,
     second_size,
+    size_multiple,
     static_spatial_reason,
-    uneven_size,
     verify_callable,
 )
 from rsvit.utils.atomic import atomic_path
@@ -152,16 +151,7 @@ def export_onnx(
                 exporter = _trace(model, metadata, False, opset, tmp)
         multiple = None
         if reason is None:
-            probe = example_inputs(metadata.spec, uneven_size(metadata.window), batch=1)
-            failure = verify_callable(_session_runner(tmp), model, probe)
-            if failure is not None:
-                multiple = STRIDE
-                log.warning(
-                    "%s: the graph holds only at multiples of %d pixels (%s)",
-                    model_name(metadata.spec),
-                    STRIDE,
-                    failure,
-                )
+            multiple = size_multiple(_session_runner(tmp), model, metadata.spec, metadata.window)
         written = metadata.with_changes(
             exporter=exporter,
             dynamic_batch=True,
