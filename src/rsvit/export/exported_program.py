@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rsvit.atomic import atomic_path
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
@@ -18,8 +17,10 @@ from rsvit.export.tracing import (
     model_name,
     named_operator,
     second_size,
+    size_multiple,
     verify_callable,
 )
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["export_program", "load_program"]
 
@@ -62,10 +63,17 @@ def export_program(
         reason = verify_callable(program.module(), model, probe)
         if reason is not None:
             reason = f"the captured program does not hold at another size ({reason})"
+    multiple = None
     if reason is not None:
         program = _export(model, metadata, spatial=False)
+    else:
+        multiple = size_multiple(program.module(), model, metadata.spec, metadata.window)
     written = metadata.with_changes(
-        exporter="torch.export", dynamic_batch=True, dynamic_spatial=reason is None, static_reason=reason
+        exporter="torch.export",
+        dynamic_batch=True,
+        dynamic_spatial=reason is None,
+        static_reason=reason,
+        size_multiple=multiple,
     )
     with atomic_path(out, suffix=".pt2") as tmp:
         torch.export.save(program, tmp, extra_files={_EXTRA: written.to_json()})

@@ -44,6 +44,8 @@ class ExportMetadata:
         dynamic_batch: whether any batch size is accepted.
         dynamic_spatial: whether other spatial sizes are accepted.
         static_reason: why the spatial size is fixed, when it is.
+        size_multiple: when set, a dynamic graph holds only at heights and widths that are multiples of it
+            (verified at two such sizes; a size in between gives wrong outputs, so runners refuse it).
         exporter: ``dynamo`` / ``torchscript`` (ONNX) or ``torch.export``.
         quantization: ``None`` for float graphs, ``int8-dynamic`` for quantised ones.
     """
@@ -54,6 +56,7 @@ class ExportMetadata:
     dynamic_batch: bool = True
     dynamic_spatial: bool = True
     static_reason: str | None = None
+    size_multiple: int | None = None
     exporter: str = "dynamo"
     quantization: str | None = None
     inputs: tuple[str, ...] = field(default=())
@@ -76,6 +79,7 @@ class ExportMetadata:
             "dynamic_batch": self.dynamic_batch,
             "dynamic_spatial": self.dynamic_spatial,
             "static_reason": self.static_reason,
+            "size_multiple": self.size_multiple,
             "exporter": self.exporter,
             "quantization": self.quantization,
             "inputs": list(self.inputs),
@@ -109,6 +113,7 @@ class ExportMetadata:
             dynamic_batch=bool(data["dynamic_batch"]),
             dynamic_spatial=bool(data["dynamic_spatial"]),
             static_reason=data.get("static_reason"),
+            size_multiple=data.get("size_multiple"),
             exporter=data["exporter"],
             quantization=data.get("quantization"),
             inputs=tuple(data["inputs"]),

@@ -18,7 +18,6 @@ import onnx
 import torch
 from torch import nn
 
-from rsvit.atomic import atomic_path
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
@@ -28,9 +27,11 @@ from rsvit.export.tracing import (
     model_name,
     named_operator,
     second_size,
+    size_multiple,
     static_spatial_reason,
     verify_callable,
 )
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "read_onnx_metadata", "write_onnx_metadata"]
 
@@ -148,8 +149,15 @@ def export_onnx(
                 reason = f"the traced graph does not hold at another size ({failure})"
                 log.warning("%s: exporting with a fixed spatial size: %s", model_name(metadata.spec), reason)
                 exporter = _trace(model, metadata, False, opset, tmp)
+        multiple = None
+        if reason is None:
+            multiple = size_multiple(_session_runner(tmp), model, metadata.spec, metadata.window)
         written = metadata.with_changes(
-            exporter=exporter, dynamic_batch=True, dynamic_spatial=reason is None, static_reason=reason
+            exporter=exporter,
+            dynamic_batch=True,
+            dynamic_spatial=reason is None,
+            static_reason=reason,
+            size_multiple=multiple,
         )
         proto = onnx.load(str(tmp))
         write_onnx_metadata(proto, written)

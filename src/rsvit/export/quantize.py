@@ -11,8 +11,8 @@ from pathlib import Path
 
 import onnx
 
-from rsvit.atomic import atomic_path
 from rsvit.export.onnx import read_onnx_metadata, write_onnx_metadata
+from rsvit.utils.atomic import atomic_path
 
 __all__ = ["quantize_int8"]
 

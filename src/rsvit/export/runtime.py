@@ -7,6 +7,7 @@ so code written for the eager model (the raster engine, the export check) can ta
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,16 @@ class OnnxRuntimeModel:
     def eval(self) -> OnnxRuntimeModel:
         return self
 
+    def parameters(self) -> Iterator[torch.Tensor]:
+        """No PyTorch parameters: code that looks for the model's device finds none and uses the CPU."""
+        return iter(())
+
+    def to(self, device: str | torch.device) -> OnnxRuntimeModel:
+        """Stays on the CPU provider; any other device is an error rather than a silent CPU run."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{self.path.name} runs on ONNX Runtime's CPU provider; use device cpu")
+        return self
+
     def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:
         if len(inputs) != len(self._inputs):
             raise ValueError(f"{self.path.name} takes {len(self._inputs)} input(s), got {len(inputs)}")
@@ -69,6 +80,12 @@ class OnnxRuntimeModel:
                     f"{self.path.name} only takes {height}x{width} windows "
                     f"({self.metadata.static_reason}); got {tensor.shape[-2]}x{tensor.shape[-1]}. Read "
                     "windows of that size or re-export with --window"
+                )
+            multiple = self.metadata.size_multiple
+            if multiple and any(int(s) % multiple for s in tensor.shape[-2:]):
+                raise ValueError(
+                    f"{self.path.name} only holds at heights and widths that are multiples of {multiple}; "
+                    f"got {tensor.shape[-2]}x{tensor.shape[-1]}"
                 )
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,14 @@ Some layers compute their shapes in Python from the input size, so the traced gr
 example size. Those are listed here with the reason, and their graphs are exported with a fixed spatial
 size (the batch stays dynamic); every other graph is still verified at a second size after export, which
 is how ViTAEv2 (window partitions reshaped with traced sizes) ends up with a fixed size in ONNX, while
-ResNet/ViT classifiers, DPT and BIT (including its tokens) keep dynamic sizes.
+ResNet/ViT classifiers, DPT and BIT (including its tokens) keep dynamic sizes. A dynamic graph is also
+verified at a size between multiples of the stride; one that fails there (sizes rounded while tracing,
+seen with BIT on a ResNet) records that it holds only at multiples, which runners then enforce.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 
@@ -18,15 +21,20 @@ from torch import nn
 from rsvit.export.errors import ExportError
 from rsvit.models import ModelSpec
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "EXPORTABLE_TASKS",
+    "STRIDE",
     "check_exportable",
     "dynamic_shapes",
     "example_inputs",
     "model_name",
     "named_operator",
     "second_size",
+    "size_multiple",
     "static_spatial_reason",
+    "uneven_size",
     "verify_callable",
 ]
 
@@ -84,6 +92,30 @@ def dynamic_shapes(count: int, spatial: bool) -> tuple[dict[int, object], ...]:
 def second_size(window: tuple[int, int]) -> tuple[int, int]:
     """Another spatial size to verify a dynamic graph at (still a multiple of the deepest stride, 32)."""
     return (window[0] + 32, window[1] + 64)
+
+
+STRIDE = 32
+
+
+def uneven_size(window: tuple[int, int]) -> tuple[int, int]:
+    """A size that is not a multiple of the deepest stride: graphs whose size arithmetic was specialised
+    to exact multiples while tracing go wrong there."""
+    return (window[0] + STRIDE // 2 + 1, window[1] + STRIDE + 9)
+
+
+def size_multiple(
+    run: Callable[..., torch.Tensor], model: nn.Module, spec: ModelSpec, window: tuple[int, int]
+) -> int | None:
+    """``None`` when a dynamic graph also holds between multiples of the stride, else the stride.
+
+    A graph traced at multiples of the stride can hold at other multiples yet be wrong in between (sizes
+    rounded while tracing); the raster engine then has to keep to the multiples.
+    """
+    failure = verify_callable(run, model, example_inputs(spec, uneven_size(window), batch=1))
+    if failure is None:
+        return None
+    log.warning("%s: the graph holds only at multiples of %d pixels (%s)", model_name(spec), STRIDE, failure)
+    return STRIDE
 
 
 _OPERATOR = re.compile(

@@ -21,7 +21,15 @@ def add_predict_raster_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="RUN_OR_CHECKPOINT",
-        help="a training run folder (holding model.safetensors) or a .safetensors file from save_model",
+        help="a training run folder (holding model.safetensors), a .safetensors file from save_model, or an "
+        ".onnx file from `rsvit export` (runs on ONNX Runtime)",
+    )
+    parser.add_argument(
+        "--runtime",
+        default=None,
+        choices=("torch", "onnxruntime"),
+        help="run the model with PyTorch or ONNX Runtime (CPU; needs an .onnx file from `rsvit export`, "
+        "whose metadata gives bands, mean/std, classes and window); default: onnxruntime for .onnx files",
     )
     parser.add_argument(
         "--input", required=True, metavar="SCENE", help="input raster (GeoTIFF or any GDAL raster)"
@@ -161,6 +169,7 @@ def _predict(predict_raster: Any, args: argparse.Namespace) -> Any:
         strategy=args.strategy,
         num_workers=args.num_workers,
         overwrite=args.overwrite,
+        runtime=args.runtime,
     )
 
 

@@ -32,7 +32,14 @@ from torch import nn
 
 from rsvit.inference.change import check_same_grid
 from rsvit.inference.job import Job, fingerprint_differences, inputs_fingerprint
-from rsvit.inference.model import default_window, expected_bands, model_digest, resolve_model
+from rsvit.inference.model import (
+    check_runtime_window,
+    default_window,
+    expected_bands,
+    model_digest,
+    resolve_model,
+    runtime_settings,
+)
 from rsvit.inference.outputs import (
     ModelFacts,
     OutputRequest,
@@ -96,6 +103,7 @@ def predict_raster(
     accelerator: str = "cpu",
     strategy: str = "ddp_spawn",
     compress: str = "deflate",
+    runtime: str | None = None,
 ) -> PredictionReport:
     """Predicts a whole scene window by window and writes georeferenced maps.
 
@@ -136,13 +144,17 @@ def predict_raster(
         devices, accelerator, strategy: ``devices > 1`` shares the strips between processes with Lightning
             (one writer assembles the result); e.g. ``devices=2, accelerator="cpu"``.
         compress: compression of the final GeoTIFFs (``deflate``, ``zstd``, ``lzw``...).
+        runtime: ``"torch"`` or ``"onnxruntime"`` (an ONNX file from ``rsvit export``, run alone on the
+            CPU from its embedded metadata; a fixed-size export sets the window). Default: ``onnxruntime``
+            for ``.onnx`` files, else ``torch``.
     """
     import rasterio
 
     start_time = time.perf_counter()
     # 1. validate: the settings, the model, its task's output kind, the paths
     _check_settings(window, overlap, batch_size, devices, vector_crs)
-    net, spec, file_meta = resolve_model(model)
+    net, spec, file_meta = resolve_model(model, runtime)
+    window, batch_size = runtime_settings(net, window, batch_size, bf16=bf16, device=device, devices=devices)
     meta = metadata if metadata is not None else file_meta
     task = task or (spec.task if spec is not None else ("change" if input_b is not None else "segmentation"))
     kind = _output_kind(task, input_b)
@@ -169,6 +181,7 @@ def predict_raster(
         readers = _open_readers(inputs, chosen_bands, expected_bands(net, spec, meta), meta, scale)
         _check_georeferencing(readers[0], request)
         plan = WindowPlan.create(readers[0].height, readers[0].width, window=window, overlap=overlap)
+        check_runtime_window(net, plan.window_height, plan.window_width)
         # 3. open the output: settle the kind for this model, then create or continue its partial files
         facts = ModelFacts(net, spec, meta, task, len(readers[0].bands), len(readers), plan)
         settings = {"window": window, "overlap": overlap, "task": task}
