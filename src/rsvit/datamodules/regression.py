@@ -313,7 +313,7 @@ class HeightDataModule(DenseDataModule):
     def pixel_size(self) -> float | None:
         """Ground size of one pixel in CRS units (metres for projected data) of the first training image.
 
-        Of the first image to predict when there are no training pairs.
+        Falls back to the first image to predict when there are no training pairs.
 
         ``None`` for unreferenced or geographic (degree) rasters, where a metre scale bar would lie.
         """

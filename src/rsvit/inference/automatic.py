@@ -157,8 +157,8 @@ def masks_raster(
         window: window side in pixels (default the model input size: native resolution).
         overlap: pixels shared by neighbouring windows (default a quarter window).
         scale: divisor to 0-1 (default the dtype's maximum).
-        points_per_side: the per-window generator's settings (:class:`SamAutomaticMaskGenerator`), as are
-            the arguments up to ``min_mask_region_area``.
+        points_per_side: side of the point grid prompted in each window; this and the settings down to
+            ``min_mask_region_area`` go to the per-window :class:`SamAutomaticMaskGenerator`.
         points_per_batch: points decoded together (memory vs. speed).
         pred_iou_thresh: keep masks whose predicted IoU is strictly above (0 disables).
         stability_score_thresh: keep masks whose stability is at least this (0 disables).

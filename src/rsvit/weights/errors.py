@@ -20,7 +20,7 @@ class CheckpointFormatError(WeightsError, ValueError):
 
 
 class UnsafeCheckpointError(WeightsError):
-    """The file holds a possible code execution or memory bomb.
+    """Refusal of a file that could run code or claims memory it does not store.
 
     It asks the unpickler to call something outside the allow-list (possible code execution), or holds
     a tensor that claims more memory than the file stores for it (a memory bomb).
