@@ -167,8 +167,8 @@ def masks_raster(
         min_mask_region_area: fill holes and drop islands smaller than this many pixels (0 disables).
         encoder_dtype: autocast dtype of the image encoder (see :class:`SamPredictor`).
         device: where the model runs (default: where it was loaded).
-        vector_crs: coordinates of the polygons: ``"EPSG:4326"``, ``"raster"`` (its CRS) or ``"pixel"``.
-        simplify: polygon simplification tolerance in pixels (0 disables).
+        vector_crs: coordinates of the polygons, as in :func:`~rsvit.inference.promptable.segment_raster`.
+        simplify: polygon tolerance in pixels, as in :func:`~rsvit.inference.promptable.segment_raster`.
         overwrite: replace existing outputs.
         progress: show a progress bar over the windows.
         generator_kwargs: any other :class:`SamAutomaticMaskGenerator` argument.
