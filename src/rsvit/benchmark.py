@@ -100,8 +100,10 @@ class Throughput:
         return statistics.median(self.rates[model][job])
 
     def ratio(self, model: str, job: str, base_job: str | None = None, base: str | None = None) -> float:
-        """Median over rounds of ``model``'s speed at ``job`` over ``base``'s at ``base_job`` (defaults:
-        the baseline model, the same job)."""
+        """Median over rounds of ``model``'s speed at ``job`` over ``base``'s at ``base_job``.
+
+        ``base`` defaults to the baseline model, ``base_job`` to the same job.
+        """
         ours = self.rates[model][job]
         theirs = self.rates[base or self.baseline][base_job or job]
         return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))

@@ -61,6 +61,7 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Runs the demo's steps with the parsed ``rsvit demo`` options; returns the exit code."""
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if args.image is not None and not args.image.is_file():

@@ -20,5 +20,7 @@ class ModelConfigError(RsvitError, ValueError):
 
 
 class ModelSpecError(ModelConfigError):
-    """A model description (``ModelSpec``, e.g. read from a model file) is invalid or does not fit the
-    tensors stored beside it."""
+    """A model description is invalid or does not fit the tensors stored beside it.
+
+    The description is a ``ModelSpec``, e.g. read from a model file.
+    """

@@ -1,5 +1,7 @@
-"""rsvit's own backbones in timm's model registry, so ``timm.create_model("vitaev2_s", features_only=True)``
-works after ``import rsvit`` (and in timm-based tools such as ``segmentation_models_pytorch``).
+"""rsvit's own backbones in timm's model registry.
+
+So ``timm.create_model("vitaev2_s", features_only=True)`` works after ``import rsvit`` (and in
+timm-based tools such as ``segmentation_models_pytorch``).
 
 ``import rsvit`` imports this module as soon as timm is imported (see :mod:`rsvit.utils.post_import`).
 It imports timm only: each entry point imports its model code when a model is created, so registering

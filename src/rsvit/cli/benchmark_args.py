@@ -10,6 +10,7 @@ JOBS = ("fwd fp32", "fwd bf16", "train fp32", "train bf16")
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declares the ``rsvit benchmark`` options on ``parser``, without importing torch."""
     parser.add_argument(
         "--models",
         nargs="+",

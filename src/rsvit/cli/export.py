@@ -1,10 +1,10 @@
-"""``rsvit export MODEL OUT --format onnx|exported-program``: a saved model as a deployable graph.
+r"""``rsvit export MODEL OUT --format onnx|exported-program``: a saved model as a deployable graph.
 
 The exported file carries the model spec, bands, mean/std, classes and palette, so it runs without the
 source file. Every export is compared with the eager model (real images from ``--check-data``, else a
 random batch) and the command fails when the outputs differ by more than 1e-4 of their range::
 
-    rsvit export seg.safetensors seg.onnx --format onnx --window 512 512 --check-data shared/data \\
+    rsvit export seg.safetensors seg.onnx --format onnx --window 512 512 --check-data shared/data \
         --int8 seg.int8.onnx
 """
 

@@ -9,8 +9,11 @@ __all__ = ["add_export_backbone_arguments", "export_backbone", "run_export_backb
 
 
 def _find_source(run: Path) -> Path:
-    """``run`` itself when it is a file; else the run folder's ``checkpoints/last.ckpt`` or newest
-    ``*.ckpt``, else the ``model.safetensors`` every run exports."""
+    """The weights file of ``run``: ``run`` itself when it is a file.
+
+    Else the run folder's ``checkpoints/last.ckpt`` or newest ``*.ckpt``, else the ``model.safetensors``
+    every run exports.
+    """
     if run.is_file():
         return run
     if not run.is_dir():

@@ -89,7 +89,8 @@ def compare_grids(a: PixelGrid, b: PixelGrid, precision: float = 1e-9) -> list[G
     """Every aspect in which two grids differ (CRS, size, transform; empty when they are one grid).
 
     Args:
-        a, b: the grids to compare.
+        a: the first grid to compare.
+        b: the second grid to compare.
         precision: largest difference of a geotransform coefficient still counted as equal.
     """
     out = []

@@ -311,8 +311,9 @@ class HeightDataModule(DenseDataModule):
 
     @property
     def pixel_size(self) -> float | None:
-        """Ground size of one pixel in CRS units (metres for projected data) of the first training image
-        (of the first image to predict when there are no training pairs).
+        """Ground size of one pixel in CRS units (metres for projected data) of the first training image.
+
+        Falls back to the first image to predict when there are no training pairs.
 
         ``None`` for unreferenced or geographic (degree) rasters, where a metre scale bar would lie.
         """

@@ -43,8 +43,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ImagePreparation:
-    """Turns a read ``(C, H, W)`` array into the model input: unit range, grey repeated to ``in_chans``,
-    bilinear resize to ``size``, normalisation; ``bands`` (1-based) are the ones read."""
+    """Turns a read ``(C, H, W)`` array into the model input.
+
+    Unit range, grey repeated to ``in_chans``, bilinear resize to ``size``, normalisation; ``bands``
+    (1-based) are the ones read.
+    """
 
     size: int
     mean: tuple[float, ...] = IMAGENET_MEAN

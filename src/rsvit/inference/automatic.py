@@ -150,10 +150,28 @@ def masks_raster(
 
     Args:
         model: a :class:`Sam`, an rsvit model file or an official SAM checkpoint.
+        input: the raster (anything GDAL opens).
+        output: the instance-id GeoTIFF (COG).
+        vector: optional GeoJSON of the instances' polygons.
+        bands: 1-based bands to feed (as many as the model takes).
         window: window side in pixels (default the model input size: native resolution).
         overlap: pixels shared by neighbouring windows (default a quarter window).
-        points_per_side ... min_mask_region_area: the per-window generator's settings
-            (:class:`SamAutomaticMaskGenerator`); ``generator_kwargs`` passes any other.
+        scale: divisor to 0-1 (default the dtype's maximum).
+        points_per_side: side of the point grid prompted in each window; this and the settings down to
+            ``min_mask_region_area`` go to the per-window :class:`SamAutomaticMaskGenerator`.
+        points_per_batch: points decoded together (memory vs. speed).
+        pred_iou_thresh: keep masks whose predicted IoU is strictly above (0 disables).
+        stability_score_thresh: keep masks whose stability is at least this (0 disables).
+        box_nms_thresh: box IoU threshold of the NMS inside each window, and of the one across windows.
+        crop_n_layers: layers of overlapping crops beyond the whole window.
+        min_mask_region_area: fill holes and drop islands smaller than this many pixels (0 disables).
+        encoder_dtype: autocast dtype of the image encoder (see :class:`SamPredictor`).
+        device: where the model runs (default: where it was loaded).
+        vector_crs: coordinates of the polygons, as in :func:`~rsvit.inference.promptable.segment_raster`.
+        simplify: polygon tolerance in pixels, as in :func:`~rsvit.inference.promptable.segment_raster`.
+        overwrite: replace existing outputs.
+        progress: show a progress bar over the windows.
+        generator_kwargs: any other :class:`SamAutomaticMaskGenerator` argument.
 
     Returns:
         A summary: windows, candidate masks, instances kept, output paths.

@@ -222,8 +222,10 @@ def commit_outputs(
     polygons: PolygonCollector | None,
     vector: Path | None,
 ) -> None:
-    """Publishes the mask COG and the polygons together: the polygons are staged first, so a failure
-    before the end leaves neither final file new."""
+    """Publishes the mask COG and the polygons together.
+
+    The polygons are staged first, so a failure before the end leaves neither final file new.
+    """
     staged = polygons.stage(vector) if polygons is not None and vector is not None else None
     try:
         canvas.commit(categories)
@@ -442,11 +444,24 @@ def segment_raster(
 
     Args:
         model: a :class:`Sam`, an rsvit model file or an official SAM checkpoint.
-        input: the raster. prompts: GeoJSON path/string/dict (see :func:`read_prompts`).
-        output: the mask GeoTIFF (COG). vector: optional GeoJSON of the masks' polygons.
-        bands: 1-based bands to feed (as many as the model takes). scale: divisor to 0-1 (default the
-            dtype's maximum; e.g. ``3000`` for 16-bit reflectance-like data).
-        window: window side in pixels (default the model's input size). mode: ``"ids"`` or ``"binary"``.
+        input: the raster.
+        prompts: GeoJSON path/string/dict (see :func:`read_prompts`).
+        output: the mask GeoTIFF (COG).
+        vector: optional GeoJSON of the masks' polygons.
+        bands: 1-based bands to feed (as many as the model takes).
+        window: window side in pixels (default the model's input size).
+        scale: divisor to 0-1 (default the dtype's maximum; e.g. ``3000`` for 16-bit reflectance-like
+            data).
+        mode: ``"ids"`` (pixel value: prompt number + 1; the lower number wins overlaps) or ``"binary"``.
+        prompt_crs: CRS of the prompt coordinates (see :func:`read_prompts`).
+        polygon_as: ``"box"`` or ``"mask"``: how polygon prompts reach SAM (see :func:`read_prompts`).
+        cache_size: window embeddings kept (least recently used dropped).
+        encoder_dtype: autocast dtype of the image encoder (see :class:`SamPredictor`).
+        device: where the model runs (default: where it was loaded).
+        vector_crs: coordinates of the polygons: ``"EPSG:4326"``, ``"raster"`` (its CRS) or ``"pixel"``.
+        simplify: polygon simplification tolerance in pixels (0 disables).
+        overwrite: replace existing outputs.
+        progress: show a progress bar over the windows.
         on_window: called with each window and its results (inspection, tests).
 
     Returns:

@@ -79,6 +79,7 @@ class PartialFiles:
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
+    """The progress a previous run recorded, or ``None`` when it is missing, damaged or of another format."""
     try:
         state = json.loads(path.read_text())
     except FileNotFoundError:

@@ -1,7 +1,8 @@
-"""Metrics that torchmetrics lacks, one module per task family: change-detection scores equal to the
-official evaluation (:mod:`~rsvit.metrics.change`), depth / height errors with and without per-image
-scale-and-shift alignment (:mod:`~rsvit.metrics.regression`) and DOTA mAP (:mod:`~rsvit.metrics.detection`,
-not imported here: it needs shapely).
+"""Metrics that torchmetrics lacks, one module per task family.
+
+Change-detection scores equal to the official evaluation (:mod:`~rsvit.metrics.change`), depth /
+height errors with and without per-image scale-and-shift alignment (:mod:`~rsvit.metrics.regression`)
+and DOTA mAP (:mod:`~rsvit.metrics.detection`, not imported here: it needs shapely).
 
 ``rsvit.metrics.depth``, the old path of the regression metrics, still imports with a deprecation warning.
 """

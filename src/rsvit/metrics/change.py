@@ -95,8 +95,11 @@ def _score_tensors(cm: Tensor, eps: float) -> dict[str, Tensor]:
 
 
 def confusion_matrix_scores(cm: Tensor, eps: float = OFFICIAL_EPS) -> dict[str, float]:
-    """All official scores of one (C, C) matrix, with the official names: ``acc``, ``miou``, ``mf1``,
-    ``iou_c``, ``F1_c``, ``precision_c``, ``recall_c`` (means ignore NaN classes)."""
+    """All official scores of one (C, C) matrix, with the official names.
+
+    ``acc``, ``miou``, ``mf1``, ``iou_c``, ``F1_c``, ``precision_c``, ``recall_c`` (means ignore NaN
+    classes).
+    """
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"expected a square confusion matrix, got shape {tuple(cm.shape)}")
     s = _score_tensors(cm, eps)
@@ -108,8 +111,11 @@ def confusion_matrix_scores(cm: Tensor, eps: float = OFFICIAL_EPS) -> dict[str, 
 
 
 def change_class_scores(cm: Tensor, eps: float = OFFICIAL_EPS, change_class: int = 1) -> dict[str, Tensor]:
-    """The paper's numbers for (..., C, C) matrices: change-class ``F1``, ``IoU``, ``precision``,
-    ``recall`` and the overall accuracy ``OA`` (float64 tensors with the leading shape)."""
+    """The paper's numbers for (..., C, C) matrices.
+
+    Change-class ``F1``, ``IoU``, ``precision``, ``recall`` and the overall accuracy ``OA`` (float64
+    tensors with the leading shape).
+    """
     s = _score_tensors(cm, eps)
     return {
         "F1": s["F1"][..., change_class],
@@ -121,8 +127,11 @@ def change_class_scores(cm: Tensor, eps: float = OFFICIAL_EPS, change_class: int
 
 
 class ConfusionMatrixMeter:
-    """Accumulator with the official evaluator's interface: ``update`` adds a batch and returns that
-    batch's own mean F1 (what the official logs show), ``scores`` evaluates the running sum."""
+    """Accumulator with the official evaluator's interface.
+
+    ``update`` adds a batch and returns that batch's own mean F1 (what the official logs show),
+    ``scores`` evaluates the running sum.
+    """
 
     def __init__(self, num_classes: int = 2) -> None:
         self.num_classes = num_classes
@@ -141,8 +150,10 @@ class ConfusionMatrixMeter:
 
 
 class ChangeDetectionMetrics(Metric):
-    """Change-class F1, IoU, precision, recall and OA, from the global confusion matrix (the official
-    and BIT-paper definition, keys ``F1``...) and as means of per-image scores (keys ``per_image/F1``...).
+    """Change-class F1, IoU, precision, recall and OA, global and per image.
+
+    From the global confusion matrix (the official and BIT-paper definition, keys ``F1``...) and as
+    means of per-image scores (keys ``per_image/F1``...).
 
     ``update(pred, target)``: ``pred`` logits (B, C, H, W) or class maps (B, H, W); ``target`` (B, H, W)
     or (B, 1, H, W), with values outside [0, C) (e.g. 255) ignored. States sum over processes.

@@ -14,6 +14,8 @@ __all__ = ["BackboneInfo", "backbone_table", "format_table"]
 
 @dataclass(frozen=True)
 class BackboneInfo:
+    """One row of ``rsvit models``: a backbone's timm model, parameter count and feature channels/strides."""
+
     name: str
     timm_name: str
     params: int
@@ -40,6 +42,7 @@ def backbone_table() -> list[BackboneInfo]:
 
 
 def format_table(rows: list[BackboneInfo]) -> str:
+    """The backbone rows as the plain-text table ``rsvit models`` prints."""
     header = f"{'backbone':<12} {'timm model':<30} {'params (M)':>10}  {'channels':<24} strides"
     lines = [header, "-" * len(header)]
     for r in rows:

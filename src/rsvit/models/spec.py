@@ -130,10 +130,13 @@ def task_spec(
     owner: str,
     **overrides: Any,
 ) -> ModelSpec:
-    """The spec a task model is built from: ``model`` (a spec, or a dict where ``task`` may be left out and
+    """The spec a task model is built from.
+
+    ``model`` (a spec, or a dict where ``task`` may be left out and
     the backbone defaults to ``default_backbone``), checked to be a ``task`` spec (``owner`` names the
     caller in the error), with the ``overrides`` that are not ``None`` applied (e.g. ``num_classes`` and
-    ``in_chans`` linked from the data)."""
+    ``in_chans`` linked from the data).
+    """
     spec = (
         model
         if isinstance(model, ModelSpec)

@@ -46,7 +46,10 @@ def nms_rotated_shapely(
     """Textbook greedy NMS: walk boxes by decreasing score, keep one, drop what overlaps it too much.
 
     Args:
-        boxes: ``(N, 5)`` rotated boxes. scores: ``(N,)``. idxs: optional ``(N,)`` categories.
+        boxes: ``(N, 5)`` rotated boxes.
+        scores: ``(N,)``.
+        iou_threshold: a box whose IoU with a kept box of its category exceeds this is dropped.
+        idxs: optional ``(N,)`` categories; boxes of different categories never suppress each other.
         use_tree: find overlap candidates with a shapely ``STRtree`` (fast); otherwise compare each
             kept box with every remaining box.
         max_kept: stop after this many kept boxes (lets benchmarks time a prefix of a slow run).

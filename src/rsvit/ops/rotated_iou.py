@@ -114,7 +114,8 @@ def rotated_box_intersection(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Intersection area of matching rows of two rotated box tensors.
 
     Args:
-        boxes1, boxes2: ``(P, 5)`` float tensors ``(cx, cy, w, h, angle)`` (radians, any convention).
+        boxes1: ``(P, 5)`` float tensor ``(cx, cy, w, h, angle)`` (radians, any convention).
+        boxes2: ``(P, 5)`` boxes in the same form, row ``i`` intersected with ``boxes1[i]``.
 
     Returns:
         ``(P,)`` intersection areas, differentiable with respect to both inputs.

@@ -260,8 +260,10 @@ def read_prompts(
         polygon_as: ``"box"`` (the polygon's bounds) or ``"mask"`` (rasterised polygon plus its box).
         label_property: property holding the label (default foreground when absent).
         id_property: property grouping features into one prompt.
-        spacing, max_points: scribble sampling (:func:`scribble_points`).
+        spacing: distance in pixels between sampled scribble points (:func:`scribble_points`).
+        max_points: most points sampled from one scribble (:func:`scribble_points`).
         scribble_box: also give foreground scribbles their bounding box grown by ``box_margin`` pixels.
+        box_margin: pixels the bounding box of a scribble grows by on each side when ``scribble_box``.
 
     Returns:
         Prompts in the order their ids first appear.

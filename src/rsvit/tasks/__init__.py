@@ -1,5 +1,6 @@
-"""Lightning tasks (scene classification and RSP pretraining, segmentation, change detection,
-dense regression), all built on :class:`~rsvit.tasks.base.BaseTask`.
+"""Lightning tasks, all built on :class:`~rsvit.tasks.base.BaseTask`.
+
+Scene classification and RSP pretraining, segmentation, change detection, dense regression.
 
 Each comes with its reports; ``rsvit fit --config`` runs the one a config names.
 

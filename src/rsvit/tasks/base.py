@@ -121,9 +121,12 @@ class BaseTask(L.LightningModule):
     def network_from(
         self, model: ModelSpec | dict[str, Any] | nn.Module | None, **overrides: Any
     ) -> nn.Module:
-        """Sets ``self.spec`` and returns the network: ``model`` itself when it is a module (its ``spec``
+        """Sets ``self.spec`` and returns the network.
+
+        ``model`` itself when it is a module (its ``spec``
         attribute, if any, is kept), else the one its spec describes with ``overrides`` (e.g. the linked
-        ``num_classes``) applied."""
+        ``num_classes``) applied.
+        """
         if isinstance(model, nn.Module):
             self.spec = getattr(model, "spec", None)
             return model
@@ -208,8 +211,10 @@ class BaseTask(L.LightningModule):
         return datamodule.preprocessing() if hasattr(datamodule, "preprocessing") else None
 
     def undo_data_normalisation(self, images: torch.Tensor) -> torch.Tensor | None:
-        """``images`` (float, on the CPU) with the DataModule's evaluation normalisation undone, for plots;
-        ``None`` when the DataModule has no ``eval_transform.denormalize``."""
+        """``images`` (float, on the CPU) with the DataModule's evaluation normalisation undone, for plots.
+
+        ``None`` when the DataModule has no ``eval_transform.denormalize``.
+        """
         transform = getattr(self.attached_datamodule(), "eval_transform", None)
         if transform is None or not hasattr(transform, "denormalize"):
             return None

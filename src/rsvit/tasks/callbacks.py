@@ -1,5 +1,7 @@
-"""Deprecated: the run reports are in :mod:`rsvit.tasks.reports`, the prediction writers in
-:mod:`rsvit.tasks.writers`."""
+"""Deprecated: import from :mod:`rsvit.tasks.reports` and :mod:`rsvit.tasks.writers`.
+
+The run reports are in :mod:`rsvit.tasks.reports`, the prediction writers in :mod:`rsvit.tasks.writers`.
+"""
 
 from __future__ import annotations
 

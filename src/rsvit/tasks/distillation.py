@@ -1,5 +1,6 @@
-"""``DistillationTask``: a small student learns from a large frozen teacher (classification, segmentation,
-change detection).
+"""``DistillationTask``: a small student learns from a large frozen teacher.
+
+For classification, segmentation and change detection.
 
 The teacher is any model file rsvit writes (``load_model``); it stays frozen in eval mode and runs
 without gradients. The student is any :class:`~rsvit.models.ModelSpec` of the same family and class

@@ -28,7 +28,8 @@ def soft_kl_loss(student: Tensor, teacher: Tensor, temperature: float, valid: Te
     The ``T^2`` keeps the gradient scale of the soft term independent of the temperature (Hinton et al.).
 
     Args:
-        student, teacher: logits ``(B, K, ...)``.
+        student: logits ``(B, K, ...)``.
+        teacher: logits of the same shape.
         temperature: softening ``T > 0``.
         valid: optional boolean ``(B, ...)``: positions that count (e.g. not padding).
     """
@@ -71,8 +72,10 @@ class FeatureProjector(nn.Module):
 
 
 def feature_loss(projected: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
-    """Mean over stages of the MSE between projected student maps, resized to the teacher's grid, and the
-    teacher maps."""
+    """Mean over stages of the MSE between projected student maps and the teacher maps.
+
+    The student maps are resized to the teacher's grid.
+    """
     if not projected:
         raise ValueError("no stages to match")
     losses = [

@@ -72,9 +72,12 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 
 
 class LineProgress(ProgressBar):
-    """Progress as plain lines, for logs: one when training starts, one every ``every_s`` seconds (step,
+    """Progress as plain lines, for logs.
+
+    One when training starts, one every ``every_s`` seconds (step,
     share done, seconds per step, time left, the progress-bar metrics), one per validation and one at the
-    end."""
+    end.
+    """
 
     def __init__(self, every_s: float = 30.0) -> None:
         super().__init__()

@@ -222,8 +222,11 @@ class DenseRegressionTask(BaseTask):
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, list[Any]]:
-        """Per image, cropped to its own size: ``prediction`` (heights), ``valid`` (where the image had data),
-        ``image`` (display RGB in [0, 1]) and the source ``path``."""
+        """Per image, cropped to its own size.
+
+        ``prediction`` (heights), ``valid`` (where the image had data),
+        ``image`` (display RGB in [0, 1]) and the source ``path``.
+        """
         pred = self.model(batch["image"]).float().cpu()
         n = pred.shape[0]
         sizes = batch.get("size", torch.tensor([list(pred.shape[-2:])] * n)).tolist()

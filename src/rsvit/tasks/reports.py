@@ -37,6 +37,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Writes ``data`` as indented JSON, atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 

@@ -1,5 +1,8 @@
-"""Deprecated: :mod:`rsvit.tasks.segmentation` (``SegmentationReport``) and
-:mod:`rsvit.tasks.segmentation_predict` (the prediction writer and PNGs)."""
+"""Deprecated: import from the two modules below.
+
+:mod:`rsvit.tasks.segmentation` (``SegmentationReport``) and :mod:`rsvit.tasks.segmentation_predict`
+(the prediction writer and PNGs).
+"""
 
 from __future__ import annotations
 

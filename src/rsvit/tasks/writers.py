@@ -32,8 +32,11 @@ def _safe(name: str) -> str:
 
 
 def relative_name(path: str, base: Path | None) -> str | None:
-    """``path`` relative to ``base`` without its suffix, its safe parts joined by ``__`` (``None`` when
-    ``path`` does not lie under ``base``): ``Tile 2/images/a.jpg`` gives ``Tile_2__images__a``."""
+    """``path`` relative to ``base`` without its suffix, its safe parts joined by ``__``.
+
+    ``None`` when ``path`` does not lie under ``base``; ``Tile 2/images/a.jpg`` gives
+    ``Tile_2__images__a``.
+    """
     if base is None or not path:
         return None
     try:
@@ -44,8 +47,10 @@ def relative_name(path: str, base: Path | None) -> str | None:
 
 
 def _data_base(datamodule: Any) -> Path | None:
-    """The folder the predicted paths are named relative to: the DataModule's prediction folder, else its
-    ``root``."""
+    """The folder the predicted paths are named relative to.
+
+    The DataModule's prediction folder, else its ``root``.
+    """
     hparams = getattr(datamodule, "hparams", None)
     predict = getattr(hparams, "predict_path", None) if hparams is not None else None
     for candidate in (predict, getattr(datamodule, "root", None)):
@@ -58,8 +63,9 @@ def _data_base(datamodule: Any) -> Path | None:
 
 
 class FolderPredictionWriter(BasePredictionWriter):
-    """Base of the writers that store files per predicted item in a folder (default
-    ``<run folder>/predictions``).
+    """Base of the writers that store files per predicted item in a folder.
+
+    The folder defaults to ``<run folder>/predictions``.
 
     ``predict_step`` returns a dict of equally long lists; :attr:`columns` must be present,
     :attr:`optional_columns` may be (``None`` per item when absent). Each item goes to :meth:`write_item`

@@ -78,10 +78,13 @@ def land_cover_colour(name: str) -> Colour | None:
 
 
 def default_palette(num_classes: int, names: Sequence[str] | None = None) -> list[Colour]:
-    """Distinct display colours for index masks without a palette: tab20, or evenly spaced hues beyond
-    20 classes. With class ``names``, recognised land-cover classes get the colours map readers expect
-    (water blue, vegetation green, see :func:`land_cover_colour`) and the others distinct tab20 colours.
-    Plain Python on purpose: the inference engine needs it and must not pay for matplotlib."""
+    """Distinct display colours for index masks without a palette.
+
+    Tab20, or evenly spaced hues beyond 20 classes. With class ``names``, recognised land-cover classes
+    get the colours map readers expect (water blue, vegetation green, see :func:`land_cover_colour`) and
+    the others distinct tab20 colours.
+    Plain Python on purpose: the inference engine needs it and must not pay for matplotlib.
+    """
     base = [parse_colour(c) for c in _TAB20] if num_classes <= len(_TAB20) else _hues(num_classes)
     if names is None or len(names) != num_classes:
         return base[:num_classes]

@@ -9,6 +9,7 @@ from rsvit.weights.api import add_convert_arguments, run_convert
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m rsvit.weights``: converts a checkpoint; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m rsvit.weights", description="Convert a checkpoint to rsvit safetensors."
     )

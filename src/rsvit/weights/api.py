@@ -414,8 +414,11 @@ def load_starting_weights(
     weights: str | os.PathLike[str] | None = None,
     backbone_weights: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Where a task model starts: whole-model ``weights`` (e.g. an official or exported checkpoint), then
-    ``backbone_weights`` into ``model.backbone`` alone (e.g. a pretrained RSP backbone); both non-strict."""
+    """Where a task model starts.
+
+    Whole-model ``weights`` (e.g. an official or exported checkpoint), then
+    ``backbone_weights`` into ``model.backbone`` alone (e.g. a pretrained RSP backbone); both non-strict.
+    """
     if weights:
         load_into(model, weights)
     if backbone_weights:

@@ -49,8 +49,11 @@ _provider_errors: dict[str, str] = {}
 
 
 def _import_providers() -> None:
-    """Imports each provider once; a provider that fails to import is reported, not fatal, so the
-    families registered here (and by the other providers) keep working."""
+    """Imports each provider once.
+
+    A provider that fails to import is reported, not fatal, so the families registered here (and by the
+    other providers) keep working.
+    """
     for name in CONVERTER_PROVIDERS:
         if name in _imported_providers:
             continue
@@ -196,7 +199,7 @@ def guess_family(state_dict: Mapping[str, Any]) -> str | None:
 
 @register_converter("resnet")
 def _convert_resnet(state_dict: StateDict, model: nn.Module | None) -> StateDict:
-    """torchvision ResNet (RSP) -> timm ``ResNet``.
+    """From torchvision ResNet (RSP) to timm ``ResNet``.
 
     The two layouts use identical names (``conv1``, ``bn1``, ``layerN.i.convK``, ``downsample.0/1``,
     ``fc``), so only wrappers are removed (``module.``; a ``backbone.`` part is selected) and ``fc.*`` is
@@ -257,7 +260,9 @@ def _convert_swin(state_dict: StateDict, model: nn.Module | None) -> StateDict:
 
 
 def align_feature_names(state_dict: StateDict, target_keys: Iterable[str]) -> StateDict:
-    """Match names to timm's feature wrappers: ``layers.0.x`` -> ``layers_0.x`` (``FeatureListNet``
+    """Match names to timm's feature wrappers.
+
+    ``layers.0.x`` -> ``layers_0.x`` (``FeatureListNet``
     flattens sequential stages) and ``x`` -> ``model.x`` (``FeatureGetterNet`` keeps the model inside).
 
     Keys the model already has, or that match no wrapper name, are left unchanged.

@@ -1,5 +1,7 @@
-"""Arguments of ``rsvit convert``, declared without importing torch (the runner is
-:func:`rsvit.weights.run_convert`)."""
+"""Arguments of ``rsvit convert``, declared without importing torch.
+
+The runner is :func:`rsvit.weights.run_convert`.
+"""
 
 from __future__ import annotations
 

@@ -20,8 +20,10 @@ class CheckpointFormatError(WeightsError, ValueError):
 
 
 class UnsafeCheckpointError(WeightsError):
-    """The file asks the unpickler to call something outside the allow-list (possible code execution),
-    or holds a tensor that claims more memory than the file stores for it (a memory bomb).
+    """Refusal of a file that could run code or claims memory it does not store.
+
+    It asks the unpickler to call something outside the allow-list (possible code execution), or holds
+    a tensor that claims more memory than the file stores for it (a memory bomb).
 
     Deliberately not a ``pickle.UnpicklingError``: ``torch.load`` re-wraps those, and this refusal
     must reach the caller unchanged.

@@ -1,5 +1,7 @@
-"""Scene classification data: image datasets (folders, label files, Million-AID), the RSP
-training transform with Mixup/CutMix, and stratified split files.
+"""Scene classification data.
+
+Image datasets (folders, label files, Million-AID), the RSP training transform with Mixup/CutMix, and
+stratified split files.
 
 Names load on first use, so importing the package stays cheap.
 """

@@ -110,6 +110,8 @@ def write_label_file(path: str | os.PathLike[str], entries: Sequence[tuple[str, 
 
 @dataclass(frozen=True)
 class SplitFiles:
+    """The two label files :func:`write_split` wrote and how many images each lists."""
+
     train: Path
     valid: Path
     num_train: int

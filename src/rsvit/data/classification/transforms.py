@@ -174,7 +174,7 @@ def build_mixup(
     mode: str = "batch",
     label_smoothing: float = 0.1,
 ) -> Mixup | None:
-    """timm's Mixup/CutMix (with label smoothing of the mixed targets), or ``None`` when both are off."""
+    """The timm Mixup/CutMix (with label smoothing of the mixed targets), or ``None`` when both are off."""
     if (mixup_alpha <= 0 and cutmix_alpha <= 0) or prob <= 0:
         return None
     return Mixup(

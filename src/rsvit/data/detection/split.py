@@ -176,7 +176,8 @@ def split_image(
         image: ``(H, W)`` or ``(H, W, C)`` array.
         labels: objects in the image's pixel coordinates.
         name: image name used in patch names.
-        patch_size, gap: window side and minimum overlap in pixels (of the rescaled image).
+        patch_size: window side in pixels (of the rescaled image).
+        gap: minimum overlap of neighbouring windows in pixels (of the rescaled image).
         rate: rescale factor applied first.
         iof_threshold: minimum fraction of an object's area inside a window for it to be kept there.
         pad_value: fill value for windows that reach past a small image.

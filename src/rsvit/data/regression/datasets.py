@@ -74,8 +74,10 @@ class HeightImage:
 
 
 def projected_pixel_size(path: PathLike) -> float | None:
-    """Ground size of one pixel (CRS units, metres for projected data) of a raster; ``None`` for
-    unreferenced or geographic (degree) rasters, where a metre scale bar would lie."""
+    """Ground size of one pixel (CRS units, metres for projected data) of a raster.
+
+    ``None`` for unreferenced or geographic (degree) rasters, where a metre scale bar would lie.
+    """
     with rasterio.open(path) as src:
         if src.crs is None or not src.crs.is_projected:
             return None

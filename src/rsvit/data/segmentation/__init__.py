@@ -1,5 +1,7 @@
-"""Semantic segmentation data: image + mask datasets, the official benchmark layouts (Potsdam,
-iSAID, Dubai) with their tiling tools, and the joint image/mask transform.
+"""Semantic segmentation data.
+
+Image + mask datasets, the official benchmark layouts (Potsdam, iSAID, Dubai) with their tiling tools,
+and the joint image/mask transform.
 
 Names load on first use, so importing the package stays cheap. Colours and figures moved to
 :mod:`rsvit.viz`; their old names here still work with a deprecation warning.

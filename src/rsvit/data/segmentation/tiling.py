@@ -175,9 +175,11 @@ def tile_isaid(
     overlap: int = 384,
     skip: Sequence[str] = ISAID_SKIP,
 ) -> int:
-    """Cuts iSAID images (``images/P0000.png``) and colour masks (``masks/P0000_instance_color_RGB.png``)
+    """Cuts iSAID images and colour masks into patches; returns the number of patches.
+
+    Images (``images/P0000.png``) and colour masks (``masks/P0000_instance_color_RGB.png``) go
     into ``out/<split>/images`` and ``out/<split>/labels`` patches (896 px, overlap 384 = stride 512),
-    with the masks converted to index maps. Returns the number of patches.
+    with the masks converted to index maps.
     """
     if not 0 <= overlap < patch:
         raise ValueError(f"overlap must be in 0..{patch - 1}, got {overlap}")

@@ -109,9 +109,11 @@ SHORT_SEQUENCE_CPU = 256
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Softmax attention of ``(..., N, D)`` tensors: the fused kernel, or the explicit product where that
-    is measurably faster (CPU, bfloat16/float16, N <= ``SHORT_SEQUENCE_CPU``); same numerics up to
-    rounding."""
+    """Softmax attention of ``(..., N, D)`` tensors.
+
+    The fused kernel, or the explicit product where that is measurably faster (CPU, bfloat16/float16,
+    N <= ``SHORT_SEQUENCE_CPU``); same numerics up to rounding.
+    """
     if (
         q.device.type == "cpu"
         and q.dtype in (torch.bfloat16, torch.float16)
@@ -643,8 +645,9 @@ _DENSE_NORM = re.compile(r"^norm\d+\.(weight|bias)$")
 
 @register_converter("vitaev2")
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
-    """Maps any official RSP ViTAEv2 state dict (classification, segmentation, detection, change
-    detection copies) to our layout.
+    """Maps any official RSP ViTAEv2 state dict to our layout.
+
+    Any of the classification, segmentation, detection and change detection copies.
 
     Strips ``module.`` and ``backbone.`` prefixes (and drops non-backbone entries when a
     ``backbone.`` part exists), drops the unused relative-position entries and dense ``norm0..3``,

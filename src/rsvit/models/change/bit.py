@@ -257,8 +257,11 @@ class BIT(nn.Module):
         self.preprocessing: dict[str, Any] = dict(OFFICIAL_PREPROCESSING)
 
     def init_official_weights(self) -> None:
-        """The BIT_CD training start: every conv/linear weight N(0, 0.02) with zero bias, every
-        BatchNorm weight N(1, 0.02) with zero bias (running statistics are kept)."""
+        """The BIT_CD training start.
+
+        Every conv/linear weight N(0, 0.02) with zero bias, every BatchNorm weight N(1, 0.02) with zero
+        bias (running statistics are kept).
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -353,8 +356,10 @@ def bit_resnet18_dd8(num_classes: int = 2, in_chans: int = 3, official_init: boo
 
 
 def bit_resnet18_dd8_dedim8(num_classes: int = 2, in_chans: int = 3, official_init: bool = True) -> BIT:
-    """Official ``base_transformer_pos_s4_dd8_dedim8`` (decoder head width 8): the released
-    LEVIR-CD checkpoint's architecture."""
+    """Official ``base_transformer_pos_s4_dd8_dedim8`` (decoder head width 8).
+
+    The released LEVIR-CD checkpoint's architecture.
+    """
     return _bit_resnet18(num_classes, in_chans, dec_dim_head=8, official_init=official_init)
 
 
@@ -471,9 +476,11 @@ def _rename_bit_part(key: str) -> str:
 def convert_official_bit_state_dict(
     state_dict: Mapping[str, Tensor], model: nn.Module | None = None
 ) -> dict[str, Tensor]:
-    """Maps an official BIT_CD ``model_G_state_dict`` (optionally ``module.``-prefixed) to :class:`BIT`
-    with :class:`BITResNet18`. The never-run ``resnet.layer4.*`` / ``resnet.fc.*`` are dropped (and
-    counted in the log). ``model`` is accepted for the converter signature and not needed."""
+    """Maps an official BIT_CD ``model_G_state_dict`` to :class:`BIT` with :class:`BITResNet18`.
+
+    The state dict may be ``module.``-prefixed. The never-run ``resnet.layer4.*`` / ``resnet.fc.*`` are
+    dropped (and counted in the log). ``model`` is accepted for the converter signature and not needed.
+    """
     out: dict[str, Tensor] = {}
     dropped = 0
     for key, value in _strip_module(state_dict).items():

@@ -17,6 +17,8 @@ def bit_cross_entropy(
         logits: (B, C, h, w) raw scores. When (h, w) differs from the label size they are first
             resized bilinearly with ``align_corners=True`` (the official behaviour).
         target: (B, H, W) or (B, 1, H, W) class indices; ``ignore_index`` pixels do not count.
+        ignore_index: target value of unlabelled pixels.
+        weight: optional ``(C,)`` class weights, as in :func:`torch.nn.functional.cross_entropy`.
     """
     if target.ndim == 4:
         if target.shape[1] != 1:

@@ -166,6 +166,7 @@ _RULE_DATASETS = ("millionaid",)
 
 
 def known_datasets() -> list[str]:
+    """Names of the datasets whose class names rsvit knows (listed, or by rule), sorted."""
     return sorted([*DATASET_CLASS_NAMES, *_RULE_DATASETS])
 
 

@@ -87,6 +87,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def available_template_sets() -> list[str]:
+    """Names of the built-in prompt template sets, sorted."""
     return sorted(TEMPLATE_SETS)
 
 
@@ -134,4 +135,5 @@ def resolve_templates(name_or_path: str) -> tuple[str, ...]:
 
 
 def fill_templates(templates: Sequence[str], class_name: str) -> list[str]:
+    """One prompt per template with ``class_name`` in its ``{}``."""
     return [template.format(class_name) for template in templates]

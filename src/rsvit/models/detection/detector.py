@@ -279,7 +279,8 @@ def build_oriented_rcnn(
         fpn_channels: FPN / RPN / RoI feature channels (official 256).
         fc_channels: width of the two shared FC layers (official 1024).
         backbone_kwargs: extra constructor arguments when ``backbone`` is a name.
-        rpn_test_cfg, rcnn_test_cfg: proposal and detection settings (official defaults).
+        rpn_test_cfg: proposal settings (official defaults).
+        rcnn_test_cfg: detection settings (official defaults).
         out_norms: a LayerNorm on every backbone map before the FPN, as the official detection Swin
             applies (``backbone.norm0..3``); default: only for Swin backbones. The official ViTAEv2
             detection backbone has such norms in its checkpoints but never applies them.

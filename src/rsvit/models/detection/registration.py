@@ -1,6 +1,8 @@
-"""Oriented R-CNN in rsvit's registries: ``ModelSpec(task="detection", backbone="resnet50", num_classes=15)``
-builds it, and ``rsvit.weights`` converts official files with the families ``"orcn"`` (OBBDetection / RSP
-checkpoints) and ``"orcn_mmrotate"`` (mmrotate le90 checkpoints).
+"""Oriented R-CNN in rsvit's registries.
+
+``ModelSpec(task="detection", backbone="resnet50", num_classes=15)`` builds it, and ``rsvit.weights``
+converts official files with the families ``"orcn"`` (OBBDetection / RSP checkpoints) and
+``"orcn_mmrotate"`` (mmrotate le90 checkpoints).
 
 ``head_kwargs`` are further arguments of :func:`~rsvit.models.detection.detector.build_oriented_rcnn`
 (``fpn_channels``, ``fc_channels``, ``pipeline``, ``frozen_stages``, ...).

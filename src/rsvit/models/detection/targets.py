@@ -36,6 +36,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AssignConfig:
+    """Max-IoU assignment thresholds; ``match_low_quality`` lets each ground truth take its best anchors."""
+
     pos_iou: float
     neg_iou: float
     min_pos_iou: float
@@ -44,6 +46,8 @@ class AssignConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
+    """Random sampling: ``num`` samples per image, at most ``pos_fraction`` of them positive."""
+
     num: int
     pos_fraction: float
 

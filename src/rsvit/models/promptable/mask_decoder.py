@@ -1,5 +1,7 @@
-"""SAM's mask decoder: output tokens + prompt tokens through the two-way transformer, then per-token
-hypernetwork MLPs applied to an upscaled image map, and an IoU head scoring each mask.
+"""SAM's mask decoder.
+
+Output tokens + prompt tokens go through the two-way transformer, then per-token hypernetwork MLPs
+applied to an upscaled image map, and an IoU head scoring each mask.
 
 Token 0 is the single-mask output used when a prompt is unambiguous; tokens 1..K are the multimask
 outputs. SAM 1's IoU head has no sigmoid, so scores may leave [0, 1].

@@ -236,8 +236,12 @@ class SamPredictor:
         """Batched prompts already in the input frame (see :meth:`ResizeLongestSide.apply_boxes_torch`).
 
         Args:
-            point_coords: ``(B, N, 2)``; point_labels: ``(B, N)``; boxes: ``(B, 4)``;
-                mask_input: ``(B, 1, 4g, 4g)``. All ``B`` prompts share the cached embedding.
+            point_coords: ``(B, N, 2)``. All ``B`` prompts share the cached embedding.
+            point_labels: ``(B, N)``, 1 foreground, 0 background.
+            boxes: ``(B, 4)``.
+            mask_input: ``(B, 1, 4g, 4g)`` low-res logits of an earlier prediction.
+            multimask_output: three candidate masks (ambiguous prompts) instead of one.
+            return_logits: logits instead of boolean masks.
 
         Returns:
             masks ``(B, K, H, W)`` (bool unless ``return_logits``), IoU ``(B, K)``, low-res logits

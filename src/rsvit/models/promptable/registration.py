@@ -1,5 +1,7 @@
-"""SAM in rsvit's registries: ``ModelSpec(task="promptable", backbone="sam_vit_b")`` builds it, and
-``rsvit.weights`` converts official files with family ``"sam"``.
+"""SAM in rsvit's registries.
+
+``ModelSpec(task="promptable", backbone="sam_vit_b")`` builds it, and ``rsvit.weights`` converts
+official files with family ``"sam"``.
 
 The spec's ``backbone`` names the SAM variant (``sam_vit_b``, ``sam_vit_l``, ``sam_vit_h``);
 ``head_kwargs`` override :class:`~rsvit.models.promptable.sam.SamConfig` fields (e.g. a smaller
