@@ -148,8 +148,11 @@ def runtime_settings(
 
 
 def check_runtime_window(net: Any, window_height: int, window_width: int) -> None:
-    """A fixed-size graph cannot take the smaller window a raster smaller than it gets; a graph that holds
-    only at multiples of a stride cannot take windows in between."""
+    """Refuse windows an exported graph cannot take.
+
+    A fixed-size graph cannot take the smaller window a raster smaller than it gets; a graph that holds
+    only at multiples of a stride cannot take windows in between.
+    """
     if not _is_exported(net):
         return
     multiple = net.metadata.size_multiple
