@@ -54,7 +54,7 @@ def test_training_commands_find_their_task_from_the_config(config, task):
 
 def test_unknown_task_is_refused(capsys, tmp_path):
     config = tmp_path / "x.yaml"
-    config.write_text("model:\n  class_path: rsvit.tasks.DetectionTask\n")
+    config.write_text("model:\n  class_path: rsvit.tasks.NoSuchTask\n")
     assert main(["fit", "--config", str(config)]) == 1
     assert "cannot be imported" in capsys.readouterr().err
     config.write_text("model:\n  backbone: resnet18\n")
