@@ -19,8 +19,10 @@ DEFAULT_WINDOW = (256, 256)
 
 
 def load_source(path: str | os.PathLike[str]) -> tuple[nn.Module, ExportMetadata]:
-    """Rebuilds the model saved at ``path`` (``rsvit.models.save_model``) and its export metadata, with the
-    window taken from the file's ``input_size`` when it has one."""
+    """Rebuild the model saved at ``path`` (``rsvit.models.save_model``) and its export metadata.
+
+    The export window is the file's ``input_size`` when it has one.
+    """
     from rsvit.models import load_model
 
     try:

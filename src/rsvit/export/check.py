@@ -53,6 +53,7 @@ class Comparison:
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor, tolerance: float = 1e-4) -> Comparison:
+    """Largest difference of two outputs and the reference's value range, judged at ``tolerance``."""
     if tuple(reference.shape) != tuple(candidate.shape):
         raise ValueError(f"output shapes differ: {tuple(candidate.shape)} vs {tuple(reference.shape)}")
     reference, candidate = reference.detach().float().cpu(), candidate.detach().float().cpu()
@@ -127,8 +128,9 @@ def real_inputs(
     window: tuple[int, int],
     count: int = 2,
 ) -> list[tuple[torch.Tensor, ...]]:
-    """Batches of one real image (two dates for change models) cut to ``window``, scaled to 0-1 and
-    normalised with the model's mean/std when it has them.
+    """Batches of one real image (two dates for change models) cut to ``window``.
+
+    The images are scaled to 0-1 and normalised with the model's mean/std when it has them.
 
     Classification: RSSCN7 scenes; segmentation: Dubai tiles; change: LEVIR-CD pairs; regression: the
     NAIP rasters. Models with more than three bands read the NAIP rasters whatever the task.

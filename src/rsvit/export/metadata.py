@@ -28,6 +28,7 @@ def input_names(task: str) -> tuple[str, ...]:
 
 
 def output_names(task: str) -> tuple[str, ...]:
+    """Names of an exported graph's outputs for a task family."""
     return ("height",) if task == "regression" else ("logits",)
 
 

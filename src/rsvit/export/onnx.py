@@ -48,6 +48,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> ExportMetadata:
 
 
 def write_onnx_metadata(model: onnx.ModelProto, metadata: ExportMetadata) -> None:
+    """Store rsvit's metadata in the model's ``metadata_props``, replacing an earlier entry."""
     for prop in list(model.metadata_props):
         if prop.key == METADATA_KEY:
             model.metadata_props.remove(prop)

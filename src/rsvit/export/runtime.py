@@ -98,6 +98,9 @@ class OnnxRuntimeModel:
 
 
 def load_onnx_model(path: str | os.PathLike[str], threads: int | None = None) -> OnnxRuntimeModel:
-    """Opens an exported ONNX file; raises :class:`~rsvit.export.MissingMetadataError` if it has no rsvit
-    metadata."""
+    """Open an exported ONNX file as a model.
+
+    Raises:
+        MissingMetadataError: the file carries no rsvit metadata.
+    """
     return OnnxRuntimeModel(path, threads=threads)

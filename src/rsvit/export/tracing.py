@@ -43,10 +43,12 @@ EXAMPLE_BATCH = 2  # not 1: a size-1 example lets the tracer specialise the batc
 
 
 def model_name(spec: ModelSpec) -> str:
+    """``task/backbone/head``, the name errors give a model."""
     return f"{spec.task}/{spec.backbone}/{spec.head}"
 
 
 def check_exportable(spec: ModelSpec) -> None:
+    """Refuse task families whose models cannot be exported yet, naming the model."""
     if spec.task not in EXPORTABLE_TASKS:
         raise ExportError(
             f"model {model_name(spec)}: task {spec.task!r} cannot be exported yet; exportable tasks are "
@@ -55,6 +57,7 @@ def check_exportable(spec: ModelSpec) -> None:
 
 
 def example_inputs(spec: ModelSpec, window: tuple[int, int], batch: int = EXAMPLE_BATCH) -> tuple:
+    """Seeded random inputs of the model's shape to trace with (two images for change models)."""
     shape = (batch, spec.in_chans, *window)
     count = 2 if spec.task == "change" else 1
     generator = torch.Generator().manual_seed(0)
@@ -83,6 +86,7 @@ def static_spatial_reason(model: nn.Module) -> str | None:
 
 
 def dynamic_shapes(count: int, spatial: bool) -> tuple[dict[int, object], ...]:
+    """Dynamic batch (and, with ``spatial``, height and width) for each of ``count`` inputs."""
     dims: dict[int, object] = {0: torch.export.Dim.DYNAMIC}
     if spatial:
         dims.update({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
@@ -98,8 +102,10 @@ STRIDE = 32
 
 
 def uneven_size(window: tuple[int, int]) -> tuple[int, int]:
-    """A size that is not a multiple of the deepest stride: graphs whose size arithmetic was specialised
-    to exact multiples while tracing go wrong there."""
+    """A size that is not a multiple of the deepest stride.
+
+    Graphs whose size arithmetic was specialised to exact multiples while tracing go wrong there.
+    """
     return (window[0] + STRIDE // 2 + 1, window[1] + STRIDE + 9)
 
 

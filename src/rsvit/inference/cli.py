@@ -174,6 +174,7 @@ def _predict(predict_raster: Any, args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rsvit.inference.cli``: the ``rsvit predict-raster`` command on its own."""
     parser = argparse.ArgumentParser(
         prog="rsvit predict-raster",
         description="Predict a whole scene window by window and write georeferenced maps in bounded memory.",

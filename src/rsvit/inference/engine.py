@@ -110,25 +110,28 @@ def predict_raster(
     Args:
         model: a module, a ``.safetensors`` file from :func:`rsvit.models.save_model`, or a run folder
             holding ``model.safetensors`` (its metadata supplies classes, palette, mean/std and bands).
-        input_path: the scene (any raster GDAL reads); ``input_b``: the second date for change models, on
-            the same pixel grid.
+        input_path: the scene (any raster GDAL reads).
         output_path: the class map (values for regression models), a Cloud-Optimized GeoTIFF on the
             input's grid (same CRS, transform and size), nodata where the input was nodata; class maps
             carry their class names for GIS tools in ``<output>.aux.xml`` (GDAL category names and
             attribute table).
-        window, overlap: window size and minimum overlap in pixels. Default window: the one the model
-            file recommends (``extra["window"]``: the evaluation window of a sliding-window model, or the
-            training crop of a change model, whose tokens pool over the whole input), otherwise 512.
-            Default overlap: a quarter of the window.
+        input_b: the second date for change models, on the same pixel grid.
+        window: window size in pixels. Default: the one the model file recommends (``extra["window"]``:
+            the evaluation window of a sliding-window model, or the training crop of a change model,
+            whose tokens pool over the whole input), otherwise 512.
+        overlap: minimum overlap of neighbouring windows in pixels (default: a quarter of the window).
         bands: 1-based bands to feed the model (``"1,2,3"`` or a sequence); default: the selection stored
             in the model file (``extra["bands"]``), else all bands minus alpha.
-        batch_size, device, bf16: how the model runs (``bf16``: bfloat16 autocast).
-        probabilities: ``"uint8"`` or ``"float16"`` to also write per-class probabilities to
-            ``probabilities_output`` (default ``<output>_probabilities.tif``).
-        vector, vector_crs, vector_simplify: GeoJSON of polygons per class, simplified with that tolerance
-            in pixels; in ``"EPSG:4326"`` (RFC 7946, the default), the ``"raster"`` CRS (with the legacy
+        batch_size: windows per forward pass.
+        device: where the model runs.
+        bf16: run the model under bfloat16 autocast.
+        probabilities: ``"uint8"`` or ``"float16"`` to also write per-class probabilities.
+        probabilities_output: where they go (default ``<output>_probabilities.tif``).
+        vector: a GeoJSON file of polygons per class.
+        vector_crs: ``"EPSG:4326"`` (RFC 7946, the default), the ``"raster"`` CRS (with the legacy
             ``crs`` member) or ``"pixel"`` coordinates (column, row: y points down), the only choice for
             a raster without a CRS.
+        vector_simplify: simplification tolerance of the polygons in pixels.
         resume: continue an interrupted run of the same settings from the strips already written.
         overwrite: replace existing output files (otherwise an existing one is an error). The outputs of
             a run (map, probabilities, polygons) are renamed into place together at the end: they appear
@@ -141,8 +144,10 @@ def predict_raster(
         scale: divisor turning raw values into model units (default: integer dtype maximum, 1 for floats,
             or the metadata's ``extra["input_scale"]``).
         num_workers: DataLoader processes reading windows ahead of the model.
-        devices, accelerator, strategy: ``devices > 1`` shares the strips between processes with Lightning
-            (one writer assembles the result); e.g. ``devices=2, accelerator="cpu"``.
+        devices: ``devices > 1`` shares the strips between processes with Lightning (one writer
+            assembles the result); e.g. ``devices=2, accelerator="cpu"``.
+        accelerator: Lightning's accelerator for those processes.
+        strategy: Lightning's strategy for them (``ddp_spawn`` or ``ddp``).
         compress: compression of the final GeoTIFFs (``deflate``, ``zstd``, ``lzw``...).
         runtime: ``"torch"`` or ``"onnxruntime"`` (an ONNX file from ``rsvit export``, run alone on the
             CPU from its embedded metadata; a fixed-size export sets the window). Default: ``onnxruntime``
