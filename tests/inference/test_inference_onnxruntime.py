@@ -153,7 +153,7 @@ def test_cli_runs_onnx_and_refuses_conflicts(models, naip_crop, tmp_path, capsys
     assert predict_raster_main([*base, "--output", str(tmp_path / "c.tif"), "--bf16"]) == 1
     assert "bf16" in capsys.readouterr().err
     assert predict_raster_main([*base, "--output", str(tmp_path / "d.tif"), "--runtime", "torch"]) == 1
-    assert "not a .safetensors model" in capsys.readouterr().err
+    assert "is an ONNX file: run it with the onnxruntime runtime" in capsys.readouterr().err
     assert not any(p.name.startswith(("b.", "c.", "d.")) for p in tmp_path.iterdir())
 
 

@@ -62,6 +62,10 @@ def resolve_model(
         path = candidate
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {path}")
+    if path.suffix == ".onnx":
+        raise ValueError(
+            f"{path} is an ONNX file: run it with the onnxruntime runtime (--runtime onnxruntime)"
+        )
     if path.suffix != ".safetensors":
         raise ValueError(
             f"{path} is not an rsvit model file (the .safetensors a training run or "
