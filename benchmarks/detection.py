@@ -3,7 +3,8 @@
     bash scripts/in-env python benchmarks/detection.py [--rounds 3] [--threads 2]
         [--backbones resnet50 vitaev2_s] [--dtypes fp32 bf16]
 
-Input: DOTA P0706 (``/work/shared/data/dota-samples``, or ``--image``) cropped / zero-padded to
+Input: DOTA P0706 (``shared/data/dota-samples`` beside the checkout or under ``RSVIT_SHARED``, or
+``--image``) cropped / zero-padded to
 1024 x 1024 and normalised. Models: rsvit Oriented R-CNN with ResNet-50 and ViTAEv2-S backbones
 (random seeded weights, 15 classes, the official test settings: 2000 proposals per level before and
 2000 after the proposal NMS, score threshold 0.05, rotated NMS 0.1, at most 2000 detections) and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -38,7 +40,8 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from rsvit.models.detection import OrientedRCNN, build_oriented_rcnn
 
-DEFAULT_IMAGE = Path("/work/shared/data/dota-samples/images/P0706.png")
+SHARED = Path(os.environ.get("RSVIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DEFAULT_IMAGE = SHARED / "data" / "dota-samples" / "images" / "P0706.png"
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 STAGES = ("backbone", "fpn", "rpn_head", "proposals", "roi_pool", "box_head", "det_nms")
