@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 
 from rsvit.data.classification.datasets import find_images
@@ -37,8 +38,8 @@ __all__ = [
     "random_corners",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
+IMAGENET_STD = IMAGENET_DEFAULT_STD
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -33,8 +34,8 @@ from rsvit.structures.rotated_boxes import poly_to_obb
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DotaDetectionDataset", "detection_collate"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
+IMAGENET_STD = IMAGENET_DEFAULT_STD
 
 UnknownClasses = Literal["raise", "skip"]
 Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
