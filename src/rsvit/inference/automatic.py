@@ -40,17 +40,11 @@ from rsvit.inference.promptable import (
 from rsvit.inference.reader import SceneReader
 from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
 from rsvit.models.promptable.sam import Sam
+from rsvit.ops.windows import stride_starts
 
 __all__ = ["RasterInstance", "masks_raster", "window_grid"]
 
 Window = tuple[int, int, int, int]
-
-
-def _starts(length: int, size: int, step: int) -> list[int]:
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size, step))
-    return [*starts, length - size]
 
 
 def window_grid(width: int, height: int, size: int, overlap: int) -> list[Window]:
@@ -59,7 +53,7 @@ def window_grid(width: int, height: int, size: int, overlap: int) -> list[Window
         raise ValueError(f"overlap must be in [0, window), got {overlap} for a window of {size}")
     step = size - overlap
     w, h = min(size, width), min(size, height)
-    return [(x, y, w, h) for y in _starts(height, size, step) for x in _starts(width, size, step)]
+    return [(x, y, w, h) for y in stride_starts(height, size, step) for x in stride_starts(width, size, step)]
 
 
 def inner_edges(window: Window, width: int, height: int) -> tuple[bool, bool, bool, bool]:
