@@ -42,7 +42,7 @@ from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
 from rsvit.models.promptable.sam import Sam
 from rsvit.ops.windows import stride_starts
 
-__all__ = ["RasterInstance", "masks_raster", "window_grid"]
+__all__ = ["RasterInstance", "masks_raster", "raster_instances", "window_grid"]
 
 Window = tuple[int, int, int, int]
 
@@ -180,7 +180,6 @@ def masks_raster(
     size = int(window or sam.img_size)
     overlap = size // 4 if overlap is None else int(overlap)
     windows = window_grid(reader.width, reader.height, size, overlap)
-    index = WindowIndex(windows)
     generator = SamAutomaticMaskGenerator(
         sam,
         points_per_side=points_per_side,
@@ -193,43 +192,59 @@ def masks_raster(
         encoder_dtype=encoder_dtype,
         **(generator_kwargs or {}),
     )
-    found: list[RasterInstance] = []
-    candidates = 0
     try:
-        with progress_bar(len(windows), "windows", progress) as bar:
-            for win in windows:
-                x0, y0, w, h = win
-                image, valid = reader.read(y0, x0, h, w)
-                for record in generator.generate(to_uint8(image)):
-                    candidates += 1
-                    mask = record["segmentation"]
-                    if valid is not None:
-                        mask = mask & valid
-                    rows, cols = np.nonzero(mask)
-                    if len(rows) == 0:
-                        continue
-                    box = (
-                        int(cols.min()) + x0,
-                        int(rows.min()) + y0,
-                        int(cols.max()) + x0,
-                        int(rows.max()) + y0,
-                    )
-                    if touches_inner_edge(box, win, reader.width, reader.height) and seen_whole_elsewhere(
-                        box, win, index.containing(box), reader.width, reader.height
-                    ):
-                        continue
-                    crop = mask[box[1] - y0 : box[3] - y0 + 1, box[0] - x0 : box[2] - x0 + 1]
-                    found.append(
-                        RasterInstance(
-                            box, crop, float(record["predicted_iou"]), float(record["stability_score"]), win
-                        )
-                    )
-                bar.update(1)
-        kept = _deduplicate(found, box_nms_thresh)
+        kept, candidates = raster_instances(generator, reader, windows, box_nms_thresh, progress)
         summary = _write(kept, reader, output, vector_path, vector_crs, simplify)
     finally:
         reader.close()
     return {"windows": len(windows), "candidates": candidates, **summary}
+
+
+def raster_instances(
+    generator: SamAutomaticMaskGenerator,
+    reader: SceneReader,
+    windows: Sequence[Window],
+    box_nms_thresh: float,
+    progress: bool = True,
+) -> tuple[list[RasterInstance], int]:
+    """Every window's automatic masks, de-duplicated across window overlaps (the module's two rules).
+
+    Returns the surviving instances by decreasing predicted IoU and the number of candidate masks the
+    windows produced before de-duplication.
+    """
+    index = WindowIndex(windows)
+    found: list[RasterInstance] = []
+    candidates = 0
+    with progress_bar(len(windows), "windows", progress) as bar:
+        for win in windows:
+            x0, y0, w, h = win
+            image, valid = reader.read(y0, x0, h, w)
+            for record in generator.generate(to_uint8(image)):
+                candidates += 1
+                mask = record["segmentation"]
+                if valid is not None:
+                    mask = mask & valid
+                rows, cols = np.nonzero(mask)
+                if len(rows) == 0:
+                    continue
+                box = (
+                    int(cols.min()) + x0,
+                    int(rows.min()) + y0,
+                    int(cols.max()) + x0,
+                    int(rows.max()) + y0,
+                )
+                if touches_inner_edge(box, win, reader.width, reader.height) and seen_whole_elsewhere(
+                    box, win, index.containing(box), reader.width, reader.height
+                ):
+                    continue
+                crop = mask[box[1] - y0 : box[3] - y0 + 1, box[0] - x0 : box[2] - x0 + 1]
+                found.append(
+                    RasterInstance(
+                        box, crop, float(record["predicted_iou"]), float(record["stability_score"]), win
+                    )
+                )
+            bar.update(1)
+    return _deduplicate(found, box_nms_thresh), candidates
 
 
 def _deduplicate(found: list[RasterInstance], threshold: float) -> list[RasterInstance]:
