@@ -2,6 +2,8 @@
 
 Both write a Cloud-Optimized GeoTIFF on the input's grid and, with ``--vector``, GeoJSON polygons (EPSG:4326
 unless ``--vector-crs`` says otherwise). Exit status 0 on success, 2 on bad input (message on stderr).
+``segment-raster --text "..." --clip-model FILE`` segments what a text describes instead of prompts:
+automatic masks (or ``--boxes`` from a detector) scored by CLIP (:mod:`rsvit.inference.text_prompted`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": None, "bfloat16": "bfloat16"}
+# the choices of rsvit.models.clip (regions.SCORES, regions.BACKGROUNDS, zeroshot.AVERAGING_RULES), written
+# out so that help and argument errors load no torch
+_SCORES = ("probability", "cosine")
+_BACKGROUNDS = ("blur", "grey", "keep")
+_AVERAGING = ("normalise-then-mean", "mean-then-normalise")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +61,7 @@ def add_segment_raster_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
     """Arguments of ``rsvit segment-raster``."""
     _common(parser)
     parser.add_argument(
-        "--prompts", required=True, help="GeoJSON prompts (points, boxes, scribbles; any CRS)"
+        "--prompts", help="GeoJSON prompts (points, boxes, scribbles; any CRS); or segment by --text"
     )
     parser.add_argument(
         "--prompt-crs", help="CRS of the prompt coordinates (default: the file's, else EPSG:4326)"
@@ -66,12 +73,11 @@ def add_segment_raster_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
         "--polygon-as", choices=("box", "mask"), default="box", help="polygon prompts as their box or a mask"
     )
     parser.add_argument("--cache-size", type=int, default=4, help="window embeddings kept (default 4)")
+    _text_arguments(parser)
     return parser
 
 
-def add_masks_raster_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``rsvit masks-raster``."""
-    _common(parser)
+def _automatic_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--overlap", type=int, help="pixels shared by neighbouring windows (default window/4)"
     )
@@ -82,6 +88,64 @@ def add_masks_raster_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--nms-thresh", type=float, default=0.7, help="box IoU of the NMS")
     parser.add_argument("--crop-layers", type=int, default=0, help="crop layers per window")
     parser.add_argument("--min-area", type=int, default=0, help="drop islands and fill holes below (pixels)")
+
+
+def _text_arguments(parser: argparse.ArgumentParser) -> None:
+    text = parser.add_argument_group(
+        "text prompts", "segment what --text describes: candidate masks scored against it by CLIP"
+    )
+    text.add_argument("--text", help="what to find, e.g. 'swimming pool' (instead of --prompts)")
+    text.add_argument("--clip-model", help="CLIP checkpoint (.pt/.bin/.safetensors), needed with --text")
+    text.add_argument(
+        "--clip-arch",
+        default="auto",
+        help="CLIP preset (e.g. remoteclip-vit-b-32) or open_clip architecture (default: from the keys)",
+    )
+    text.add_argument(
+        "--clip-config", help="open_clip JSON config of the CLIP model (its name is the file's)"
+    )
+    text.add_argument("--clip-bands", help="1-based RGB bands for CLIP (default: --bands)")
+    text.add_argument(
+        "--boxes",
+        help="candidates from an open-vocabulary detector: GeoJSON box polygons (default: automatic)",
+    )
+    text.add_argument("--box-crs", help="CRS of the box coordinates (default: the file's, else EPSG:4326)")
+    text.add_argument(
+        "--templates", help="template set name or text file (default: the CLIP preset's, else rs-general)"
+    )
+    text.add_argument(
+        "--negatives",
+        help="comma-separated prompts competing with the text; '' for none (default: land-cover words, "
+        "rsvit.models.clip.regions.DEFAULT_NEGATIVES)",
+    )
+    text.add_argument("--averaging", choices=_AVERAGING, help="class-embedding rule (default: the preset's)")
+    text.add_argument("--logit-scale", default="fixed", help="'fixed' (100), 'model', or a number")
+    text.add_argument(
+        "--score",
+        choices=_SCORES,
+        default="probability",
+        help="softmax over text and negatives, or cosine similarity (default %(default)s)",
+    )
+    text.add_argument(
+        "--threshold", type=float, default=0.5, help="keep regions scoring at least this (default 0.5)"
+    )
+    text.add_argument("--top-k", type=int, help="keep at most the best K regions")
+    text.add_argument(
+        "--background",
+        choices=_BACKGROUNDS,
+        default="blur",
+        help="outside the mask in CLIP's crop (default %(default)s)",
+    )
+    text.add_argument(
+        "--margin", type=float, default=0.1, help="crop context, a fraction of the box side (default 0.1)"
+    )
+    _automatic_arguments(text)
+
+
+def add_masks_raster_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``rsvit masks-raster``."""
+    _common(parser)
+    _automatic_arguments(parser)
     return parser
 
 
@@ -114,11 +178,92 @@ def _run(name: str, call) -> int:
     return 0
 
 
+def _automatic(args: argparse.Namespace) -> dict:
+    return {
+        "overlap": args.overlap,
+        "points_per_side": args.points_per_side,
+        "points_per_batch": args.points_per_batch,
+        "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_thresh,
+        "box_nms_thresh": args.nms_thresh,
+        "crop_n_layers": args.crop_layers,
+        "min_mask_region_area": args.min_area,
+    }
+
+
+def _check_prompt_source(args: argparse.Namespace) -> None:
+    """Exactly one of --prompts and --text; the text options only with --text."""
+    if args.text is not None and args.prompts is not None:
+        raise ValueError(
+            "--prompts and --text cannot be combined: prompts say where to segment, the text what to find; "
+            "run the command once for each"
+        )
+    if args.text is None:
+        if args.prompts is None:
+            raise ValueError(
+                "give --prompts (a GeoJSON of points, boxes, scribbles) or --text (with --clip-model)"
+            )
+        stray = [
+            flag for flag, value in (("--clip-model", args.clip_model), ("--boxes", args.boxes)) if value
+        ]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} only apply with --text; add --text or leave them out")
+        return
+    if not args.text.strip():
+        raise ValueError("--text is empty; describe what to find, e.g. --text 'swimming pool'")
+    if args.clip_model is None:
+        raise ValueError(
+            "--text needs a CLIP model to score regions against it: add --clip-model PATH (e.g. "
+            "RemoteCLIP-ViT-B-32.pt with --clip-arch remoteclip-vit-b-32)"
+        )
+
+
+def _run_text(args: argparse.Namespace) -> dict:
+    from rsvit.inference.reader import parse_bands
+    from rsvit.inference.text_prompted import text_segment_raster
+    from rsvit.models.clip.loading import register_model_config
+
+    arch = register_model_config(args.clip_config) if args.clip_config is not None else args.clip_arch
+    scale = args.logit_scale
+    if scale not in ("fixed", "model"):
+        try:
+            scale = float(scale)
+        except ValueError:
+            raise ValueError(f"--logit-scale must be 'fixed', 'model' or a number, got {scale!r}") from None
+    return text_segment_raster(
+        args.model,
+        args.clip_model,
+        args.input,
+        args.text,
+        args.output,
+        boxes=args.boxes,
+        box_crs=args.box_crs,
+        clip_model=arch,
+        templates=args.templates,
+        negatives=None if args.negatives is None else args.negatives.split(","),
+        averaging=args.averaging,
+        logit_scale=scale,
+        score=args.score,
+        threshold=args.threshold,
+        top_k=args.top_k,
+        margin=args.margin,
+        background=args.background,
+        clip_bands=parse_bands(args.clip_bands),
+        cache_size=args.cache_size,
+        mode=args.mode,
+        **_automatic(args),
+        **_shared(args),
+    )
+
+
 def run_segment_raster(args: argparse.Namespace) -> int:
     """Runs ``rsvit segment-raster``; 0 on success, 2 on bad input."""
     from rsvit.inference.promptable import segment_raster
 
     def call() -> dict:
+        _check_prompt_source(args)
+        if args.text is not None:
+            return _run_text(args)
         return segment_raster(
             args.model,
             args.input,
@@ -139,19 +284,6 @@ def run_masks_raster(args: argparse.Namespace) -> int:
     from rsvit.inference.automatic import masks_raster
 
     def call() -> dict:
-        return masks_raster(
-            args.model,
-            args.input,
-            args.output,
-            overlap=args.overlap,
-            points_per_side=args.points_per_side,
-            points_per_batch=args.points_per_batch,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_thresh,
-            box_nms_thresh=args.nms_thresh,
-            crop_n_layers=args.crop_layers,
-            min_mask_region_area=args.min_area,
-            **_shared(args),
-        )
+        return masks_raster(args.model, args.input, args.output, **_automatic(args), **_shared(args))
 
     return _run("masks-raster", call)

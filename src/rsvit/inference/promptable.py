@@ -237,11 +237,11 @@ def commit_outputs(
         os.replace(staged, vector)
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "window") -> Any:
     """A tqdm bar (or a silent stand-in when disabled)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="window", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
 
 
 def prompt_extent(prompt: Prompt) -> tuple[float, float, float, float]:
