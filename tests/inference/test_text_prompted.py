@@ -256,6 +256,8 @@ def test_bad_input_is_named_before_anything_is_written(sam_tiny, clip, scene, tm
         run(boxes={"type": "FeatureCollection", "features": []})
     with pytest.raises(ValueError, match="outside the raster"):
         run(boxes={"type": "FeatureCollection", "features": [_box_feature(scene, (250, 100, 400, 150))]})
+    with pytest.raises(ValueError, match="--clip-bands"):
+        run(clip_bands=(1, 2))
     with pytest.raises(FileNotFoundError, match="CLIP checkpoint"):
         text_segment_raster(sam_tiny, tmp_path / "none.pt", scene, "pool", out, progress=False)
     assert not out.exists()

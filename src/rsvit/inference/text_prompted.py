@@ -45,7 +45,7 @@ from rsvit.inference.promptable import (
     progress_bar,
     to_uint8,
 )
-from rsvit.inference.reader import SceneReader
+from rsvit.inference.reader import InputError, SceneReader
 from rsvit.models.clip.loading import LoadedClip, load_clip
 from rsvit.models.clip.regions import (
     BACKGROUNDS,
@@ -383,9 +383,15 @@ def text_segment_raster(
     reader = SceneReader(input_path, bands=bands, expected_bands=int(sam.pixel_mean.shape[0]), scale=scale)
     clip_reader = None
     try:
-        clip_reader = SceneReader(
-            input_path, bands=clip_bands if clip_bands is not None else bands, expected_bands=3, scale=scale
-        )
+        try:
+            clip_reader = SceneReader(
+                input_path,
+                bands=clip_bands if clip_bands is not None else bands,
+                expected_bands=3,
+                scale=scale,
+            )
+        except InputError as err:
+            raise InputError(f"CLIP takes 3 (RGB) bands: {err}; choose them with --clip-bands") from None
         if boxes is not None:
             prompts = read_boxes(boxes, reader, box_crs)
             engine = RasterSamPredictor(

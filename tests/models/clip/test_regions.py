@@ -106,6 +106,28 @@ def test_blur_replaces_only_the_outside_by_a_gaussian_of_the_crop() -> None:
     assert np.abs(blurred[~region].astype(int) - sharp[~region]).mean() > 10  # noise got smoothed
 
 
+def test_a_large_square_is_shrunk_to_the_model_input_before_the_background_rule() -> None:
+    from PIL import Image
+
+    image = _image(seed=5)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[5:55, 10:70] = True
+    box = (10, 5, 69, 54)
+    sharp = region_crop(image, mask, box, margin=0.1, background="keep")
+    small = region_crop(image, mask, box, margin=0.1, background="grey", size=32)
+    assert sharp.shape[0] > 32 and small.shape == (32, 32, 3)
+    resized = np.asarray(Image.fromarray(sharp).resize((32, 32), Image.Resampling.BICUBIC))
+    left, top, side = square_box(box, 0.1)
+    region = np.zeros((side, side), bool)
+    region[5 - top : 55 - top, 10 - left : 70 - left] = True
+    inside = np.asarray(Image.fromarray(region).resize((32, 32), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(small[inside], resized[inside])
+    assert (small[~inside] == np.array(CLIP_FILL, np.uint8)).all() and (~inside).any()
+    np.testing.assert_array_equal(
+        region_crop(image, mask, box, margin=0.1, size=side), region_crop(image, mask, box, margin=0.1)
+    )  # no larger than the input: untouched
+
+
 def test_bad_crop_arguments_are_named() -> None:
     image = _image()
     mask = np.zeros(image.shape[:2], bool)
