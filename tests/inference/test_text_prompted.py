@@ -12,34 +12,30 @@ import pytest
 import rasterio
 from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from models.clip.tiny_clip import seeded_tiny_clip, write_tiny_config  # tests/ is on the path
-from models.promptable.conftest import tiny_config
+from models.promptable import conftest as sam_fixtures
 from rsvit.inference.promptable import RasterSamPredictor, to_uint8
 from rsvit.inference.reader import SceneReader
 from rsvit.inference.text_prompted import text_segment_raster
 from rsvit.models.clip import PromptTooLongError, wrap_model
 from rsvit.models.clip.regions import BACKGROUNDS, SCORES, RegionScorer, region_crop
 from rsvit.models.clip.zeroshot import AVERAGING_RULES
-from rsvit.models.promptable import Sam, build_sam, convert_official_sam_state_dict
 from rsvit.structures.prompts import Prompt
+
+# the reference's reduced SAM (input 176 pixels), as tests/models/promptable build it
+sam_fixture_dir = sam_fixtures.sam_fixture_dir
+sam_official_config = sam_fixtures.sam_official_config
+sam_official_weights = sam_fixtures.sam_official_weights
+sam_tiny_config = sam_fixtures.sam_tiny_config
+sam_tiny = sam_fixtures.sam_tiny
 
 NAIP = "geotiff/naip/m_4709963_se_14_1_20200831.tif"
 TEMPLATES = ("a satellite photo of {}.", "an aerial image of {}")
 NEGATIVES = ("background", "trees", "road")
 # a point grid of 2 x 2 per window and no filters: a dozen candidates per window from the tiny SAM
-AUTOMATIC = {"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1.0}
-
-
-@pytest.fixture(scope="module")
-def sam_tiny(reference_dir: Path) -> Sam:
-    """The reduced official SAM of the reference fixtures (input 176 pixels)."""
-    official = json.loads((reference_dir / "fixtures" / "sam_tiny_config.json").read_text())
-    model = build_sam(tiny_config(official))
-    weights = load_file(reference_dir / "fixtures" / "sam_tiny.safetensors")
-    model.load_state_dict(convert_official_sam_state_dict(weights), strict=True)
-    return model.eval()
+SETTINGS = {"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +72,7 @@ def _run(sam, clip, scene, out_dir: Path, seen: list | None = None, **kwargs) ->
         "templates": TEMPLATES,
         "negatives": NEGATIVES,
         "progress": False,
-        **AUTOMATIC,
+        "automatic": SETTINGS,
         **kwargs,
     }
     hook = None if seen is None else (lambda regions, scores: seen.append((regions, scores)))
@@ -230,7 +226,13 @@ def test_bad_input_is_named_before_anything_is_written(sam_tiny, clip, scene, tm
     out = tmp_path / "m.tif"
 
     def run(text="swimming pool", **kwargs):
-        options = {"bands": (1, 2, 3), "templates": TEMPLATES, "progress": False, **AUTOMATIC, **kwargs}
+        options = {
+            "bands": (1, 2, 3),
+            "templates": TEMPLATES,
+            "progress": False,
+            "automatic": SETTINGS,
+            **kwargs,
+        }
         return text_segment_raster(sam_tiny, clip, scene, text, out, **options)
 
     with pytest.raises(ValueError, match="empty"):

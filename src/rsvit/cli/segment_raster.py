@@ -179,8 +179,8 @@ def _run(name: str, call) -> int:
 
 
 def _automatic(args: argparse.Namespace) -> dict:
+    """The automatic mask generator's settings (the names of ``masks_raster`` and the generator)."""
     return {
-        "overlap": args.overlap,
         "points_per_side": args.points_per_side,
         "points_per_batch": args.points_per_batch,
         "pred_iou_thresh": args.pred_iou_thresh,
@@ -251,7 +251,8 @@ def _run_text(args: argparse.Namespace) -> dict:
         clip_bands=parse_bands(args.clip_bands),
         cache_size=args.cache_size,
         mode=args.mode,
-        **_automatic(args),
+        overlap=args.overlap,
+        automatic=_automatic(args),
         **_shared(args),
     )
 
@@ -284,6 +285,8 @@ def run_masks_raster(args: argparse.Namespace) -> int:
     from rsvit.inference.automatic import masks_raster
 
     def call() -> dict:
-        return masks_raster(args.model, args.input, args.output, **_automatic(args), **_shared(args))
+        return masks_raster(
+            args.model, args.input, args.output, overlap=args.overlap, **_automatic(args), **_shared(args)
+        )
 
     return _run("masks-raster", call)

@@ -280,14 +280,7 @@ def text_segment_raster(
     window: int | None = None,
     overlap: int | None = None,
     scale: float | None = None,
-    points_per_side: int = 32,
-    points_per_batch: int = 64,
-    pred_iou_thresh: float = 0.88,
-    stability_score_thresh: float = 0.95,
-    box_nms_thresh: float = 0.7,
-    crop_n_layers: int = 0,
-    min_mask_region_area: int = 0,
-    generator_kwargs: dict[str, Any] | None = None,
+    automatic: Mapping[str, Any] | None = None,
     cache_size: int = 4,
     mode: str = "ids",
     batch_size: int = 32,
@@ -325,15 +318,9 @@ def text_segment_raster(
         window: SAM window side in pixels (default the model input size).
         overlap: pixels shared by neighbouring windows of the automatic generator (default window/4).
         scale: divisor to 0-1 (default the dtype's maximum).
-        points_per_side: point grid side per window of the automatic generator; this and the settings
-            down to ``generator_kwargs`` are those of :func:`~rsvit.inference.automatic.masks_raster`.
-        points_per_batch: points decoded together.
-        pred_iou_thresh: minimum predicted IoU of an automatic mask.
-        stability_score_thresh: minimum stability score of an automatic mask.
-        box_nms_thresh: box IoU of the NMS inside and across windows.
-        crop_n_layers: crop layers per window.
-        min_mask_region_area: islands and holes below this many pixels are removed.
-        generator_kwargs: any other :class:`SamAutomaticMaskGenerator` argument.
+        automatic: settings of the automatic generator (:class:`SamAutomaticMaskGenerator` arguments:
+            ``points_per_side``, ``pred_iou_thresh``, ``stability_score_thresh``, ``box_nms_thresh``...;
+            its defaults are those of ``masks-raster``); ``box_nms_thresh`` also rules across windows.
         cache_size: window embeddings kept when answering boxes.
         mode: ``"ids"`` (rank of the match, 1 = best) or ``"binary"``.
         batch_size: crops CLIP encodes together.
@@ -402,19 +389,10 @@ def text_segment_raster(
         else:
             size = int(window or sam.img_size)
             grid = window_grid(reader.width, reader.height, size, size // 4 if overlap is None else overlap)
-            generator = SamAutomaticMaskGenerator(
-                sam,
-                points_per_side=points_per_side,
-                points_per_batch=points_per_batch,
-                pred_iou_thresh=pred_iou_thresh,
-                stability_score_thresh=stability_score_thresh,
-                box_nms_thresh=box_nms_thresh,
-                crop_n_layers=crop_n_layers,
-                min_mask_region_area=min_mask_region_area,
-                encoder_dtype=encoder_dtype,
-                **(generator_kwargs or {}),
+            generator = SamAutomaticMaskGenerator(sam, encoder_dtype=encoder_dtype, **(automatic or {}))
+            instances, candidates = raster_instances(
+                generator, reader, grid, generator.box_nms_thresh, progress
             )
-            instances, candidates = raster_instances(generator, reader, grid, box_nms_thresh, progress)
             regions = [
                 Region(i.box, i.mask, i.score, {"source": "automatic", "stability": round(i.stability, 4)})
                 for i in instances
