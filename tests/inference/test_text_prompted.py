@@ -258,6 +258,8 @@ def test_bad_input_is_named_before_anything_is_written(sam_tiny, clip, scene, tm
         run(boxes={"type": "FeatureCollection", "features": []})
     with pytest.raises(ValueError, match="outside the raster"):
         run(boxes={"type": "FeatureCollection", "features": [_box_feature(scene, (250, 100, 400, 150))]})
+    with pytest.raises(ValueError, match="vector CRS must be one of"):
+        run(vector=tmp_path / "m.geojson", vector_crs="EPSG:3857")
     with pytest.raises(ValueError, match="--clip-bands"):
         run(clip_bands=(1, 2))
     with pytest.raises(FileNotFoundError, match="CLIP checkpoint"):
@@ -293,7 +295,7 @@ def test_cli_text_option_end_to_end_and_its_errors(sam_tiny, clip, scene, tmp_pa
     assert (_SCORES, _BACKGROUNDS, _AVERAGING) == (SCORES, BACKGROUNDS, AVERAGING_RULES)
     sam_file, clip_file, config = _files(sam_tiny, clip, tmp_path)
     parser = add_segment_raster_arguments(argparse.ArgumentParser())
-    base = ["--model", str(sam_file), "--input", str(scene), "--bands", "1,2,3", "--quiet"]
+    base = ["--model", str(sam_file), "--input", str(scene), "--bands", "1,2,3", "--device", "cpu", "--quiet"]
     text = [
         *("--clip-model", str(clip_file), "--clip-config", str(config), "--templates", "skyclip"),
         *("--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-thresh", "0"),

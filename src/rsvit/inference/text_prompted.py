@@ -213,15 +213,13 @@ def _write_matches(
     reader: SceneReader,
     output: Path,
     vector: Path | None,
+    polygons: PolygonCollector | None,
     mode: str,
     text: str,
-    vector_crs: str,
-    simplify: float,
 ) -> int:
     """Paints the matches (best last, so it wins overlaps in ids mode) and publishes COG and polygons."""
     n = len(matches)
     dtype = "uint8" if mode == "binary" or n < 255 else "uint16" if n < 65535 else "uint32"
-    polygons = PolygonCollector(reader, vector_crs, simplify) if vector is not None else None
     canvas = MaskCanvas(reader, output, dtype)
     pixel_area = abs(reader.transform.a * reader.transform.e - reader.transform.b * reader.transform.d)
 
@@ -370,6 +368,8 @@ def text_segment_raster(
     reader = SceneReader(input_path, bands=bands, expected_bands=int(sam.pixel_mean.shape[0]), scale=scale)
     clip_reader = None
     try:
+        # the polygons' CRS is checked before any work (a raster without CRS needs pixel coordinates)
+        polygons = PolygonCollector(reader, vector_crs, simplify) if vector_path is not None else None
         try:
             clip_reader = SceneReader(
                 input_path,
@@ -412,9 +412,7 @@ def text_segment_raster(
                 **regions[i].properties,
             }
             matches.append((regions[i], props))
-        features = _write_matches(
-            matches, reader, output, vector_path, mode, scorer.text, vector_crs, simplify
-        )
+        features = _write_matches(matches, reader, output, vector_path, polygons, mode, scorer.text)
     finally:
         reader.close()
         if clip_reader is not None:
