@@ -18,7 +18,7 @@ from models.clip.tiny_clip import seeded_tiny_clip, write_tiny_config  # tests/ 
 from models.promptable import conftest as sam_fixtures
 from rsvit.inference.promptable import RasterSamPredictor, to_uint8
 from rsvit.inference.reader import SceneReader
-from rsvit.inference.text_prompted import text_segment_raster
+from rsvit.inference.text_prompted import detections_to_geojson, read_boxes, text_segment_raster
 from rsvit.models.clip import PromptTooLongError, wrap_model
 from rsvit.models.clip.regions import BACKGROUNDS, SCORES, RegionScorer, region_crop
 from rsvit.models.clip.zeroshot import AVERAGING_RULES
@@ -222,6 +222,21 @@ def test_detector_boxes_become_sam_masks_with_their_labels(sam_tiny, clip, scene
     assert all(f["properties"]["detector_label"] == "pool" for f in features)
 
 
+def test_pixel_detections_round_trip_through_geojson(scene) -> None:
+    reader = SceneReader(scene, bands=(1, 2, 3))
+    labels, scores = ["pool", "roof", "pool"], [0.9, 0.4, 0.7]
+    collection = detections_to_geojson(BOXES, reader.transform, reader.crs, labels=labels, scores=scores)
+    assert json.loads(json.dumps(collection)) == collection  # plain JSON
+    read = read_boxes(collection, reader)
+    assert [d["box_id"] for _, d in read] == [0, 1, 2]
+    for (prompt, details), box, label, score in zip(read, BOXES, labels, scores, strict=True):
+        np.testing.assert_allclose(prompt.box, box, atol=1e-6)
+        assert details["detector_label"] == label and details["detector_score"] == score
+    with pytest.raises(ValueError, match="2 labels for 3 boxes"):
+        detections_to_geojson(BOXES, reader.transform, reader.crs, labels=labels[:2])
+    reader.close()
+
+
 def test_bad_input_is_named_before_anything_is_written(sam_tiny, clip, scene, tmp_path) -> None:
     out = tmp_path / "m.tif"
 
@@ -254,7 +269,7 @@ def test_bad_input_is_named_before_anything_is_written(sam_tiny, clip, scene, tm
                 ],
             }
         )
-    with pytest.raises(ValueError, match="no boxes"):
+    with pytest.raises(ValueError, match="no features"):
         run(boxes={"type": "FeatureCollection", "features": []})
     with pytest.raises(ValueError, match="outside the raster"):
         run(boxes={"type": "FeatureCollection", "features": [_box_feature(scene, (250, 100, 400, 150))]})
@@ -335,7 +350,7 @@ def test_cli_text_option_end_to_end_and_its_errors(sam_tiny, clip, scene, tmp_pa
         ([*base], "give --prompts"),
         ([*base, "--prompts", str(prompts), "--boxes", str(prompts)], "only apply with --text"),
         ([*base, *text, "--text", "pool", "--logit-scale", "big"], "--logit-scale"),
-        ([*base, *text, "--text", "pool", "--boxes", str(tmp_path / "no.geojson")], "boxes file not found"),
+        ([*base, *text, "--text", "pool", "--boxes", str(tmp_path / "no.geojson")], "does not exist"),
     ]
     for argv, message in cases:
         args = parser.parse_args([*argv, "--output", str(tmp_path / "x.tif")])

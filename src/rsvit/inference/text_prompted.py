@@ -6,7 +6,9 @@ Candidates come from one of two sources:
   de-duplication across window overlaps of :mod:`rsvit.inference.automatic`;
 * **boxes**: a GeoJSON file of boxes from an open-vocabulary detector (any CRS; polygons, their bounds are
   the box; ``label`` and ``score`` properties are carried to the output), each answered by SAM as a box
-  prompt through :class:`~rsvit.inference.promptable.RasterSamPredictor`.
+  prompt through :class:`~rsvit.inference.promptable.RasterSamPredictor`. rsvit runs no detector: run one
+  (e.g. Grounding DINO) on the raster's pixels and turn its boxes into that file with
+  :func:`detections_to_geojson`.
 
 Every candidate's square crop (:func:`rsvit.models.clip.regions.region_crop`: the box grown by a margin,
 background outside the mask blurred, greyed or kept) is read from the raster and scored by
@@ -24,7 +26,6 @@ background and the dtype's maximum where the input is nodata; polygons carry ``v
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,9 +60,16 @@ from rsvit.models.clip.regions import (
 )
 from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
 from rsvit.models.promptable.sam import Sam
-from rsvit.structures.prompts import Prompt, read_prompts
+from rsvit.structures.prompts import Prompt, _load_geojson, pixel_to_map, read_prompts
 
-__all__ = ["Region", "box_regions", "read_boxes", "region_crops", "text_segment_raster"]
+__all__ = [
+    "Region",
+    "box_regions",
+    "detections_to_geojson",
+    "read_boxes",
+    "region_crops",
+    "text_segment_raster",
+]
 
 Box = tuple[int, int, int, int]
 
@@ -76,20 +84,6 @@ class Region:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-def _load_collection(source: str | os.PathLike[str] | Mapping) -> tuple[dict, str]:
-    if isinstance(source, Mapping):
-        return dict(source), "the boxes GeoJSON"
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"boxes file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), str(path)
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path} is not GeoJSON ({err}); give the detector boxes as a GeoJSON file"
-        ) from None
-
-
 def read_boxes(
     source: str | os.PathLike[str] | Mapping, reader: SceneReader, crs: Any = None
 ) -> list[tuple[Prompt, dict[str, Any]]]:
@@ -99,15 +93,7 @@ def read_boxes(
     :func:`rsvit.structures.prompts.read_prompts` does); ``label`` and ``score`` properties are kept as
     ``detector_label`` / ``detector_score``, the feature's ``id`` (else its position) as ``box_id``.
     """
-    data, name = _load_collection(source)
-    if data.get("type") == "Feature":
-        features = [data]
-    elif data.get("type") == "FeatureCollection":
-        features = list(data.get("features") or [])
-    else:
-        raise ValueError(f"{name} must be a GeoJSON FeatureCollection of box polygons")
-    if not features:
-        raise ValueError(f"no boxes in {name}; the detector found nothing, or the file is empty")
+    features, file_crs, name = _load_geojson(source)
     details: list[dict[str, Any]] = []
     renamed = []
     for index, feature in enumerate(features):
@@ -125,18 +111,56 @@ def read_boxes(
             extra["detector_score"] = props["score"]
         details.append(extra)
         renamed.append({"type": "Feature", "properties": {"rsvit_box": index}, "geometry": geometry})
-    collection: dict[str, Any] = {"type": "FeatureCollection", "features": renamed}
-    if "crs" in data:
-        collection["crs"] = data["crs"]
     prompts = read_prompts(
-        collection,
+        {"type": "FeatureCollection", "features": renamed},
         reader.transform,
         reader.crs,
         (reader.height, reader.width),
-        crs=crs,
+        crs=crs if crs is not None else file_crs,
         id_property="rsvit_box",
     )
     return [(prompt, details[int(prompt.prompt_id)]) for prompt in prompts]
+
+
+def detections_to_geojson(
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    transform: Any,
+    crs: Any,
+    labels: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """A detector's pixel boxes as the GeoJSON :func:`text_segment_raster` takes (``boxes=``).
+
+    Args:
+        boxes: ``(N, 4)`` boxes ``(x0, y0, x1, y1)`` in the raster's pixels (the convention of
+            :mod:`rsvit.structures.prompts`: pixel centres at integers).
+        transform: the raster's affine transform.
+        crs: the raster's CRS; the collection names it, so no reprojection error creeps in.
+        labels: optional class label per box (``label`` property).
+        scores: optional detector confidence per box (``score`` property).
+    """
+    from rasterio.crs import CRS
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    for what, values in (("labels", labels), ("scores", scores)):
+        if values is not None and len(values) != len(boxes):
+            raise ValueError(f"{len(values)} {what} for {len(boxes)} boxes")
+    features = []
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        corners = pixel_to_map(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]), transform)
+        props: dict[str, Any] = {}
+        if labels is not None:
+            props["label"] = labels[k]
+        if scores is not None:
+            props["score"] = float(scores[k])
+        geometry = {"type": "Polygon", "coordinates": [corners.tolist()]}
+        features.append({"type": "Feature", "id": k, "properties": props, "geometry": geometry})
+    name = CRS.from_user_input(crs).to_string()
+    return {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": name}},
+        "features": features,
+    }
 
 
 def box_regions(
