@@ -224,12 +224,6 @@ def _run_text(args: argparse.Namespace) -> dict:
     from rsvit.models.clip.loading import register_model_config
 
     arch = register_model_config(args.clip_config) if args.clip_config is not None else args.clip_arch
-    scale = args.logit_scale
-    if scale not in ("fixed", "model"):
-        try:
-            scale = float(scale)
-        except ValueError:
-            raise ValueError(f"--logit-scale must be 'fixed', 'model' or a number, got {scale!r}") from None
     return text_segment_raster(
         args.model,
         args.clip_model,
@@ -242,7 +236,7 @@ def _run_text(args: argparse.Namespace) -> dict:
         templates=args.templates,
         negatives=None if args.negatives is None else args.negatives.split(","),
         averaging=args.averaging,
-        logit_scale=scale,
+        logit_scale=args.logit_scale,
         score=args.score,
         threshold=args.threshold,
         top_k=args.top_k,

@@ -187,6 +187,15 @@ def test_negatives_leave_out_the_query_and_repeats_and_templates_default_to_the_
     assert RegionScorer(tiny, "road").templates == TEMPLATE_SETS["rs-general"]
 
 
+def test_logit_scale_choices(tiny) -> None:
+    assert RegionScorer(tiny, "road", templates=TEMPLATES).classifier.logit_scale == 100.0
+    assert RegionScorer(tiny, "road", templates=TEMPLATES, logit_scale="12.5").classifier.logit_scale == 12.5
+    own = RegionScorer(tiny, "road", templates=TEMPLATES, logit_scale="model").classifier.logit_scale
+    assert own == pytest.approx(float(tiny.model.logit_scale.detach().exp()))
+    with pytest.raises(ValueError, match="'fixed', 'model' or a number"):
+        RegionScorer(tiny, "road", logit_scale="big")
+
+
 def test_empty_and_too_long_text_are_refused(tiny) -> None:
     with pytest.raises(ValueError, match="empty"):
         check_text(tiny.tokenizer, "   ")

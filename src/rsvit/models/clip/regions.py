@@ -201,7 +201,7 @@ class RegionScorer:
         templates: template set name, file, or templates (default the preset's, else ``rs-general``).
         negatives: prompts competing with the query in the softmax (the query itself is left out).
         averaging: class-embedding rule (default the preset's, else normalise-then-mean).
-        logit_scale: ``"fixed"`` (100), ``"model"`` or a number (see :class:`ZeroShotClassifier`).
+        logit_scale: ``"fixed"`` (100), ``"model"`` or a number (also as text, from a command line).
         batch_size: crops encoded together.
     """
 
@@ -234,7 +234,12 @@ class RegionScorer:
         weights, _ = cached_text_classifier(
             clip.model, clip.tokenizer, list(self.prompts), self.templates, self.averaging
         )
-        scale = ZeroShotClassifier.scale_from(clip.model, logit_scale)
+        try:
+            scale = ZeroShotClassifier.scale_from(clip.model, logit_scale)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"logit scale must be 'fixed', 'model' or a number (--logit-scale), got {logit_scale!r}"
+            ) from None
         self.classifier = ZeroShotClassifier(clip.model, weights, scale)
         self.batch_size = max(int(batch_size), 1)
         from open_clip.model import get_model_preprocess_cfg
