@@ -201,3 +201,35 @@ def test_bad_teachers_and_students_are_named(teacher_file: Path, reference_dir: 
     task = PromptableEncoderDistillationTask("not/there.safetensors", model=STUDENT)  # loaded when fit starts
     with pytest.raises(FileNotFoundError, match="teacher not found"):
         task.setup("fit")
+
+
+def test_quick_start_config_runs_through_the_command_line(
+    teacher_file: Path, naip_crop: Path, tmp_path: Path
+) -> None:
+    from rsvit.cli.lightning import train_from_config
+
+    folder = train_from_config(
+        Path(__file__).resolve().parents[2]
+        / "configs"
+        / "distillation"
+        / "sam_tiny_to_resnet18_encoder_quick.yaml",
+        [
+            f"--model.teacher={teacher_file}",
+            f"--model.cache_dir={tmp_path / 'cache'}",
+            "--model.prompts_per_image=2",
+            f"--data.path={naip_crop}",
+            "--data.bands=null",
+            "--data.train_windows=2",
+            "--data.val_windows=1",
+            "--data.batch_size=2",
+            "--trainer.max_epochs=1",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+        ],
+    )
+    model, spec, meta = load_model(folder / "model.safetensors")
+    assert isinstance(model, Sam) and spec.head_kwargs["img_size"] == 176
+    assert meta.mean == pytest.approx([0.485, 0.456, 0.406])
+    report = json.loads((folder / "metrics.json").read_text())
+    assert {"embedding_mse", "teacher_variance", "point_iou", "mask_iou"} <= set(report["val"])
