@@ -233,3 +233,23 @@ def test_quick_start_config_runs_through_the_command_line(
     assert meta.mean == pytest.approx([0.485, 0.456, 0.406])
     report = json.loads((folder / "metrics.json").read_text())
     assert {"embedding_mse", "teacher_variance", "point_iou", "mask_iou"} <= set(report["val"])
+
+
+def test_backbone_weights_start_the_student_encoder(teacher_file: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from rsvit.models import create_backbone
+
+    pretrained = create_backbone("resnet18")
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in pretrained.state_dict().items()}, str(path))
+    task = PromptableEncoderDistillationTask(str(teacher_file), model=STUDENT, backbone_weights=str(path))
+    for key, value in pretrained.state_dict().items():
+        torch.testing.assert_close(task.model.image_encoder.backbone.state_dict()[key], value, msg=key)
+    vit_student = {
+        "task": "promptable",
+        "backbone": "sam_vit_b",
+        "head_kwargs": {**DECODER, "encoder_embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 1},
+    }
+    with pytest.raises(ValueError, match="backbone_weights apply to an encoder built from an rsvit backbone"):
+        PromptableEncoderDistillationTask(str(teacher_file), model=vit_student, backbone_weights=str(path))

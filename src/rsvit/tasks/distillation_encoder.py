@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from rsvit.models.promptable.backbone_encoder import BackboneImageEncoder
 from rsvit.models.promptable.checkpoint import load_official_sam
 from rsvit.models.promptable.sam import Sam, SamConfig
 from rsvit.models.promptable.transforms import preprocess_shape
@@ -163,6 +164,16 @@ def _iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def _embedding_shape(encoder: nn.Module, probe: Tensor) -> tuple[int, ...]:
+    """Output shape of ``encoder`` on ``probe``, in eval mode so that batch-norm statistics stay unchanged."""
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        shape = tuple(encoder(probe).shape)
+    encoder.train(was_training)
+    return shape
+
+
 class PromptableEncoderDistillationTask(BaseTask):
     """SAM image-encoder distillation (see the module docstring).
 
@@ -172,7 +183,9 @@ class PromptableEncoderDistillationTask(BaseTask):
         model: the student as a promptable :class:`~rsvit.models.ModelSpec` dict (default backbone
             ``resnet18``); its ``head_kwargs`` must size the teacher's decoder (``img_size``,
             ``prompt_embed_dim`` ...).
-        weights: starting weights of the student (any file ``rsvit.weights`` reads).
+        weights: starting weights of the whole student (any file ``rsvit.weights`` reads).
+        backbone_weights: starting weights of the student's backbone alone (ImageNet, RSP ...), for an
+            encoder built from an rsvit backbone.
         cache_dir: keep teacher embeddings there (float16) between epochs.
         prompts_per_image: point prompts per validation image for the mask IoU (0 = embedding MSE only);
             each point with a non-empty teacher mask also gives a box prompt.
@@ -191,6 +204,7 @@ class PromptableEncoderDistillationTask(BaseTask):
         teacher: str,
         model: dict[str, Any] | ModelSpec | None = None,
         weights: str | None = None,
+        backbone_weights: str | None = None,
         cache_dir: str | None = None,
         prompts_per_image: int = 4,
         prompt_seed: int = 0,
@@ -205,6 +219,8 @@ class PromptableEncoderDistillationTask(BaseTask):
         self.set_optimizer(optimizer)
         self.model: Sam = build_model(self.spec).train()  # SAM builders return eval-mode models
         self.load_weights(weights)
+        if backbone_weights:
+            self._load_backbone_weights(backbone_weights)
         self.teacher: Sam | None = None  # not a submodule: kept out of checkpoints and the optimiser
         self.teacher_spec: ModelSpec | None = None
         self.teacher_digest = ""
@@ -215,6 +231,17 @@ class PromptableEncoderDistillationTask(BaseTask):
         self.evaluation: dict[str, dict[str, Any]] = {}
         if Path(teacher).is_file():
             self._load_teacher()
+
+    def _load_backbone_weights(self, path: str) -> None:
+        from rsvit.weights import load_into
+
+        encoder = self.model.image_encoder
+        if not isinstance(encoder, BackboneImageEncoder):
+            raise ValueError(
+                f"backbone_weights apply to an encoder built from an rsvit backbone; the student's "
+                f"{self.spec.backbone!r} encoder takes whole-model weights (weights: ...)"
+            )
+        load_into(encoder.backbone, path)
 
     # -- teacher -------------------------------------------------------------------------------------
 
@@ -263,10 +290,11 @@ class PromptableEncoderDistillationTask(BaseTask):
                 raise ValueError(
                     f"the student's {name} differs from the teacher's: set {hint}.{name}: {values}"
                 )
-        with torch.no_grad():
-            probe = torch.zeros(1, student.pixel_mean.shape[0], student.img_size, student.img_size)
-            t_shape = tuple(teacher.image_encoder(probe).shape)
-            s_shape = tuple(student.image_encoder(probe).shape)
+        probe = torch.zeros(1, student.pixel_mean.shape[0], student.img_size, student.img_size)
+        t_shape, s_shape = (
+            _embedding_shape(teacher.image_encoder, probe),
+            _embedding_shape(student.image_encoder, probe),
+        )
         if t_shape != s_shape:
             raise ValueError(
                 f"the student's embedding is {s_shape}, the teacher's {t_shape}; they must match"
