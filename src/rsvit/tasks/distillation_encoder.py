@@ -320,15 +320,6 @@ class PromptableEncoderDistillationTask(BaseTask):
                     f"{[round(v, 4) for v in expected]} (its pixel_{name} / 255): set data.init_args.{name}"
                 )
 
-    def on_fit_start(self) -> None:
-        self.teacher.to(self.device)
-
-    def on_validation_start(self) -> None:
-        self.teacher.to(self.device)
-
-    def on_test_start(self) -> None:
-        self.teacher.to(self.device)
-
     def train(self, mode: bool = True) -> PromptableEncoderDistillationTask:
         super().train(mode)
         if self.teacher is not None:
@@ -351,6 +342,8 @@ class PromptableEncoderDistillationTask(BaseTask):
             cached = self.cache.get(keys, self.device)
             if cached is not None:
                 return cached.float()
+        if self.teacher.pixel_mean.device != x.device:  # no submodule, so Lightning does not move it
+            self.teacher.to(x.device)
         with torch.no_grad():
             target = self.teacher.image_encoder(x).float()
         if keys is not None:
@@ -373,7 +366,7 @@ class PromptableEncoderDistillationTask(BaseTask):
         sam = self.model  # the teacher's decoder (copied), run on either embedding
         sparse, dense = sam.prompt_encoder(masks=None, **prompts)
         logits, iou = sam.mask_decoder(embedding, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask)
-        best = logits[torch.arange(len(logits)), iou.argmax(1)]
+        best = logits[torch.arange(len(logits), device=logits.device), iou.argmax(1)]
         return best > sam.mask_threshold
 
     def _prompted_ious(
