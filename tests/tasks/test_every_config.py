@@ -41,6 +41,8 @@ def _data_overrides(family: str, data_dir: Path) -> list[str]:
         ]
     if family == "change":
         return [f"--data.root={data_dir / 'levir-cd-samples'}"]
+    if family == "promptable":  # unlabelled windows of a raster
+        return [f"--data.path={data_dir / 'geotiff' / 'naip' / 'm_4709963_se_14_1_20200831.tif'}"]
     if family == "detection":  # built only: the patches are cut when the data is set up
         return [f"--data.root={data_dir / 'dota-samples'}", "--data.train_split=.", "--data.val_split=."]
     elevation = data_dir / "geotiff" / "elevation"
@@ -49,7 +51,7 @@ def _data_overrides(family: str, data_dir: Path) -> list[str]:
 
 def test_every_family_has_a_config() -> None:
     families = {task_class_of(["--config", str(c)]).family for c in CONFIGS}
-    assert families == {"classification", "segmentation", "change", "regression", "detection"}
+    assert families == {"classification", "segmentation", "change", "regression", "detection", "promptable"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")

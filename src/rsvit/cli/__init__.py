@@ -175,9 +175,10 @@ def _distill_as_fit(argv: list[str]) -> list[str]:
         return fit
     from rsvit.cli.lightning import task_class_of
     from rsvit.tasks.distillation import DistillationTask
+    from rsvit.tasks.distillation_encoder import PromptableEncoderDistillationTask
 
     task = task_class_of(fit)
-    if not issubclass(task, DistillationTask):
+    if not issubclass(task, (DistillationTask, PromptableEncoderDistillationTask)):
         raise ValueError(
             f"rsvit distill takes a distillation config (model.class_path: "
             f"rsvit.tasks.ClassificationDistillationTask, ...); {task.__name__} trains with rsvit fit"

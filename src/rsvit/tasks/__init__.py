@@ -28,6 +28,7 @@ _EXPORTS = {
     "SegmentationDistillationTask": "rsvit.tasks.distillation",
     "ChangeDistillationTask": "rsvit.tasks.distillation",
     "DistillationReport": "rsvit.tasks.distillation",
+    "PromptableEncoderDistillationTask": "rsvit.tasks.distillation_encoder",
     "DetectionTask": "rsvit.tasks.detection",
     "DetectionReport": "rsvit.tasks.detection",
     "DetectionPredictionWriter": "rsvit.tasks.detection",

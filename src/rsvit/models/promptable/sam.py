@@ -19,7 +19,7 @@ from rsvit.models.promptable.mask_decoder import MaskDecoder
 from rsvit.models.promptable.prompt_encoder import PromptEncoder
 from rsvit.models.promptable.two_way_transformer import TwoWayTransformer
 
-__all__ = ["SAM_VARIANTS", "Sam", "SamConfig", "build_sam"]
+__all__ = ["SAM_VARIANTS", "Sam", "SamConfig", "assemble_sam", "build_sam"]
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -167,7 +167,6 @@ def build_sam(variant: str | SamConfig = "vit_b", **overrides: object) -> Sam:
         config = variant
     if overrides:
         config = replace(config, **overrides)
-    grid = config.img_size // config.patch_size
     encoder = SamImageEncoder(
         img_size=config.img_size,
         patch_size=config.patch_size,
@@ -180,6 +179,15 @@ def build_sam(variant: str | SamConfig = "vit_b", **overrides: object) -> Sam:
         mlp_ratio=config.encoder_mlp_ratio,
         in_chans=config.in_chans,
     )
+    return assemble_sam(config, encoder)
+
+
+def assemble_sam(config: SamConfig, image_encoder: nn.Module) -> Sam:
+    """A SAM around ``image_encoder`` with the prompt encoder and mask decoder that ``config`` sizes.
+
+    The encoder must map the preprocessed ``(B, C, S, S)`` image to ``(B, prompt_embed_dim, S/16, S/16)``.
+    """
+    grid = config.img_size // config.patch_size
     prompt_encoder = PromptEncoder(
         embed_dim=config.prompt_embed_dim,
         image_embedding_size=(grid, grid),
@@ -201,7 +209,7 @@ def build_sam(variant: str | SamConfig = "vit_b", **overrides: object) -> Sam:
         iou_head_hidden_dim=config.iou_head_hidden_dim,
     )
     model = Sam(
-        encoder,
+        image_encoder,
         prompt_encoder,
         decoder,
         config.img_size,
