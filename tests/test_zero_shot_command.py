@@ -218,6 +218,26 @@ def test_few_shot_probe_saves_a_scene_model(data_dir, tiny_checkpoint, tmp_path)
         fitted = scene.head(shots).argmax(dim=1).tolist()
     assert fitted == labels  # the probe fits its shots
 
+    # the saved file classifies on its own: images (same predictions) and a raster's tiles
+    reused = tmp_path / "reused"
+    raster = data_dir / "geotiff" / "RGB.byte.tif"
+    argv = [str(root), "--classifier", str(saved), "--limit-per-class", "2", "--out", str(reused)]
+    assert run_zero_shot(_args(*argv, "--raster", str(raster), "--window", "160", "--scores", "none")) == 0
+    reused_rows, reused_metrics = _read_outputs(reused)
+    assert reused_metrics["spec"]["head"] == "clip_linear" and len(reused_rows) == 14
+    before = {r["path"]: r["prediction"] for r in rows}
+    common = [r for r in reused_rows if r["path"] in before]
+    assert common and all(r["prediction"] == before[r["path"]] for r in common)
+    import rasterio
+
+    with rasterio.open(reused / "tiles.tif") as dst:
+        assert json.loads(dst.tags()["CLASSES"]) == RSSCN7
+    with pytest.raises(ValueError, match="--shots do not apply"):
+        run_zero_shot(_args(*argv[:-1], str(tmp_path / "x"), "--shots", "1"))
+    _, checkpoint, _ = tiny_checkpoint
+    with pytest.raises(ValueError, match="give the CLIP weights with --checkpoint, or"):
+        run_zero_shot(_args(*argv[:-1], str(tmp_path / "x"), "--checkpoint", str(checkpoint)))
+
 
 def test_raster_tiles_end_to_end(data_dir, tiny_checkpoint, tmp_path, capsys):
     import rasterio

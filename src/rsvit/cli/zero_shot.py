@@ -24,7 +24,8 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +224,29 @@ def _logit_scale(args: argparse.Namespace, model: torch.nn.Module) -> float:
     return ZeroShotClassifier.scale_from(model, scale)
 
 
+def _check_classifier_flags(args: argparse.Namespace) -> None:
+    """A saved classifier has its classes and head: the options that build one do not apply."""
+    given = {
+        "--shots": args.shots,
+        "--support": args.support,
+        "--templates": args.templates,
+        "--model-config": args.model_config,
+        "--classes": args.classes,
+        "--save-model": args.save_model,
+    }
+    not_here = [flag for flag, value in given.items() if value is not None]
+    if not_here:
+        raise ValueError(
+            f"--classifier is a finished classifier with its own classes: {', '.join(not_here)} do not apply"
+        )
+
+
 def _check_request(args: argparse.Namespace, out: Path) -> None:
     """Settings and existing outputs, checked before the checkpoint is read."""
+    if (args.checkpoint is None) == (args.classifier is None):
+        raise ValueError("give the CLIP weights with --checkpoint, or a saved classifier with --classifier")
+    if args.classifier is not None:
+        _check_classifier_flags(args)
     if args.images is None and args.raster is None:
         raise ValueError("nothing to classify: give IMAGES (a dataset folder), --raster scene.tif, or both")
     if args.batch_size < 1:
@@ -321,8 +343,31 @@ def _classify_raster(
     return report
 
 
-def run_zero_shot(args: argparse.Namespace) -> int:
-    """Classifies the images and/or the raster's tiles, writes the outputs and prints the accuracy."""
+@dataclass
+class _Classifier:
+    """What a run classifies with: the scene model, its file metadata and how to describe it."""
+
+    scene: torch.nn.Module
+    meta: Any
+    describe: dict[str, Any]
+    predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    dataset: Any
+    kind: str
+    save: Callable[[Path], None] | None = None
+    left_out: set[str] = field(default_factory=set)
+
+
+def _scene_predict(scene: torch.nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities = scene(images).float().softmax(dim=-1)
+        return probabilities.argmax(dim=-1), probabilities
+
+    return predict
+
+
+def _from_clip(args: argparse.Namespace) -> _Classifier:
+    """The zero-shot or few-shot classifier of a CLIP checkpoint, and the images to classify."""
     from rsvit.models.clip import (
         CLIP_CACHE_HEAD,
         CLIP_PRESETS,
@@ -337,10 +382,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         scene_spec,
         zero_shot_head,
     )
-    from rsvit.tasks.reports import plot_confusion_matrix
 
-    out = Path(args.out)
-    _check_request(args, out)
     model_name = register_model_config(args.model_config) if args.model_config is not None else args.model
     preset = CLIP_PRESETS.get(str(model_name).lower())
     template_choice = args.templates or (preset.templates if preset else "rs-general")
@@ -350,8 +392,6 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     clip = load_clip(args.checkpoint, model=model_name, device=args.device)
     transform = _ClipImageTransform(clip.preprocess)
     dataset = _dataset(args, transform) if args.images is not None else None
-    if dataset is not None and len(dataset) == 0:
-        raise ValueError(f"no images to classify in {args.images}")
     if dataset is not None:
         classes = list(dataset.classes)
     elif args.classes is not None:
@@ -381,53 +421,97 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         "logit_scale": scale,
         "model": {"architecture": clip.architecture, "preset": clip.preset, **clip.source},
         "few_shot": few_shot,
+        "published": preset.published if preset else None,
+        "text_classifier_cached": from_cache,
     }
     meta = scene_metadata(clip.preprocess, scene.image_size, classes, extra={"clip": describe})
+    if few_shot is None:  # the zero-shot classifier itself, as before few-shot existed
+        predict = ZeroShotClassifier(clip.model, weights, scale).predict
+    else:
+        predict = _scene_predict(scene)
 
-    if dataset is not None:
-        if few_shot is None:
-            predict = ZeroShotClassifier(clip.model, weights, scale).predict
+    def save(path: Path) -> None:
+        from rsvit.models import save_model
+
+        if isinstance(head, torch.nn.Linear):
+            spec = scene_spec(clip.architecture, len(classes))
         else:
+            spec = scene_spec(clip.architecture, len(classes), CLIP_CACHE_HEAD, **head.settings())
+        save_model(path, scene.cpu(), spec, meta)
 
-            @torch.no_grad()
-            def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                probabilities = scene(images).softmax(dim=-1)
-                return probabilities.argmax(dim=-1), probabilities
+    kind = "zero-shot" if few_shot is None else f"{args.shots}-shot {args.few_shot}"
+    label = f"{kind} {clip.preset or clip.architecture}"
+    return _Classifier(scene, meta, describe, predict, dataset, label, save, shot_paths)
 
-        rows, left_out = _classify_images(dataset, predict, args, shot_paths)
-        if few_shot is not None:
-            few_shot["shots_left_out_of_evaluation"] = left_out
+
+def _from_model_file(args: argparse.Namespace) -> _Classifier:
+    """A classification model file (e.g. from ``--save-model``), and the images to classify."""
+    import open_clip
+
+    from rsvit.models import load_model
+
+    scene, spec, meta = load_model(args.classifier)
+    if spec.task != "classification":
+        raise ValueError(
+            f"{args.classifier} is a {spec.task} model; --classifier takes a classification model"
+        )
+    if not meta.classes or meta.mean is None or meta.std is None or not meta.input_size:
+        raise ValueError(
+            f"{args.classifier} lacks its class names, mean/std or input size in its metadata; save it with "
+            "rsvit zero-shot --save-model or rsvit.models.save_model with a WeightsMetadata"
+        )
+    scene = scene.to(args.device).eval()
+    classes = list(meta.classes)
+    size = tuple(meta.input_size[-2:])
+    transform = _ClipImageTransform(
+        open_clip.image_transform(size, is_train=False, mean=meta.mean, std=meta.std)
+    )
+    dataset = _dataset(args, transform) if args.images is not None else None
+    if dataset is not None and list(dataset.classes) != classes:
+        raise ValueError(
+            f"{args.images} has the classes {dataset.classes}, the classifier {classes}; classify a dataset "
+            "of the classifier's classes"
+        )
+    describe = {
+        "classes": classes,
+        "classifier": str(args.classifier),
+        "spec": spec.to_dict(),
+        "clip": meta.extra.get("clip"),
+    }
+    return _Classifier(scene, meta, describe, _scene_predict(scene), dataset, f"{spec.head} classifier")
+
+
+def run_zero_shot(args: argparse.Namespace) -> int:
+    """Classifies the images and/or the raster's tiles, writes the outputs and prints the accuracy."""
+    from rsvit.tasks.reports import plot_confusion_matrix
+
+    out = Path(args.out)
+    _check_request(args, out)
+    run = _from_model_file(args) if args.classifier is not None else _from_clip(args)
+    dataset = run.dataset
+    if dataset is not None:
+        if len(dataset) == 0:
+            raise ValueError(f"no images to classify in {args.images}")
+        rows, left_out = _classify_images(dataset, run.predict, args, run.left_out)
+        if run.describe.get("few_shot") is not None:
+            run.describe["few_shot"]["shots_left_out_of_evaluation"] = left_out
         labels = np.array([r["label"] for r in rows], dtype=np.int64)
         predictions = np.array([r["prediction"] for r in rows], dtype=np.int64)
         scores = _scores(labels, predictions, len(dataset.classes))
-        report = {
-            **scores,
-            "num_images": len(rows),
-            **describe,
-            "published": preset.published if preset else None,
-            "text_classifier_cached": from_cache,
-        }
+        report = {**scores, "num_images": len(rows), **run.describe}
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "predictions.csv", _predictions_csv(rows))
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
-        kind = "zero-shot" if few_shot is None else f"{args.shots}-shot {args.few_shot}"
-        title = f"{kind} {clip.preset or clip.architecture}: {scores['accuracy']:.2f} % top-1"
+        title = f"{run.kind}: {scores['accuracy']:.2f} % top-1"
         plot_confusion_matrix(scores["confusion"], dataset.classes, out / "confusion.png", title=title)
-        print(
-            f"{len(rows)} images, {len(dataset.classes)} classes: top-1 {scores['accuracy']:.2f} % ({kind})"
-        )
+        accuracy = f"top-1 {scores['accuracy']:.2f} % ({run.kind})"
+        print(f"{len(rows)} images, {len(dataset.classes)} classes: {accuracy}")
         print(f"outputs: {out / 'predictions.csv'}, {out / 'metrics.json'}, {out / 'confusion.png'}")
     if args.raster is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _classify_raster(args, scene, meta, out, describe)
-    if args.save_model is not None:
-        from rsvit.models import save_model
-
-        if few_shot is not None and args.few_shot == "cache":
-            spec = scene_spec(clip.architecture, len(classes), CLIP_CACHE_HEAD, **head.settings())
-        else:
-            spec = scene_spec(clip.architecture, len(classes))
+        _classify_raster(args, run.scene, run.meta, out, run.describe)
+    if args.save_model is not None and run.save is not None:  # (refused with --classifier)
         Path(args.save_model).parent.mkdir(parents=True, exist_ok=True)
-        save_model(args.save_model, scene.cpu(), spec, meta)
+        run.save(Path(args.save_model))
         print(f"classifier: {args.save_model}")
     return 0

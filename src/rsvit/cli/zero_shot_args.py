@@ -18,7 +18,13 @@ def add_zero_shot_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
         help="dataset folder to classify and score (one folder per class, or MillionAID tree); optional "
         "with --raster",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="CLIP weights (.pt/.bin/.safetensors)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="CLIP weights (.pt/.bin/.safetensors)")
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="instead of --checkpoint: a classification model file (e.g. written by --save-model)",
+    )
     parser.add_argument(
         "--model",
         default="auto",
