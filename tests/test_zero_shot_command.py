@@ -282,6 +282,39 @@ def test_raster_tiles_end_to_end(data_dir, tiny_checkpoint, tmp_path, capsys):
     assert json.loads((out2 / "tiles.json").read_text())["overlap"] == 32
 
 
+def test_any_scene_classifier_file_maps_tiles(data_dir, tmp_path):
+    import rasterio
+
+    from rsvit.models import ModelSpec, build_model, save_model
+    from rsvit.weights import WeightsMetadata
+
+    spec = ModelSpec("classification", "resnet18", num_classes=7)
+    torch.manual_seed(0)
+    path = tmp_path / "resnet.safetensors"
+    meta = WeightsMetadata(
+        classes=tuple(RSSCN7), mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2), input_size=(3, 96, 96)
+    )
+    save_model(path, build_model(spec), spec, meta)
+    out = tmp_path / "tiles"
+    raster = data_dir / "geotiff" / "RGB.byte.tif"
+    argv = [
+        str(data_dir / "rsscn7-dev"),
+        "--classifier",
+        str(path),
+        "--raster",
+        str(raster),
+        "--out",
+        str(out),
+    ]
+    assert run_zero_shot(_args(*argv, "--limit-per-class", "1")) == 0
+    rows, metrics = _read_outputs(out)
+    _check_consistent(rows, metrics, RSSCN7)
+    described = json.loads((out / "tiles.json").read_text())
+    assert (described["window"], described["overlap"]) == (96, 0)  # the model's input size: one tile each
+    with rasterio.open(out / "tiles.tif") as dst:
+        assert set(np.unique(dst.read(1))) <= set(range(7)) | {255}
+
+
 def _support_folder(root, folder, counts):
     import shutil
 

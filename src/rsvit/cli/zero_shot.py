@@ -316,7 +316,7 @@ def _classify_raster(
         WindowScores(scene, len(classes)),
         args.raster,
         out / "tiles.tif",
-        window=args.window if args.window is not None else scene.image_size[0],
+        window=args.window if args.window is not None else int(meta.input_size[-1]),
         overlap=args.overlap,
         bands=args.bands,
         batch_size=args.batch_size,
