@@ -24,7 +24,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,13 @@ def _few_shot_head(
     from torch.utils.data import Subset
 
     from rsvit.data.classification.datasets import collate_skip_none
-    from rsvit.models.clip import CacheAdapterHead, SupportError, fit_linear_probe, sample_shots
+    from rsvit.models.clip import (
+        CacheAdapterHead,
+        SupportError,
+        fit_linear_probe,
+        image_features,
+        sample_shots,
+    )
 
     if args.support is None:
         raise ValueError("--shots needs --support: the folder (or split file) of labelled images")
@@ -180,20 +186,21 @@ def _few_shot_head(
         num_workers=args.workers,
         collate_fn=collate_skip_none,
     )
-    features, labels, paths = [], [], []
-    with torch.no_grad():
+    labels: list[torch.Tensor] = []
+    paths: list[str] = []
+
+    def shot_images() -> Iterator[torch.Tensor]:
         for batch in loader:
-            if batch is None:
-                continue
-            embedded = clip.model.encode_image(batch["image"].to(args.device)).float()
-            features.append(torch.nn.functional.normalize(embedded, dim=-1).cpu())
-            labels.append(batch["label"])
-            paths.extend(batch["path"])
-    labels_t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+            if batch is not None:  # None: every image of the batch was unreadable
+                labels.append(batch["label"])
+                paths.extend(batch["path"])
+                yield batch["image"]
+
+    keys = image_features(clip.model.encode_image, shot_images(), args.device)
+    labels_t = torch.cat(labels)
     unread = sorted(set(classes) - {classes[i] for i in labels_t.tolist()})
     if unread:
         raise SupportError(f"classes without shots: no readable support image of {unread}")
-    keys = torch.cat(features)
     report: dict[str, Any] = {
         "method": args.few_shot,
         "shots": args.shots,
