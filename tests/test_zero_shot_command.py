@@ -315,6 +315,27 @@ def test_any_scene_classifier_file_maps_tiles(data_dir, tmp_path):
         assert set(np.unique(dst.read(1))) <= set(range(7)) | {255}
 
 
+def test_support_from_a_split_file(data_dir, tiny_checkpoint, tmp_path):
+    root = data_dir / "rsscn7-dev"
+    listed = {c: sorted((root / c).iterdir())[:3] for c in RSSCN7[:2]}
+    evaluate = tmp_path / "valid.txt"
+    evaluate.write_text(
+        "".join(f"{c}/{images[0].name} {c} {i}\n" for i, (c, images) in enumerate(listed.items()))
+    )
+    support = tmp_path / "train.txt"  # ids of its own order: matched to the evaluated classes by name
+    support.write_text(
+        "".join(f"{c}/{p.name} {c} {1 - i}\n" for i, (c, ims) in enumerate(listed.items()) for p in ims[1:])
+    )
+    out = tmp_path / "run"
+    argv = [str(root), *_base(tiny_checkpoint, out), "--split-file", str(evaluate), "--shots", "2"]
+    assert run_zero_shot(_args(*argv, "--support", str(support), "--support-root", str(root))) == 0
+    rows, metrics = _read_outputs(out)
+    assert len(rows) == 2 and metrics["few_shot"]["shots_left_out_of_evaluation"] == 0
+    expected = sorted(str(p) for images in listed.values() for p in images[1:])
+    assert sorted(metrics["few_shot"]["shot_images"]) == expected
+    _check_consistent(rows, metrics, RSSCN7[:2])
+
+
 def _support_folder(root, folder, counts):
     import shutil
 
