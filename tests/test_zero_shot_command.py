@@ -200,7 +200,8 @@ def test_few_shot_probe_saves_a_scene_model(data_dir, tiny_checkpoint, tmp_path)
     _check_consistent(rows, metrics, RSSCN7)
 
     scene, spec, meta = load_model(saved)
-    assert (spec.task, spec.head, spec.num_classes) == ("classification", "clip_linear", 7)
+    assert (spec.task, spec.head, spec.num_classes) == ("classification", "linear", 7)
+    assert spec.backbone == "open_clip:rsvit-tiny-clip"
     assert meta.classes == tuple(RSSCN7) and meta.extra["clip"]["few_shot"]["shots"] == 3
     from rsvit.models.clip import wrap_model
 
@@ -224,7 +225,7 @@ def test_few_shot_probe_saves_a_scene_model(data_dir, tiny_checkpoint, tmp_path)
     argv = [str(root), "--classifier", str(saved), "--limit-per-class", "2", "--out", str(reused)]
     assert run_zero_shot(_args(*argv, "--raster", str(raster), "--window", "160", "--scores", "none")) == 0
     reused_rows, reused_metrics = _read_outputs(reused)
-    assert reused_metrics["spec"]["head"] == "clip_linear" and len(reused_rows) == 14
+    assert reused_metrics["spec"]["head"] == "linear" and len(reused_rows) == 14
     before = {r["path"]: r["prediction"] for r in rows}
     common = [r for r in reused_rows if r["path"] in before]
     assert common and all(r["prediction"] == before[r["path"]] for r in common)
@@ -375,6 +376,8 @@ def test_few_shot_bad_inputs(data_dir, tiny_checkpoint, tmp_path):
         run("e", "--shots", "1")
     with pytest.raises(ValueError, match="--support is used with --shots"):
         run("f", "--support", str(small))
+    with pytest.raises(ValueError, match="--save-model writes linear classifiers"):
+        run("h", "--shots", "1", "--support", str(small), "--save-model", str(tmp_path / "h.safetensors"))
     with pytest.raises(ValueError, match="nothing to classify"):
         run_zero_shot(_args(*_base(tiny_checkpoint, tmp_path / "g")))
-    assert not any((tmp_path / name).exists() for name in "abcdefg")
+    assert not any((tmp_path / name).exists() for name in "abcdefgh")

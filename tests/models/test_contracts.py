@@ -66,32 +66,9 @@ def _detections_of_first_image(model: torch.nn.Module, inputs: list[torch.Tensor
     return torch.cat([found["boxes"], found["scores"][:, None], found["labels"][:, None].float()], 1)
 
 
-_TINY_CLIP_TOWER = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "quick_gelu": False,
-}
-
 TINY: dict[tuple[str, str], Tiny] = {
     ("classification", "linear"): Tiny(
         {"backbone": "resnet18", "num_classes": 3, "in_chans": 4}, 32, 1, ("batch", "classes")
-    ),
-    ("classification", "clip_linear"): Tiny(
-        {"backbone": "tiny-clip", "num_classes": 3, "backbone_kwargs": _TINY_CLIP_TOWER},
-        32,
-        1,
-        ("batch", "classes"),
-    ),
-    ("classification", "clip_cache"): Tiny(
-        {
-            "backbone": "tiny-clip",
-            "num_classes": 3,
-            "head_kwargs": {"shots": 4, "alpha": 2.0},
-            "backbone_kwargs": _TINY_CLIP_TOWER,
-        },
-        32,
-        1,
-        ("batch", "classes"),
     ),
     ("segmentation", "upernet"): Tiny(
         {"backbone": "resnet18", "num_classes": 3, "head_kwargs": {"channels": 16, "aux_channels": 8}}

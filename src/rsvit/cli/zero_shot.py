@@ -262,6 +262,11 @@ def _check_request(args: argparse.Namespace, out: Path) -> None:
         raise ValueError("--support is used with --shots K (the number of labelled images per class)")
     if args.shots is not None and args.support is None:
         raise ValueError("--shots needs --support: the folder (or split file) of labelled images")
+    if args.save_model is not None and args.shots is not None and args.few_shot == "cache":
+        raise ValueError(
+            "--save-model writes linear classifiers (zero-shot, or --few-shot probe); the cache adapter "
+            "keeps its shots beside the model: rerun it with --support, or save a probe"
+        )
     if args.raster is not None and not Path(args.raster).is_file():
         raise FileNotFoundError(f"--raster {args.raster} not found")
     names = (OUTPUT_FILES if args.images is not None else ()) + (
@@ -376,7 +381,6 @@ def _scene_predict(scene: torch.nn.Module) -> Callable[[torch.Tensor], tuple[tor
 def _from_clip(args: argparse.Namespace) -> _Classifier:
     """The zero-shot or few-shot classifier of a CLIP checkpoint, and the images to classify."""
     from rsvit.models.clip import (
-        CLIP_CACHE_HEAD,
         CLIP_PRESETS,
         ClipSceneClassifier,
         ZeroShotClassifier,
@@ -440,11 +444,7 @@ def _from_clip(args: argparse.Namespace) -> _Classifier:
     def save(path: Path) -> None:
         from rsvit.models import save_model
 
-        if isinstance(head, torch.nn.Linear):
-            spec = scene_spec(clip.architecture, len(classes))
-        else:
-            spec = scene_spec(clip.architecture, len(classes), CLIP_CACHE_HEAD, **head.settings())
-        save_model(path, scene.cpu(), spec, meta)
+        save_model(path, scene.cpu(), scene_spec(clip.architecture, len(classes)), meta)
 
     kind = "zero-shot" if few_shot is None else f"{args.shots}-shot {args.few_shot}"
     label = f"{kind} {clip.preset or clip.architecture}"

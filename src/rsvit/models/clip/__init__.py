@@ -35,8 +35,7 @@ from rsvit.models.clip.loading import (
     wrap_model,
 )
 from rsvit.models.clip.scene import (
-    CLIP_CACHE_HEAD,
-    CLIP_LINEAR_HEAD,
+    CLIP_BACKBONE_PREFIX,
     ClipSceneClassifier,
     scene_metadata,
     scene_spec,
@@ -58,8 +57,7 @@ from rsvit.models.clip.zeroshot import (
 )
 
 __all__ = [
-    "CLIP_CACHE_HEAD",
-    "CLIP_LINEAR_HEAD",
+    "CLIP_BACKBONE_PREFIX",
     "CLIP_PRESETS",
     "DATASET_CLASS_NAMES",
     "FEW_SHOT_METHODS",

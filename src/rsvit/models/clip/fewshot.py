@@ -134,16 +134,6 @@ class CacheAdapterHead(nn.Module):
         self.alpha = float(alpha)
         self.beta = float(beta)
 
-    @classmethod
-    def empty(cls, num_classes: int, dim: int, shots: int, **settings: Any) -> CacheAdapterHead:
-        """A head of the right shapes to load a saved one into."""
-        return cls(torch.zeros(num_classes, dim), torch.zeros(shots, dim), torch.zeros(shots), **settings)
-
-    def settings(self) -> dict[str, Any]:
-        """What a model file stores beside the buffers (``ModelSpec.head_kwargs``)."""
-        shots = int(self.keys.shape[0])
-        return {"shots": shots, "logit_scale": self.logit_scale, "alpha": self.alpha, "beta": self.beta}
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return cache_adapter_logits(
             features, self.keys, self.values, self.text_weights, self.logit_scale, self.alpha, self.beta

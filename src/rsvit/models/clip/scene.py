@@ -1,14 +1,13 @@
-"""CLIP image tower + a classification head as an rsvit scene-classification model file.
+"""CLIP image tower + a linear head as an rsvit scene-classification model file.
 
-A zero-shot or few-shot CLIP classifier is an ordinary scene classifier once its text side is folded
-into a head on the normalised image embedding: the zero-shot classifier is a linear head whose rows are
-``scale * class embedding`` (no bias), a linear probe is a fitted linear head, and the cache adapter is a
-head holding the shots' features (:class:`~rsvit.models.clip.fewshot.CacheAdapterHead`). Registered as the
-``classification`` heads ``clip_linear`` and ``clip_cache``, such a model saves with
-:func:`rsvit.models.save_model` and comes back from the file alone with :func:`rsvit.models.load_model`
-(``rsvit export`` reads it the same way). The open_clip vision settings travel in
-``backbone_kwargs`` (``embed_dim``, ``vision_cfg``, ``quick_gelu``), so a file never depends on which
-open_clip configs are registered where it is loaded; only the image tower is built, not the text tower.
+A zero-shot CLIP classifier is an ordinary scene classifier once its text side is folded into a linear
+head on the normalised image embedding: rows ``scale * class embedding``, no bias. A linear probe is such
+a head fitted to shots. As a :class:`~rsvit.models.ModelSpec` it is a ``classification`` model with the
+default ``linear`` head on the backbone ``open_clip:<architecture>``, so it saves with
+:func:`rsvit.models.save_model`, comes back from the file alone with :func:`rsvit.models.load_model` and
+exports with ``rsvit export``. The open_clip vision settings travel in ``backbone_kwargs``
+(``embed_dim``, ``vision_cfg``, ``quick_gelu``), so a file never depends on which open_clip configs are
+registered where it is loaded; only the image tower is built, not the text tower.
 
 The model takes images normalised with CLIP's mean and std (stored in the file's metadata) at any size
 and resizes them to the tower's input size (bicubic, antialiased), which is what raster windows need.
@@ -22,12 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsvit.models.registry import register_task_model
-
 __all__ = [
-    "CLIP_CACHE_HEAD",
-    "CLIP_LINEAR_HEAD",
+    "CLIP_BACKBONE_PREFIX",
     "ClipSceneClassifier",
+    "build_clip_scene_classifier",
     "build_vision_tower",
     "scene_metadata",
     "scene_spec",
@@ -35,8 +32,8 @@ __all__ = [
     "zero_shot_head",
 ]
 
-CLIP_LINEAR_HEAD = "clip_linear"
-CLIP_CACHE_HEAD = "clip_cache"
+#: ``ModelSpec.backbone`` of a CLIP scene classifier: this prefix, then the open_clip architecture name.
+CLIP_BACKBONE_PREFIX = "open_clip:"
 
 
 def vision_settings(architecture: str) -> dict[str, Any]:
@@ -101,17 +98,16 @@ def zero_shot_head(text_weights: torch.Tensor, logit_scale: float) -> nn.Linear:
     return head
 
 
-def scene_spec(architecture: str, num_classes: int, head: str = CLIP_LINEAR_HEAD, **head_kwargs: Any) -> Any:
-    """The :class:`~rsvit.models.ModelSpec` of a CLIP scene classifier on ``architecture``'s image tower."""
+def scene_spec(architecture: str, num_classes: int) -> Any:
+    """The :class:`~rsvit.models.ModelSpec` of a linear CLIP scene classifier on ``architecture``."""
     from rsvit.models.spec import ModelSpec
 
     return ModelSpec(
         task="classification",
-        backbone=architecture,
-        head=head,
+        backbone=f"{CLIP_BACKBONE_PREFIX}{architecture}",
+        head="linear",
         num_classes=num_classes,
         in_chans=3,
-        head_kwargs=dict(head_kwargs),
         backbone_kwargs=vision_settings(architecture),
     )
 
@@ -132,19 +128,9 @@ def scene_metadata(
     )
 
 
-@register_task_model("classification", CLIP_LINEAR_HEAD)
-def _clip_linear(spec: Any) -> nn.Module:
+def build_clip_scene_classifier(spec: Any) -> nn.Module:
+    """The network of a ``classification`` spec on an ``open_clip:`` backbone (see :func:`scene_spec`)."""
+    if spec.in_chans != 3:
+        raise ValueError(f"a CLIP image tower takes 3 bands (RGB), the spec asks for {spec.in_chans}")
     visual = build_vision_tower(spec.backbone_kwargs)
-    dim = int(spec.backbone_kwargs["embed_dim"])
-    return ClipSceneClassifier(visual, nn.Linear(dim, spec.num_classes))
-
-
-@register_task_model("classification", CLIP_CACHE_HEAD)
-def _clip_cache(spec: Any) -> nn.Module:
-    from rsvit.models.clip.fewshot import CacheAdapterHead
-
-    visual = build_vision_tower(spec.backbone_kwargs)
-    dim = int(spec.backbone_kwargs["embed_dim"])
-    kwargs = dict(spec.head_kwargs)
-    shots = int(kwargs.pop("shots", 1))
-    return ClipSceneClassifier(visual, CacheAdapterHead.empty(spec.num_classes, dim, shots, **kwargs))
+    return ClipSceneClassifier(visual, nn.Linear(int(spec.backbone_kwargs["embed_dim"]), spec.num_classes))
