@@ -175,8 +175,6 @@ def _few_shot_head(
         sample_shots,
     )
 
-    if args.support is None:
-        raise ValueError("--shots needs --support: the folder (or split file) of labelled images")
     support = _support_dataset(args, transform)
     _shots_for(support, classes)
     chosen = sample_shots(support.targets, classes, args.shots, args.seed)
