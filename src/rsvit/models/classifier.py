@@ -65,6 +65,10 @@ def build_classifier(
 
 @register_task_model("classification", "linear", default=True)
 def _classifier_from_spec(spec: ModelSpec) -> nn.Module:
+    if spec.backbone.startswith("open_clip:"):  # a CLIP image tower (zero-/few-shot scene classifiers)
+        from rsvit.models.clip.scene import build_clip_scene_classifier
+
+        return build_clip_scene_classifier(spec)
     return build_classifier(spec.backbone, spec.num_classes, spec.in_chans, **spec.backbone_kwargs)
 
 
