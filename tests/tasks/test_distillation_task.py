@@ -264,3 +264,53 @@ def test_labels_only_baseline_never_runs_the_teacher(data_dir: Path, scene_teach
     batch["label"] = torch.tensor([RSSCN7_CLASSES.index(i.split("/")[0]) for i in batch["id"]])
     terms = task.distillation_losses(batch)
     assert set(terms) == {"label", "loss"} and torch.equal(terms["loss"], terms["label"])
+
+
+def test_classification_run_exports_a_teacher_and_its_distillation_exports_the_student(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from rsvit.cli import main
+    from rsvit.cli.lightning import build_cli
+
+    short = [
+        f"--data.root={data_dir / 'rsscn7-dev'}",
+        "--data.input_size=32",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    teacher_config = REPO / "configs" / "classification" / "rsscn7_quick.yaml"
+    fit = ["fit", "--config", str(teacher_config), *short]
+    assert main([*fit, f"--trainer.logger.init_args.save_dir={tmp_path / 'teacher'}"]) == 0
+    teacher_run = tmp_path / "teacher" / "rsscn7_quick" / "version_0"
+    teacher_file = teacher_run / "model.safetensors"
+    teacher_report = json.loads((teacher_run / "metrics.json").read_text())
+    assert teacher_report["model"] == str(teacher_file) and (teacher_run / "confusion_val.png").is_file()
+    assert [h["epoch"] for h in teacher_report["history"]] == [0]
+
+    student_config = REPO / "configs" / "distillation" / "rsscn7_quick.yaml"
+    distil = ["--config", str(student_config), f"--model.teacher={teacher_file}", *short]
+    assert main(["distill", *distil, f"--trainer.logger.init_args.save_dir={tmp_path / 'student'}"]) == 0
+    student_run = tmp_path / "student" / "rsscn7_quick" / "version_0"
+    report = json.loads((student_run / "metrics.json").read_text())
+    assert report["model"] == str(student_run / "model.safetensors")
+    student, spec, meta = load_model(student_run / "model.safetensors")
+    teacher, _, teacher_meta = load_model(teacher_file)
+    assert spec.backbone == "resnet18" and meta.classes == teacher_meta.classes == RSSCN7_CLASSES
+    assert meta.extra["distilled_from"]["sha256"] == file_digest(teacher_file)
+
+    # The exported files reproduce the run's last validation: same images, same agreement.
+    cli = build_cli([*distil, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cli.datamodule.setup("fit")
+    agree, total = 0, 0
+    with torch.no_grad():
+        for _, batch in zip(range(2), cli.datamodule.val_dataloader(), strict=False):
+            logits = student(batch["image"])
+            assert logits.shape == (batch["image"].shape[0], 7) and torch.isfinite(logits).all()
+            agree += int((logits.argmax(1) == teacher(batch["image"]).argmax(1)).sum())
+            total += batch["image"].shape[0]
+    assert total == 16 and report["val"]["agreement"] == pytest.approx(agree / total)
