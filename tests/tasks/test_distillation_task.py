@@ -314,3 +314,50 @@ def test_classification_run_exports_a_teacher_and_its_distillation_exports_the_s
             agree += int((logits.argmax(1) == teacher(batch["image"]).argmax(1)).sum())
             total += batch["image"].shape[0]
     assert total == 16 and report["val"]["agreement"] == pytest.approx(agree / total)
+
+
+def test_change_quick_start_distils_through_the_command_line(data_dir: Path, tmp_path: Path) -> None:
+    import csv
+    import math
+
+    from rsvit.cli import main
+    from rsvit.cli.lightning import build_cli
+
+    teacher_file = _save_teacher(tmp_path / "teacher.safetensors", ModelSpec("change", "bit_resnet18"))
+    args = [
+        "--config",
+        str(REPO / "configs" / "distillation" / "levir_quick.yaml"),
+        f"--model.teacher={teacher_file}",
+        f"--data.root={data_dir / 'levir-cd-samples'}",
+        "--data.crop_size=64",
+        "--trainer.max_steps=3",
+        "--trainer.val_check_interval=3",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    assert main(["distill", *args, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]) == 0
+    run = tmp_path / "runs" / "levir_quick" / "version_0"
+    with (run / "metrics.csv").open() as handle:
+        logged = [row for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert len(logged) == 3
+    for row in logged:
+        assert all(math.isfinite(float(row[f"train/{k}"])) for k in ("loss", "kl", "label", "feature"))
+    report = json.loads((run / "metrics.json").read_text())
+    assert {"agreement", "accuracy", "teacher_accuracy"} <= set(report["val"])
+
+    student, spec, meta = load_model(run / "model.safetensors")
+    teacher, _, _ = load_model(teacher_file)
+    assert spec.task == "change" and spec.backbone == "lcnet_050" and meta.mean == (0.5, 0.5, 0.5)
+    # The exported student reproduces the run's validation agreement on the four held-out pairs.
+    cli = build_cli([*args, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cli.datamodule.setup("fit")
+    agree, total = 0, 0
+    with torch.no_grad():
+        for batch in cli.datamodule.val_dataloader():
+            a, b = batch["image_a"], batch["image_b"]
+            logits = student(a, b)
+            assert logits.shape == (a.shape[0], 2, *a.shape[2:]) and torch.isfinite(logits).all()
+            agree += int((logits.argmax(1) == teacher(a, b).argmax(1)).sum())
+            total += logits.argmax(1).numel()
+    assert total == 4 * 256 * 256 and report["val"]["agreement"] == pytest.approx(agree / total)
