@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -318,7 +319,6 @@ def test_classification_run_exports_a_teacher_and_its_distillation_exports_the_s
 
 def test_change_quick_start_distils_through_the_command_line(data_dir: Path, tmp_path: Path) -> None:
     import csv
-    import math
 
     from rsvit.cli import main
     from rsvit.cli.lightning import build_cli
@@ -361,3 +361,83 @@ def test_change_quick_start_distils_through_the_command_line(data_dir: Path, tmp
             agree += int((logits.argmax(1) == teacher(a, b).argmax(1)).sum())
             total += logits.argmax(1).numel()
     assert total == 4 * 256 * 256 and report["val"]["agreement"] == pytest.approx(agree / total)
+
+
+def test_segmentation_quick_start_distils_on_dubai_through_the_command_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    from rsvit.cli import main
+    from rsvit.cli.lightning import build_cli
+
+    spec = ModelSpec("segmentation", "resnet18", "upernet", num_classes=6, head_kwargs={"channels": 16})
+    teacher_file = _save_teacher(tmp_path / "teacher.safetensors", spec)
+    args = [
+        "--config",
+        str(REPO / "configs" / "distillation" / "dubai_quick.yaml"),
+        f"--model.teacher={teacher_file}",
+        f"--data.root={data_dir / 'dubai-seg'}",
+        "--data.crop_size=64",
+        "--data.batch_size=2",
+        "--data.num_workers=0",
+        "--trainer.max_steps=3",
+        "--trainer.val_check_interval=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    assert main(["distill", *args, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]) == 0
+    run = tmp_path / "runs" / "dubai_quick" / "version_0"
+    with (run / "metrics.csv").open() as handle:
+        logged = [row for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert len(logged) == 3
+    for row in logged:
+        assert all(math.isfinite(float(row[f"train/{k}"])) for k in ("loss", "kl", "label", "feature"))
+    report = json.loads((run / "metrics.json").read_text())
+    student, student_spec, meta = load_model(run / "model.safetensors")
+    teacher, _, _ = load_model(teacher_file)
+    assert student_spec.backbone == "lcnet_050" and meta.extra["palette"] == "teacher's"
+    cli = build_cli([*args, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cli.datamodule.setup("fit")
+    agree, total = 0, 0
+    with torch.no_grad():
+        for _, batch in zip(range(2), cli.datamodule.val_dataloader(), strict=False):
+            logits = student(batch["image"])
+            assert logits.shape[1:2] == (6,) and torch.isfinite(logits).all()
+            agree += int((logits.argmax(1) == teacher(batch["image"]).argmax(1)).sum())
+            total += logits.argmax(1).numel()
+    assert report["val"]["agreement"] == pytest.approx(agree / total)
+
+
+def test_upernet_vitaev2_s_config_builds_with_its_teacher_and_trains_a_step(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from rsvit.cli.lightning import build_cli
+
+    teacher = ModelSpec("segmentation", "vitaev2_s", "upernet", num_classes=6)
+    teacher_file = _save_teacher(tmp_path / "teacher.safetensors", teacher)
+    cli = build_cli(
+        [
+            "--config",
+            str(REPO / "configs" / "distillation" / "upernet_vitaev2_s_to_resnet18_potsdam.yaml"),
+            f"--model.teacher={teacher_file}",
+            f"--data.root={data_dir / 'dubai-seg'}",
+            "--data.dataset=dubai",
+            "--data.train_split=[1]",
+            "--data.val_split=[6]",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
+    task = cli.model
+    assert isinstance(task, SegmentationDistillationTask) and task.teacher_spec == teacher
+    # The two deepest ResNet-18 stages (256, 512 channels) are projected onto ViTAEv2-S's (256, 512).
+    assert [(c.in_channels, c.out_channels) for c in task.projector.convs] == [(256, 256), (512, 512)]
+    batch = _batch(data_dir, size=64, count=2)
+    batch["mask"] = torch.randint(0, 6, (2, 64, 64))
+    history = _losses_during_training(task, batch, steps=1)
+    assert set(history[0]) == {"kl", "label", "feature", "loss"}
+    assert all(math.isfinite(v) for v in history[0].values())
