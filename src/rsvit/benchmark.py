@@ -6,7 +6,7 @@ the same rounds: a slow drift of the machine's speed then hits every model alike
 
     rsvit benchmark --models vitaev2_s swin_t resnet50 --baseline swin_t
 
-A distillation teacher and its student are compared the same way (:mod:`rsvit.benchmark_distillation`):
+A distillation teacher and its student (:mod:`rsvit.benchmark_distillation`) are compared the same way:
 
     rsvit benchmark --teacher runs/teacher/model.safetensors --student runs/student/model.safetensors
     rsvit benchmark --config configs/distillation/rsscn7_quick.yaml
@@ -38,6 +38,7 @@ __all__ = [
     "measure_with_args",
     "median_seconds",
     "run_benchmark",
+    "run_teacher_student",
     "time_models",
 ]
 
@@ -289,8 +290,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
     With ``--teacher``, ``--student`` or ``--config``: a distillation teacher against its student.
     """
     if args.teacher or args.student or args.config:
-        from rsvit.benchmark_distillation import run_teacher_student
-
         return run_teacher_student(args)
     from rsvit.models.backbones.factory import resolve_backbone_name
     from rsvit.models.classifier import build_classifier
@@ -304,4 +303,25 @@ def run_benchmark(args: argparse.Namespace) -> int:
     factories = {name: (lambda name=name: build_classifier(name, NUM_CLASSES)) for name in models}
     result = time_models(factories, baseline, args)
     print(result.table())
+    return 0
+
+
+def run_teacher_student(args: argparse.Namespace) -> int:
+    """``rsvit benchmark --teacher T --student S`` (or ``--config``): both in the same interleaved rounds.
+
+    The inputs are those of the family: one image, or two for change detection, of the spec's bands.
+    """
+    from rsvit.benchmark_distillation import teacher_and_student
+
+    if args.baseline:
+        raise ValueError(
+            "--baseline applies to --models; with a teacher and a student the teacher is the base"
+        )
+    teacher, student = teacher_and_student(args)
+    print(teacher.describe())
+    print(student.describe())
+    inputs = Inputs(in_chans=teacher.spec.in_chans, images=2 if teacher.spec.task == "change" else 1)
+    factories = {"teacher": lambda: teacher.model, "student": lambda: student.model}
+    result = time_models(factories, "teacher", args, inputs)
+    print(result.comparison("student"))
     return 0

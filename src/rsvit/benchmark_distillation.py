@@ -1,11 +1,7 @@
-"""``rsvit benchmark --teacher/--student/--config``: a distillation teacher against its student.
+"""Which teacher and student ``rsvit benchmark --teacher/--student/--config`` times, checked to be comparable.
 
-Both networks are timed in the same interleaved rounds (:mod:`rsvit.benchmark`) on inputs of their
-family (two images for change detection): model files, or the teacher file and the student spec of a
-distillation config (the student then has random weights; its speed does not depend on them).
-
-    rsvit benchmark --teacher runs/teacher/model.safetensors --student runs/student/model.safetensors
-    rsvit benchmark --config configs/distillation/rsscn7_quick.yaml --jobs "fwd fp32" "fwd bf16"
+Model files, or the teacher file and the student spec of a distillation config (the student then has
+random weights; its speed does not depend on them). The timing itself is :mod:`rsvit.benchmark`.
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from rsvit.benchmark import Inputs, time_models
-
 if TYPE_CHECKING:
     from rsvit.models.spec import ModelSpec
 
@@ -27,7 +21,6 @@ __all__ = [
     "PAIR_FAMILIES",
     "Contender",
     "read_distillation_config",
-    "run_teacher_student",
     "teacher_and_student",
 ]
 
@@ -115,19 +108,3 @@ def teacher_and_student(args: argparse.Namespace) -> tuple[Contender, Contender]
                 f"{getattr(student.spec, name)!r}: a student is timed on the inputs of its teacher"
             )
     return teacher, student
-
-
-def run_teacher_student(args: argparse.Namespace) -> int:
-    """``rsvit benchmark --teacher T --student S`` (or ``--config``): both in the same interleaved rounds."""
-    if args.baseline:
-        raise ValueError(
-            "--baseline applies to --models; with a teacher and a student the teacher is the base"
-        )
-    teacher, student = teacher_and_student(args)
-    print(teacher.describe())
-    print(student.describe())
-    inputs = Inputs(in_chans=teacher.spec.in_chans, images=2 if teacher.spec.task == "change" else 1)
-    factories = {"teacher": lambda: teacher.model, "student": lambda: student.model}
-    result = time_models(factories, "teacher", args, inputs)
-    print(result.comparison("student"))
-    return 0
