@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from rsvit.benchmark import JOBS, Throughput, make_jobs, measure
+from rsvit.benchmark import JOBS, Inputs, Throughput, make_jobs, measure
 from rsvit.cli import main
+from rsvit.models.spec import ModelSpec, build_model, save_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_ratios_are_medians_of_per_round_ratios():
@@ -48,6 +54,28 @@ def test_training_jobs_update_the_weights_and_forward_jobs_do_not():
     assert model.training  # left as the last job set it
     with pytest.raises(ValueError, match="unknown benchmark jobs"):
         make_jobs(model, 2, 32, jobs=("fwd fp64",))
+
+
+class _TinyPair(nn.Module):
+    """Dense logits from two 4-band images, like a change detector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        assert a.shape[1] == b.shape[1] == 4
+        return self.conv(a - b)
+
+
+def test_jobs_feed_every_image_and_train_against_per_pixel_labels():
+    model = _TinyPair()
+    jobs = make_jobs(model, batch_size=2, size=16, jobs=("fwd fp32", "train fp32"), inputs=Inputs(4, 2))
+    before = model.conv.weight.detach().clone()
+    jobs["fwd fp32"]()
+    assert torch.equal(model.conv.weight, before)
+    jobs["train fp32"]()  # cross-entropy against (2, 16, 16) labels drawn for the (2, 3, 16, 16) logits
+    assert not torch.equal(model.conv.weight, before)
 
 
 def test_measure_times_every_job_of_every_model_each_round():
@@ -92,3 +120,88 @@ def test_command_rejects_unknown_models_before_building_any(capsys):
     captured = capsys.readouterr()
     assert "unknown backbone 'resnet5'" in captured.err and "resnet50" in captured.err
     assert captured.out == ""  # nothing was set up or timed
+
+
+# -- a distillation teacher against its student --------------------------------------------------------
+
+CELL = re.compile(r"([\d.]+) \(([\d.]+)-([\d.]+)\)")  # median (slowest-fastest round)
+RATIO = re.compile(r"([\d.]+)x \(([\d.]+)-([\d.]+)\)")
+
+
+def _save(path: Path, spec: ModelSpec) -> Path:
+    save_model(path, build_model(spec), spec)
+    return path
+
+
+def _comparison(out: str, jobs: list[str]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """The teacher, student and ratio rows of the printed table, as (median, low, high) per job."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("img/s"))
+    assert lines[header].split()[1:] == [w for j in jobs for w in j.split()]
+    rows = {}
+    for line, (name, pattern) in zip(
+        lines[header + 1 :], [("teacher", CELL), ("student", CELL), ("student/teacher", RATIO)], strict=True
+    ):
+        assert line.split()[0] == name
+        cells = [tuple(map(float, m.groups())) for m in pattern.finditer(line)]
+        assert len(cells) == len(jobs), line
+        rows[name] = dict(zip(jobs, cells, strict=True))
+    return rows
+
+
+def test_teacher_and_student_files_are_timed_in_the_same_rounds(tmp_path, capsys):
+    teacher = _save(tmp_path / "t.safetensors", ModelSpec("classification", "resnet18", num_classes=7))
+    student = _save(tmp_path / "s.safetensors", ModelSpec("classification", "lcnet_050", num_classes=7))
+    jobs = ["fwd fp32", "train fp32"]
+    argv = ["benchmark", "--teacher", str(teacher), "--student", str(student), "--batch-size", "2"]
+    assert main([*argv, "--size", "32", "--rounds", "3", "--iters", "1", "--jobs", *jobs, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("teacher: classification resnet18/") and f"({teacher})" in out.splitlines()[0]
+    assert out.splitlines()[1].startswith("student: classification lcnet_050/")
+    rows = _comparison(out, jobs)
+    for job in jobs:
+        for name in ("teacher", "student"):
+            median, low, high = rows[name][job]
+            assert 0 < low <= median <= high
+        ratio, low, high = rows["student/teacher"][job]
+        assert 0 < low <= ratio <= high
+        # Each round's ratio lies between the slowest student over the fastest teacher and the reverse
+        # (the figures are printed to 2 decimals, hence the slack).
+        t_low, t_high = rows["teacher"][job][1:]
+        s_low, s_high = rows["student"][job][1:]
+        assert s_low / t_high * 0.98 - 0.01 <= low and high <= s_high / t_low * 1.02 + 0.01
+
+
+def test_distillation_config_gives_the_student_and_change_pairs_are_timed(tmp_path, capsys):
+    config = REPO / "configs" / "distillation" / "levir_quick.yaml"
+    teacher = _save(tmp_path / "t.safetensors", ModelSpec("change", "bit_resnet18", num_classes=2))
+    argv = ["benchmark", "--config", str(config), "--teacher", str(teacher), "--batch-size", "1"]
+    assert (
+        main([*argv, "--size", "64", "--rounds", "1", "--iters", "1", "--jobs", "fwd fp32", "--quiet"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("teacher: change bit_resnet18/")
+    assert out.splitlines()[1].startswith("student: change lcnet_050/") and str(config) in out.splitlines()[1]
+    rows = _comparison(out, ["fwd fp32"])
+    teacher_rate, student_rate = rows["teacher"]["fwd fp32"][0], rows["student"]["fwd fp32"][0]
+    ratio, low, high = rows["student/teacher"]["fwd fp32"]
+    assert teacher_rate > 0 and student_rate > 0 and low == ratio == high  # one round: one ratio
+    assert ratio == pytest.approx(student_rate / teacher_rate, rel=0.02, abs=0.01)
+
+
+def test_teacher_and_student_that_cannot_be_compared_are_refused(tmp_path, capsys):
+    scene = _save(tmp_path / "scene.safetensors", ModelSpec("classification", "resnet18", num_classes=7))
+    seg = ModelSpec("segmentation", "resnet18", "fcn", num_classes=7, head_kwargs={"channels": 8})
+    segmentation = _save(tmp_path / "seg.safetensors", seg)
+    cases = [
+        (["--teacher", str(scene), "--student", str(segmentation)], "the teacher has task='classification'"),
+        (["--teacher", str(scene)], "no student"),
+        (["--student", str(scene)], "no teacher"),
+        (["--teacher", str(tmp_path / "none.safetensors"), "--student", str(scene)], "teacher model file"),
+        (["--config", str(REPO / "configs" / "change" / "levir_quick.yaml")], "not a distillation task"),
+        (["--teacher", str(scene), "--student", str(scene), "--baseline", "resnet18"], "--baseline"),
+    ]
+    for args, message in cases:
+        assert main(["benchmark", *args, "--quiet"]) == 1
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == "", args

@@ -5,6 +5,11 @@ interleaved rounds and compared through the median of their per-round ratios to 
 the same rounds: a slow drift of the machine's speed then hits every model alike.
 
     rsvit benchmark --models vitaev2_s swin_t resnet50 --baseline swin_t
+
+A distillation teacher and its student (:mod:`rsvit.benchmark_distillation`) are compared the same way:
+
+    rsvit benchmark --teacher runs/teacher/model.safetensors --student runs/student/model.safetensors
+    rsvit benchmark --config configs/distillation/rsscn7_quick.yaml
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rsvit.cli.benchmark_args import JOBS, add_benchmark_arguments
 
 __all__ = [
     "JOBS",
+    "Inputs",
     "Throughput",
     "add_benchmark_arguments",
     "configure_torch",
@@ -32,6 +38,8 @@ __all__ = [
     "measure_with_args",
     "median_seconds",
     "run_benchmark",
+    "run_teacher_student",
+    "time_models",
 ]
 
 NUM_CLASSES = 51  # the MillionAID head of the RSP models; the head's cost is negligible either way
@@ -48,24 +56,37 @@ def median_seconds(fn: Callable[[], object], iters: int) -> float:
     return statistics.median(times)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the timed models take: ``images`` tensors (2 for change detection) of ``in_chans`` bands."""
+
+    in_chans: int = 3
+    images: int = 1
+
+
 def make_jobs(
     model: nn.Module,
     batch_size: int,
     size: int,
     channels_last: bool = False,
     jobs: Sequence[str] = JOBS,
+    inputs: Inputs = Inputs(),
 ) -> dict[str, Callable[[], None]]:
-    """The timed jobs of one classification model on random ``batch_size x 3 x size x size`` images.
+    """The timed jobs of one model on random ``batch_size x in_chans x size x size`` images.
 
-    A training step is forward, cross-entropy, backward and an AdamW step, as a fine-tuning run does.
+    A training step is forward, cross-entropy, backward and an AdamW step, as a fine-tuning run does;
+    the random labels take the shape of the logits (one per image, or per pixel for dense models).
     """
     unknown = sorted(set(jobs) - set(JOBS))
     if unknown:
         raise ValueError(f"unknown benchmark jobs {unknown}; choose from {list(JOBS)}")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    x = torch.randn(batch_size, 3, size, size).contiguous(memory_format=fmt)
-    y = torch.randint(0, NUM_CLASSES, (batch_size,))
+    x = [
+        torch.randn(batch_size, inputs.in_chans, size, size).contiguous(memory_format=fmt)
+        for _ in range(inputs.images)
+    ]
+    labels: list[torch.Tensor] = []  # drawn at the first step, from the shape of the logits
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     out: dict[str, Callable[[], None]] = {}
     for precision in ("fp32", "bf16"):
@@ -74,12 +95,16 @@ def make_jobs(
         def forward(ctx=ctx) -> None:
             model.eval()
             with torch.inference_mode(), ctx():
-                model(x)
+                model(*x)
 
         def step(ctx=ctx) -> None:
             model.train()
             with ctx():
-                loss = F.cross_entropy(model(x), y)
+                logits = model(*x)
+                if not labels:
+                    shape = (logits.shape[0], *logits.shape[2:])
+                    labels.append(torch.randint(0, logits.shape[1], shape, device=logits.device))
+                loss = F.cross_entropy(logits, labels[0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -99,14 +124,24 @@ class Throughput:
     def median(self, model: str, job: str) -> float:
         return statistics.median(self.rates[model][job])
 
+    def spread(self, model: str, job: str) -> tuple[float, float]:
+        """Slowest and fastest round of ``model`` at ``job``, in images per second."""
+        return min(self.rates[model][job]), max(self.rates[model][job])
+
+    def round_ratios(
+        self, model: str, job: str, base_job: str | None = None, base: str | None = None
+    ) -> list[float]:
+        """Per round, ``model``'s speed at ``job`` over ``base``'s at ``base_job`` (see :meth:`ratio`)."""
+        ours = self.rates[model][job]
+        theirs = self.rates[base or self.baseline][base_job or job]
+        return [a / b for a, b in zip(ours, theirs, strict=True)]
+
     def ratio(self, model: str, job: str, base_job: str | None = None, base: str | None = None) -> float:
         """Median over rounds of ``model``'s speed at ``job`` over ``base``'s at ``base_job``.
 
         ``base`` defaults to the baseline model, ``base_job`` to the same job.
         """
-        ours = self.rates[model][job]
-        theirs = self.rates[base or self.baseline][base_job or job]
-        return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+        return statistics.median(self.round_ratios(model, job, base_job, base))
 
     def table(self) -> str:
         jobs = [j for j in JOBS if j in self.rates[self.baseline]]
@@ -126,6 +161,29 @@ class Throughput:
             )
         return "\n".join(lines)
 
+    def comparison(self, model: str) -> str:
+        """``model`` against the baseline, per job: img/s as median (slowest-fastest round), and the ratio.
+
+        The ratio row is the median per-round speed ratio with its range over the rounds.
+        """
+        jobs = [j for j in JOBS if j in self.rates[self.baseline]]
+        names = [self.baseline, model]
+        ratio_name = f"{model}/{self.baseline}"
+        width = max(12, *(len(n) + 2 for n in [*names, ratio_name]))
+        cells: dict[str, list[str]] = {name: [] for name in [*names, ratio_name]}
+        for job in jobs:
+            for name in names:
+                low, high = self.spread(name, job)
+                cells[name].append(f"{self.median(name, job):.2f} ({low:.2f}-{high:.2f})")
+            ratios = self.round_ratios(model, job)
+            cells[ratio_name].append(
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+            )
+        column = max(len(c) for row in cells.values() for c in row) + 3
+        lines = [f"{'img/s':<{width}}" + "".join(f"{j:>{column}}" for j in jobs)]
+        lines += [f"{name:<{width}}" + "".join(f"{c:>{column}}" for c in row) for name, row in cells.items()]
+        return "\n".join(lines)
+
 
 def measure(
     factories: Mapping[str, Callable[[], nn.Module]],
@@ -137,12 +195,13 @@ def measure(
     channels_last: bool = False,
     jobs: Sequence[str] = JOBS,
     progress: Callable[[str], None] | None = None,
+    inputs: Inputs = Inputs(),
 ) -> Throughput:
     """Times every model's jobs in ``rounds`` interleaved rounds.
 
     Forward passes are timed ``iters`` times per round, training steps ``max(2, iters // 2)`` times
     (they take three times as long); each figure is the median of its timings. ``progress`` hears of
-    every model done: ``"warm-up NAME"``, then ``"round R/ROUNDS NAME"``.
+    every model done: ``"warm-up NAME"``, then ``"round R/ROUNDS NAME"``. Every model takes ``inputs``.
     """
     if baseline not in factories:
         raise ValueError(f"the baseline {baseline!r} is not among the models {list(factories)}")
@@ -151,7 +210,7 @@ def measure(
             raise ValueError(f"{name} must be positive, got {value}")
     # The baseline runs first in every round, the others in the given order.
     order = [baseline, *[m for m in factories if m != baseline]]
-    work = {m: make_jobs(factories[m](), batch_size, size, channels_last, jobs) for m in order}
+    work = {m: make_jobs(factories[m](), batch_size, size, channels_last, jobs, inputs) for m in order}
     rates: dict[str, dict[str, list[float]]] = {m: {j: [] for j in work[m]} for m in order}
     # One untimed pass over everything first: the process's heap then has grown to its working size,
     # so the first model of round 1 does not pay the page faults the others are spared.
@@ -183,6 +242,7 @@ def measure_with_args(
     baseline: str,
     args: argparse.Namespace,
     progress: Callable[[str], None] | None = None,
+    inputs: Inputs = Inputs(),
 ) -> Throughput:
     """:func:`measure` with the settings of :func:`add_benchmark_arguments`."""
     return measure(
@@ -195,11 +255,42 @@ def measure_with_args(
         channels_last=args.channels_last,
         jobs=args.jobs,
         progress=progress,
+        inputs=inputs,
     )
 
 
+def time_models(
+    factories: Mapping[str, Callable[[], nn.Module]],
+    baseline: str,
+    args: argparse.Namespace,
+    inputs: Inputs = Inputs(),
+) -> Throughput:
+    """Prints the settings, then times the models with a progress bar (unless ``--quiet``)."""
+    configure_torch(args)
+    print(
+        f"batch {args.batch_size}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
+        f"channels_last={args.channels_last}, torch {torch.__version__}",
+        flush=True,
+    )
+    from tqdm.auto import tqdm
+
+    steps = (args.rounds + 1) * len(factories)  # a warm-up pass, then the timed rounds
+    with tqdm(total=steps, desc="benchmark", unit="model", disable=args.quiet, leave=False) as bar:
+
+        def advance(message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update()
+
+        return measure_with_args(factories, baseline, args, progress=advance, inputs=inputs)
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
-    """``rsvit benchmark``: the models as rsvit builds them (``build_classifier``, random weights)."""
+    """``rsvit benchmark``: the models as rsvit builds them (``build_classifier``, random weights).
+
+    With ``--teacher``, ``--student`` or ``--config``: a distillation teacher against its student.
+    """
+    if args.teacher or args.student or args.config:
+        return run_teacher_student(args)
     from rsvit.models.backbones.factory import resolve_backbone_name
     from rsvit.models.classifier import build_classifier
 
@@ -210,21 +301,27 @@ def run_benchmark(args: argparse.Namespace) -> int:
     for name in models:
         resolve_backbone_name(name)  # unknown names fail before any model is built
     factories = {name: (lambda name=name: build_classifier(name, NUM_CLASSES)) for name in models}
-    configure_torch(args)
-    print(
-        f"batch {args.batch_size}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
-        f"channels_last={args.channels_last}, torch {torch.__version__}",
-        flush=True,
-    )
-    from tqdm.auto import tqdm
-
-    steps = (args.rounds + 1) * len(models)  # a warm-up pass, then the timed rounds
-    with tqdm(total=steps, desc="benchmark", unit="model", disable=args.quiet, leave=False) as bar:
-
-        def advance(message: str) -> None:
-            bar.set_postfix_str(message, refresh=False)
-            bar.update()
-
-        result = measure_with_args(factories, baseline, args, progress=advance)
+    result = time_models(factories, baseline, args)
     print(result.table())
+    return 0
+
+
+def run_teacher_student(args: argparse.Namespace) -> int:
+    """``rsvit benchmark --teacher T --student S`` (or ``--config``): both in the same interleaved rounds.
+
+    The inputs are those of the family: one image, or two for change detection, of the spec's bands.
+    """
+    from rsvit.benchmark_distillation import teacher_and_student
+
+    if args.baseline:
+        raise ValueError(
+            "--baseline applies to --models; with a teacher and a student the teacher is the base"
+        )
+    teacher, student = teacher_and_student(args)
+    print(teacher.describe())
+    print(student.describe())
+    inputs = Inputs(in_chans=teacher.spec.in_chans, images=2 if teacher.spec.task == "change" else 1)
+    factories = {"teacher": lambda: teacher.model, "student": lambda: student.model}
+    result = time_models(factories, "teacher", args, inputs)
+    print(result.comparison("student"))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -192,20 +193,27 @@ def test_unlabelled_folder_and_raster_sets_are_seeded(data_dir: Path) -> None:
         UnlabelledDataModule(str(data_dir / "README.md")).setup("fit")
 
 
+def _rsscn7_short(data_dir: Path) -> list[str]:
+    """Overrides that shorten an rsscn7 quick-start to 2 batches of 8 images at 32 px, then 2 validated."""
+    return [
+        f"--data.root={data_dir / 'rsscn7-dev'}",
+        "--data.input_size=32",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
 def test_quick_start_config_runs_through_the_command_line(data_dir: Path, scene_teacher: Path) -> None:
     folder = train_from_config(
         REPO / "configs" / "distillation" / "rsscn7_quick.yaml",
         [
             f"--model.teacher={scene_teacher}",
-            f"--data.root={data_dir / 'rsscn7-dev'}",
-            "--data.input_size=32",
-            "--data.batch_size=8",
-            "--data.num_workers=0",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=2",
+            *_rsscn7_short(data_dir),
             "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={scene_teacher.parent / 'run'}",
         ],
     )
@@ -264,3 +272,152 @@ def test_labels_only_baseline_never_runs_the_teacher(data_dir: Path, scene_teach
     batch["label"] = torch.tensor([RSSCN7_CLASSES.index(i.split("/")[0]) for i in batch["id"]])
     terms = task.distillation_losses(batch)
     assert set(terms) == {"label", "loss"} and torch.equal(terms["loss"], terms["label"])
+
+
+def _distil(args: list[str], save_dir: Path, name: str) -> Path:
+    """Runs ``rsvit distill`` with ``args``; returns the run folder."""
+    from rsvit.cli import main
+
+    assert main(["distill", *args, f"--trainer.logger.init_args.save_dir={save_dir}"]) == 0
+    return save_dir / name / "version_0"
+
+
+def _three_steps(config: str, teacher: Path, data_root: Path) -> list[str]:
+    """Arguments of a quick-start distillation config shortened to 3 steps on 64 px crops, then validated."""
+    return [
+        "--config",
+        str(REPO / "configs" / "distillation" / f"{config}.yaml"),
+        f"--model.teacher={teacher}",
+        f"--data.root={data_root}",
+        "--data.crop_size=64",
+        "--trainer.max_steps=3",
+        "--trainer.val_check_interval=3",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def _assert_three_finite_steps(run: Path) -> None:
+    """Every term of the 3 steps logged in the run's ``metrics.csv`` is there and finite."""
+    import csv
+
+    with (run / "metrics.csv").open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert len(rows) == 3
+    for row in rows:
+        assert all(math.isfinite(float(row[f"train/{k}"])) for k in ("loss", "kl", "label", "feature"))
+
+
+def _replayed_agreement(
+    args: list[str], tmp_path: Path, student: torch.nn.Module, teacher: torch.nn.Module, batches: int
+) -> tuple[int, int]:
+    """Agreement counts of two loaded model files on the first validation batches of the run's data."""
+    from rsvit.cli.lightning import build_cli
+
+    cli = build_cli([*args, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cli.datamodule.setup("fit")
+    keys = type(cli.model).image_keys
+    agree, total = 0, 0
+    with torch.no_grad():
+        for _, batch in zip(range(batches), cli.datamodule.val_dataloader(), strict=False):
+            inputs = [batch[k] for k in keys]
+            logits = student(*inputs)
+            assert logits.shape[:2] == (inputs[0].shape[0], cli.model.spec.num_classes)
+            assert torch.isfinite(logits).all()
+            agree += int((logits.argmax(1) == teacher(*inputs).argmax(1)).sum())
+            total += logits.argmax(1).numel()
+    return agree, total
+
+
+def test_classification_run_exports_a_teacher_and_its_distillation_exports_the_student(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from rsvit.cli import main
+
+    short = [*_rsscn7_short(data_dir), "--trainer.enable_model_summary=false"]
+    teacher_config = REPO / "configs" / "classification" / "rsscn7_quick.yaml"
+    fit = ["fit", "--config", str(teacher_config), *short]
+    assert main([*fit, f"--trainer.logger.init_args.save_dir={tmp_path / 'teacher'}"]) == 0
+    teacher_run = tmp_path / "teacher" / "rsscn7_quick" / "version_0"
+    teacher_file = teacher_run / "model.safetensors"
+    teacher_report = json.loads((teacher_run / "metrics.json").read_text())
+    assert teacher_report["model"] == str(teacher_file) and (teacher_run / "confusion_val.png").is_file()
+    assert [h["epoch"] for h in teacher_report["history"]] == [0]
+
+    student_config = REPO / "configs" / "distillation" / "rsscn7_quick.yaml"
+    distil = ["--config", str(student_config), f"--model.teacher={teacher_file}", *short]
+    student_run = _distil(distil, tmp_path / "student", "rsscn7_quick")
+    report = json.loads((student_run / "metrics.json").read_text())
+    assert report["model"] == str(student_run / "model.safetensors")
+    student, spec, meta = load_model(student_run / "model.safetensors")
+    teacher, _, teacher_meta = load_model(teacher_file)
+    assert spec.backbone == "resnet18" and meta.classes == teacher_meta.classes == RSSCN7_CLASSES
+    assert meta.extra["distilled_from"]["sha256"] == file_digest(teacher_file)
+    # The exported files reproduce the run's last validation: same images, same agreement.
+    agree, total = _replayed_agreement(distil, tmp_path, student, teacher, batches=2)
+    assert total == 16 and report["val"]["agreement"] == pytest.approx(agree / total)
+
+
+def test_change_quick_start_distils_through_the_command_line(data_dir: Path, tmp_path: Path) -> None:
+    teacher_file = _save_teacher(tmp_path / "teacher.safetensors", ModelSpec("change", "bit_resnet18"))
+    args = _three_steps("levir_quick", teacher_file, data_dir / "levir-cd-samples")
+    run = _distil(args, tmp_path / "runs", "levir_quick")
+    _assert_three_finite_steps(run)
+    report = json.loads((run / "metrics.json").read_text())
+    assert {"agreement", "accuracy", "teacher_accuracy"} <= set(report["val"])
+    student, spec, meta = load_model(run / "model.safetensors")
+    teacher, _, _ = load_model(teacher_file)
+    assert spec.task == "change" and spec.backbone == "lcnet_050" and meta.mean == (0.5, 0.5, 0.5)
+    # The exported student reproduces the run's validation agreement on the four held-out pairs.
+    agree, total = _replayed_agreement(args, tmp_path, student, teacher, batches=1)
+    assert total == 4 * 256 * 256 and report["val"]["agreement"] == pytest.approx(agree / total)
+
+
+def test_segmentation_quick_start_distils_on_dubai_through_the_command_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    spec = ModelSpec("segmentation", "resnet18", "upernet", num_classes=6, head_kwargs={"channels": 16})
+    teacher_file = _save_teacher(tmp_path / "teacher.safetensors", spec)
+    args = _three_steps("dubai_quick", teacher_file, data_dir / "dubai-seg")
+    args += ["--data.batch_size=2", "--data.num_workers=0", "--trainer.limit_val_batches=2"]
+    run = _distil(args, tmp_path / "runs", "dubai_quick")
+    _assert_three_finite_steps(run)
+    report = json.loads((run / "metrics.json").read_text())
+    student, student_spec, meta = load_model(run / "model.safetensors")
+    teacher, _, _ = load_model(teacher_file)
+    assert student_spec.backbone == "lcnet_050" and meta.extra["palette"] == "teacher's"
+    agree, total = _replayed_agreement(args, tmp_path, student, teacher, batches=2)
+    assert total > 0 and report["val"]["agreement"] == pytest.approx(agree / total)
+
+
+def test_upernet_vitaev2_s_config_builds_with_its_teacher_and_trains_a_step(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from rsvit.cli.lightning import build_cli
+
+    teacher = ModelSpec("segmentation", "vitaev2_s", "upernet", num_classes=6)
+    teacher_file = _save_teacher(tmp_path / "teacher.safetensors", teacher)
+    cli = build_cli(
+        [
+            "--config",
+            str(REPO / "configs" / "distillation" / "upernet_vitaev2_s_to_resnet18_potsdam.yaml"),
+            f"--model.teacher={teacher_file}",
+            f"--data.root={data_dir / 'dubai-seg'}",
+            "--data.dataset=dubai",
+            "--data.train_split=[1]",
+            "--data.val_split=[6]",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
+    task = cli.model
+    assert isinstance(task, SegmentationDistillationTask) and task.teacher_spec == teacher
+    # The two deepest ResNet-18 stages (256, 512 channels) are projected onto ViTAEv2-S's (256, 512).
+    assert [(c.in_channels, c.out_channels) for c in task.projector.convs] == [(256, 256), (512, 512)]
+    batch = _batch(data_dir, size=64, count=2)
+    batch["mask"] = torch.randint(0, 6, (2, 64, 64))
+    history = _losses_during_training(task, batch, steps=1)
+    assert set(history[0]) == {"kl", "label", "feature", "loss"}
+    assert all(math.isfinite(v) for v in history[0].values())

@@ -20,6 +20,22 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline", default=None, help="model the ratios are taken against (default: the first model)"
     )
+    pair = parser.add_argument_group(
+        "teacher and student",
+        "time a distillation teacher against its student in the same rounds (instead of --models): "
+        "img/s as median (slowest-fastest round) and the student/teacher speed ratio",
+    )
+    pair.add_argument(
+        "--teacher", default=None, metavar="FILE", help="teacher model file (model.safetensors)"
+    )
+    pair.add_argument("--student", default=None, metavar="FILE", help="student model file")
+    pair.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML",
+        help="a distillation config: its teacher file and its student spec (random weights); "
+        "--teacher/--student override them",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")

@@ -2,8 +2,8 @@
 
 Everything lands in the run folder (``trainer.log_dir``, e.g. ``runs/scene/rsscn7_quick/version_0``)
 next to the checkpoints and the ``config.yaml`` that LightningCLI saves, so one folder tells what was
-run and what came out. :class:`RunReport` is the report of the dense families (each subclasses it for
-its figures); :class:`MetricsReport` that of scene classification.
+run and what came out. :class:`RunReport` is the report of every family (each subclasses it for its
+figures); :class:`MetricsReport` is scene classification's, with confusion matrices as its figures.
 """
 
 from __future__ import annotations
@@ -77,104 +77,27 @@ def plot_confusion_matrix(
         plt.close(fig)
 
 
-class MetricsReport(Callback):
-    """Writes ``metrics.json`` (last and best validation, history, test) and confusion-matrix PNGs.
-
-    Reads the results the task keeps in ``pl_module.evaluation``. Only the main process writes. Its
-    state (history, best) is saved in checkpoints, so a resumed run continues the same report.
-
-    Args:
-        filename: report name inside the run folder.
-        monitor: validation entry that decides the best epoch.
-        confusion: write ``confusion_{val,test}.png``.
-    """
-
-    def __init__(self, filename: str = "metrics.json", monitor: str = "acc1", confusion: bool = True) -> None:
-        self.filename = filename
-        self.monitor = monitor
-        self.confusion = confusion
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.last: dict[str, Any] = {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
-        self.best = state_dict.get("best")
-
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        folder = run_dir(trainer)  # on every process (a collective), before the rank check
-        if not trainer.is_global_zero:
-            return
-        report = {
-            "classes": list(getattr(pl_module, "class_names", [])),
-            "val": self.last.get("val"),
-            "best_val": self.best,
-            "history": self.history,
-            "test": self.last.get("test"),
-        }
-        write_json(folder / self.filename, report)
-
-    def _confusion(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        result = self.last.get(stage)
-        if not (self.confusion and result):
-            return
-        folder = run_dir(trainer)  # on every process (a collective), before the rank check
-        if not trainer.is_global_zero:
-            return
-        title = f"{stage}: top-1 {100 * result['acc1']:.2f} % (epoch {result['epoch']})"
-        plot_confusion_matrix(
-            result["confusion"], pl_module.class_names, folder / f"confusion_{stage}.png", title
-        )
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        result = getattr(pl_module, "evaluation", {}).get("val")
-        if result is None:
-            return
-        self.last["val"] = result
-        if trainer.state.fn == "fit":
-            entry = {k: v for k, v in result.items() if k not in ("per_class", "confusion")}
-            self.history = [h for h in self.history if h["epoch"] != entry["epoch"]] + [entry]
-            if self.best is None or result[self.monitor] > self.best[self.monitor]:
-                self.best = entry
-        else:
-            self._confusion(trainer, pl_module, "val")
-        self._write(trainer, pl_module)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._confusion(trainer, pl_module, "val")
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        result = getattr(pl_module, "evaluation", {}).get("test")
-        if result is None:
-            return
-        self.last["test"] = result
-        self._confusion(trainer, pl_module, "test")
-        self._write(trainer, pl_module)
-
-
 class RunReport(Callback):
-    """The run report of the dense tasks: ``metrics.json``, validation figures, ``model.safetensors``.
+    """The run report of every family: ``metrics.json``, evaluation figures, ``model.safetensors``.
 
-    Reads what the task keeps in ``evaluation`` (``{"val": ..., "test": ...}``, each entry with a ``step``)
-    and ``examples``. During fit every validation joins ``history`` and the best one by :meth:`score`
-    (higher is better) is kept; history and best travel in checkpoints, so a resumed run continues the same
-    report. Figures are drawn after fit and after a stand-alone validation; the model is exported at the end
-    of fit through the task's ``export_model``. Only the main process writes, atomically. Subclasses draw
-    the figures (:meth:`draw_examples`) and may rank entries differently (:meth:`score`).
+    Reads what the task keeps in ``evaluation`` (``{"val": ..., "test": ...}``, each entry with ``epoch``
+    and ``step``) and ``examples``. During fit every validation joins ``history`` (one entry per
+    :attr:`history_key`) and the best one by :meth:`score` (higher is better) is kept; history and best
+    travel in checkpoints, so a resumed run continues the same report. Figures are drawn after fit, after a
+    stand-alone validation and after a test; the model is exported at the end of fit through the task's
+    ``export_model``. Only the main process writes, atomically. Subclasses draw the figures
+    (:meth:`draw_examples`, or :meth:`draw` for every stage) and may rank entries differently
+    (:meth:`score`).
 
     Args:
         filename: report name inside the run folder.
         monitor: validation entry deciding the best evaluation.
         export: file name of the exported model ('' to skip).
-        plots: write the validation figures (``val_predictions/``).
+        plots: write the figures (``val_predictions/``).
     """
 
     summary_drop: tuple[str, ...] = ("per_class", "confusion")  # bulky fields left out of the history
+    history_key: str = "step"  # a new validation replaces the history entry with the same value of this key
 
     def __init__(
         self,
@@ -208,6 +131,11 @@ class RunReport(Callback):
         """Fields written at the top of the report."""
         return {"classes": list(getattr(pl_module, "class_names", []))}
 
+    def draw(self, folder: Path, pl_module: L.LightningModule, stage: str) -> None:
+        """Draws the figures of ``stage`` (``"val"`` or ``"test"``); by default the validation examples."""
+        if stage == "val":
+            self.draw_examples(folder / "val_predictions", pl_module)
+
     def draw_examples(self, folder: Path, pl_module: L.LightningModule) -> None:
         """Draws the kept validation examples into ``folder`` (nothing by default)."""
 
@@ -225,10 +153,10 @@ class RunReport(Callback):
         }
         write_json(folder / self.filename, report)
 
-    def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         folder = run_dir(trainer)  # on every process (a collective), before the rank check
         if self.plots and trainer.is_global_zero:
-            self.draw_examples(folder / "val_predictions", pl_module)
+            self.draw(folder, pl_module, stage)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -239,17 +167,18 @@ class RunReport(Callback):
         self.last["val"] = result
         if trainer.state.fn == "fit":
             entry = {k: v for k, v in result.items() if k not in self.summary_drop}
-            self.history = [h for h in self.history if h["step"] != entry["step"]] + [entry]
+            key = self.history_key
+            self.history = [h for h in self.history if h[key] != entry[key]] + [entry]
             score = self.score(entry)
             best = None if self.best is None else self.score(self.best)
             if score is not None and (best is None or score > best):
                 self.best = entry
         else:
-            self._draw(trainer, pl_module)
+            self._draw(trainer, pl_module, "val")
         self._write(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._draw(trainer, pl_module)
+        self._draw(trainer, pl_module, "val")
         folder = run_dir(trainer)
         if self.export and trainer.is_global_zero and hasattr(pl_module, "export_model"):
             if getattr(pl_module, "spec", None) is None:
@@ -263,4 +192,47 @@ class RunReport(Callback):
         if result is None:
             return
         self.last["test"] = result
+        self._draw(trainer, pl_module, "test")
         self._write(trainer, pl_module)
+
+
+class MetricsReport(RunReport):
+    """Scene classification's report: one history entry per epoch, confusion matrices as figures.
+
+    Writes ``metrics.json`` (last and best validation, history, test), ``confusion_{val,test}.png`` and,
+    at the end of fit, ``model.safetensors`` (see :class:`RunReport`).
+
+    Args:
+        filename: report name inside the run folder.
+        monitor: validation entry that decides the best epoch.
+        confusion: write ``confusion_{val,test}.png``.
+        export: file name of the exported model ('' to skip).
+    """
+
+    history_key = "epoch"
+
+    def __init__(
+        self,
+        filename: str = "metrics.json",
+        monitor: str = "acc1",
+        confusion: bool = True,
+        export: str = "model.safetensors",
+    ) -> None:
+        super().__init__(filename, monitor, export, plots=confusion)
+
+    @property
+    def confusion(self) -> bool:
+        """Whether the confusion-matrix PNGs are written."""
+        return self.plots
+
+    def score(self, entry: dict[str, Any]) -> float:
+        return float(entry[self.monitor])  # a monitor the task does not compute is an error here
+
+    def draw(self, folder: Path, pl_module: L.LightningModule, stage: str) -> None:
+        result = self.last.get(stage)
+        if not result:
+            return
+        title = f"{stage}: top-1 {100 * result['acc1']:.2f} % (epoch {result['epoch']})"
+        plot_confusion_matrix(
+            result["confusion"], pl_module.class_names, folder / f"confusion_{stage}.png", title
+        )
