@@ -32,7 +32,7 @@ def _data_overrides(family: str, data_dir: Path) -> list[str]:
             "--data.image_dir=null",
             "--data.train_fraction=0.5",
         ]
-    if family == "segmentation":
+    if family in ("segmentation", "promptable"):
         return [
             f"--data.root={data_dir / 'dubai-seg'}",
             "--data.dataset=dubai",
@@ -49,7 +49,7 @@ def _data_overrides(family: str, data_dir: Path) -> list[str]:
 
 def test_every_family_has_a_config() -> None:
     families = {task_class_of(["--config", str(c)]).family for c in CONFIGS}
-    assert families == {"classification", "segmentation", "change", "regression", "detection"}
+    assert families == {"classification", "segmentation", "change", "regression", "detection", "promptable"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
