@@ -19,8 +19,10 @@ from models.promptable.conftest import tiny_config  # the fixture model's config
 from rsvit.data.promptable import promptable_collate
 from rsvit.datamodules.promptable import PromptableDataModule
 from rsvit.inference.promptable import load_promptable_model, segment_raster
+from rsvit.metrics.promptable import PromptedIoU, mask_iou
 from rsvit.models.promptable import SamConfig
 from rsvit.tasks.promptable import PromptableReport, PromptableTask
+from rsvit.tasks.promptable_losses import sam_loss
 from rsvit.tasks.promptable_tuning import LoRALinear, merge_lora
 from rsvit.weights import WeightsMismatchError
 
@@ -80,6 +82,42 @@ def blob_data(root: Path, **kwargs: Any) -> PromptableDataModule:
 def batch(folders: Path) -> dict[str, Any]:
     dm = blob_data(folders)
     return promptable_collate([dm.dataset("val")[i] for i in range(2)])
+
+
+def test_loss_trains_the_best_candidate_and_ignores_unlabelled_pixels() -> None:
+    target = torch.zeros(1, 8, 8, dtype=torch.bool)
+    target[0, 2:6, 2:6] = True
+    valid = torch.ones(8, 8, dtype=torch.bool)
+    valid[0] = False
+    good = torch.where(target, 8.0, -8.0)
+    logits = torch.stack([-good, good, torch.zeros_like(good)], dim=1)  # candidate 1 is right
+    iou_pred = torch.tensor([[0.2, 0.9, 0.5]], requires_grad=True)
+    loss, parts = sam_loss(logits, iou_pred, target, valid)
+    loss.sum().backward()
+    assert iou_pred.grad is not None and iou_pred.grad[0, [0, 2]].abs().sum() == 0
+    assert iou_pred.grad[0, 1] == pytest.approx(2 * (0.9 - 1.0))  # the actual IoU of candidate 1 is 1
+    assert parts["dice"][0] < 0.01
+    changed = logits.clone()
+    changed[:, :, 0] = 30.0  # row 0 is unlabelled: nothing there counts
+    again, _ = sam_loss(changed, iou_pred.detach(), target, valid)
+    torch.testing.assert_close(again, loss.detach())
+
+
+def test_prompted_iou_per_kind() -> None:
+    pred = torch.zeros(2, 4, 4, dtype=torch.bool)
+    target = torch.zeros(2, 4, 4, dtype=torch.bool)
+    pred[0, :2], target[0, :1] = True, True  # IoU 4 / 8
+    pred[1, 3], target[1, 3] = True, True  # IoU 1
+    valid = torch.ones(4, 4, dtype=torch.bool)
+    torch.testing.assert_close(mask_iou(pred, target, valid), torch.tensor([0.5, 1.0]))
+    valid[0, :] = False  # without row 0 the first target is empty and the prediction is not
+    torch.testing.assert_close(mask_iou(pred, target, valid), torch.tensor([0.0, 1.0]))
+    metric = PromptedIoU(["box", "point"])
+    metric.update("box", torch.tensor([0.5, 1.0]))
+    metric.update("box", torch.tensor([0.0]))
+    result = metric.compute()
+    assert result["box"] == pytest.approx(0.5) and result["n_box"] == 3
+    assert np.isnan(result["point"]) and result["n_point"] == 0
 
 
 def _trained_names(task: PromptableTask, batch: dict[str, Any]) -> set[str]:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from rsvit.metrics.promptable import PromptedIoU, mask_iou
 from rsvit.models.spec import ModelSpec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
-from rsvit.tasks.optim import poly_lr_factor
+from rsvit.tasks.optim import ScheduleName, WarmupDecay
 from rsvit.tasks.promptable_losses import sam_loss
 from rsvit.tasks.promptable_tuning import Trainable, add_lora, load_sam_weights, merge_lora, set_trainable
 from rsvit.tasks.reports import RunReport
@@ -65,7 +65,8 @@ class PromptableTask(BaseTask):
         ignore_index: label of unlabelled pixels (linked from the data).
         evaluate_before: evaluate the validation set with the starting weights when fit starts.
         optimizer: optimiser factory from config (default AdamW, lr 1e-4, weight decay 0.01).
-        poly_power, warmup_iters, warmup_ratio: learning-rate schedule per step.
+        schedule, warmup_iters: learning rate per step: linear warm-up, then ``cosine``, ``poly`` or
+            ``constant`` (:class:`~rsvit.tasks.optim.WarmupDecay`).
         class_names: linked from the data (written in the report).
     """
 
@@ -93,9 +94,8 @@ class PromptableTask(BaseTask):
         ignore_index: int = 255,
         evaluate_before: bool = True,
         optimizer: OptimizerCallable | None = None,
-        poly_power: float = 1.0,
+        schedule: ScheduleName = "cosine",
         warmup_iters: int = 0,
-        warmup_ratio: float = 0.1,
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -308,9 +308,7 @@ class PromptableTask(BaseTask):
         if total <= 0 or total == math.inf:
             raise ValueError("the schedule needs a finite number of steps: set max_steps or max_epochs")
 
-        def factor(step: int) -> float:
-            return poly_lr_factor(step, total, hp.poly_power, 0.0, hp.warmup_iters, hp.warmup_ratio)
-
+        factor = WarmupDecay(total, min(hp.warmup_iters, total), hp.schedule)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
