@@ -237,6 +237,9 @@ def test_fit_reports_before_and_after_and_exports_for_segment_raster(
         assert 0 <= before[f"mIoU_{kind}"] <= 1
         change = result["fine_tuning"][f"mIoU_{kind}"]
         assert change["change"] == pytest.approx(after[f"mIoU_{kind}"] - before[f"mIoU_{kind}"])
+    for name in ("box_fill", "whole_image"):  # masks needing no model: the same before and after
+        assert 0 < before["reference"][name] == after["reference"][name] <= 1
+    assert before["reference"]["box_fill"] > before["reference"]["whole_image"]
     assert (
         result["trainable"]["mode"] == "lora"
         and 0 < result["trainable"]["parameters"] < result["trainable"]["of"]

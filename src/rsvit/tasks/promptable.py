@@ -12,7 +12,8 @@
   (:mod:`rsvit.tasks.promptable_losses`). Logits are upsampled to the input frame for the loss.
 * Evaluation: every target is prompted with every kind of ``eval_prompts`` (the seeded prompts of the
   DataModule), the mask kept as at inference (for one point, the candidate of highest predicted IoU),
-  and prompted mIoU is reported per kind (``mIoU_box`` ...) and as their mean (``mIoU``).
+  and prompted mIoU is reported per kind (``mIoU_box`` ...) and as their mean (``mIoU``), beside the
+  mIoU of two masks that need no model (``reference``: the filled tight box, the whole image).
 * Before/after: at the start of fit the validation set is evaluated once with the starting weights
   (``evaluation["before"]``); :class:`PromptableReport` writes it beside the last validation and their
   difference (``fine_tuning`` in ``metrics.json``).
@@ -46,6 +47,8 @@ from rsvit.tasks.reports import RunReport
 __all__ = ["PROMPT_KINDS", "PromptableReport", "PromptableTask"]
 
 PROMPT_KINDS = ("box", "noisy_box", "point", "points")
+# Masks that need no model, scored on the same targets: the filled tight box and the whole image.
+REFERENCES = ("box_fill", "whole_image")
 
 
 class PromptableTask(BaseTask):
@@ -123,7 +126,7 @@ class PromptableTask(BaseTask):
         self.train_kinds = list(train_prompts)
         self.eval_kinds = list(eval_prompts)
         for stage in ("val", "test", "before"):
-            setattr(self, f"{stage}_iou", PromptedIoU(self.eval_kinds))
+            setattr(self, f"{stage}_iou", PromptedIoU([*self.eval_kinds, *REFERENCES]))
         self.evaluation: dict[str, dict[str, Any]] = {}
         self.examples: list[dict[str, Any]] = []
 
@@ -231,6 +234,8 @@ class PromptableTask(BaseTask):
             for kind in self.eval_kinds:
                 pred = self.predict_masks(embeddings[i : i + 1], batch, i, kind)
                 metric.update(kind, mask_iou(pred, target, valid))
+            metric.update("box_fill", mask_iou(_filled_boxes(batch["boxes"][i], valid.shape), target, valid))
+            metric.update("whole_image", mask_iou(valid.expand_as(target), target, valid))
 
     def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         self.evaluate_batch(batch, getattr(self, f"{stage}_iou"))
@@ -241,6 +246,7 @@ class PromptableTask(BaseTask):
         for kind in self.eval_kinds:
             entry[f"mIoU_{kind}"] = result[kind]
             entry[f"prompts_{kind}"] = int(result[f"n_{kind}"])
+        entry["reference"] = {name: result[name] for name in REFERENCES}
         return entry
 
     def compute_evaluation(self, stage: str) -> Evaluation:
@@ -254,7 +260,7 @@ class PromptableTask(BaseTask):
         return Evaluation(logged, json_safe(entry))
 
     @torch.no_grad()
-    def evaluate_before(self) -> dict[str, Any] | None:
+    def measure_before(self) -> dict[str, Any] | None:
         """Prompted mIoU of the validation set with the current (starting) weights, once per fit."""
         if "before" in self.evaluation:
             return self.evaluation["before"]
@@ -286,7 +292,7 @@ class PromptableTask(BaseTask):
 
     def on_train_start(self) -> None:
         if self.hparams.evaluate_before:
-            self.evaluate_before()
+            self.measure_before()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "before" in self.evaluation:  # a resumed run keeps the figures of the real start
@@ -356,6 +362,14 @@ class PromptableTask(BaseTask):
         )
 
 
+def _filled_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(N, H, W)`` masks of the pixels whose centres lie in each box."""
+    ys = torch.arange(size[0], device=boxes.device)[None, :, None]
+    xs = torch.arange(size[1], device=boxes.device)[None, None, :]
+    x0, y0, x1, y1 = (boxes[:, k, None, None] for k in range(4))
+    return (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+
+
 def _comparison(before: dict[str, Any] | None, after: dict[str, Any] | None, kinds: Sequence[str]) -> dict:
     if not before or not after:
         return {}
@@ -395,7 +409,7 @@ class PromptableReport(RunReport):
         }
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        evaluate: Callable[[], Any] | None = getattr(pl_module, "evaluate_before", None)
+        evaluate: Callable[[], Any] | None = getattr(pl_module, "measure_before", None)
         if evaluate is not None and pl_module.hparams.get("evaluate_before", True):
             evaluate()
             self._write(trainer, pl_module)
