@@ -278,3 +278,16 @@ def test_fit_reports_before_and_after_and_exports_for_segment_raster(
     assert summary["prompts"] == 1
     with rasterio.open(tmp_path / "mask.tif") as src:
         assert src.shape == (80, 100) and src.crs.to_epsg() == 32633
+
+
+def test_bad_settings_are_refused_with_the_fix(head_kwargs: dict, folders: Path) -> None:
+    task = make_task(head_kwargs)
+    small = promptable_collate([blob_data(folders, img_size=128).dataset("val")[0]])
+    with pytest.raises(ValueError, match=f"img_size to {SIZE}"):
+        task.training_loss(small)
+    with pytest.raises(ValueError, match="unknown prompt kind 'scribble'"):
+        make_task(head_kwargs, train_prompts=["scribble"])
+    with pytest.raises(ValueError, match="trainable must be one of"):
+        make_task(head_kwargs, trainable="encoder")
+    with pytest.raises(ValueError, match=r"num_blocks must be in 1\.\.4"):
+        make_task(head_kwargs, trainable="last_blocks", num_blocks=9)
