@@ -12,6 +12,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rsvit.cli.lightning import build_cli, task_class_of
 from rsvit.demo import demo_config_path
@@ -21,8 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [*sorted((REPO / "configs").glob("*/*.yaml")), demo_config_path()]
 
 
-def _data_overrides(family: str, data_dir: Path) -> list[str]:
+def _data_overrides(config: Path, family: str, data_dir: Path) -> list[str]:
     """Point a config's data at the shared samples of its family (the configs name full datasets)."""
+    data_class = yaml.safe_load(config.read_text()).get("data", {}).get("class_path", "")
+    if data_class.endswith("UnlabelledDataModule"):  # windows of a raster
+        return [f"--data.path={data_dir / 'geotiff' / 'naip' / 'm_4709963_se_14_1_20200831.tif'}"]
     if family == "classification":
         return [
             f"--data.root={data_dir / 'rsscn7-dev'}",
@@ -32,7 +36,7 @@ def _data_overrides(family: str, data_dir: Path) -> list[str]:
             "--data.image_dir=null",
             "--data.train_fraction=0.5",
         ]
-    if family == "segmentation":
+    if family in ("segmentation", "promptable"):
         return [
             f"--data.root={data_dir / 'dubai-seg'}",
             "--data.dataset=dubai",
@@ -41,8 +45,6 @@ def _data_overrides(family: str, data_dir: Path) -> list[str]:
         ]
     if family == "change":
         return [f"--data.root={data_dir / 'levir-cd-samples'}"]
-    if family == "promptable":  # unlabelled windows of a raster
-        return [f"--data.path={data_dir / 'geotiff' / 'naip' / 'm_4709963_se_14_1_20200831.tif'}"]
     if family == "detection":  # built only: the patches are cut when the data is set up
         return [f"--data.root={data_dir / 'dota-samples'}", "--data.train_split=.", "--data.val_split=."]
     elevation = data_dir / "geotiff" / "elevation"
@@ -64,7 +66,7 @@ def test_config_builds_through_the_command_line(config: Path, data_dir: Path, tm
         [
             "--config",
             str(config),
-            *_data_overrides(task.family, data_dir),
+            *_data_overrides(config, task.family, data_dir),
             *weights,
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.logger=false",

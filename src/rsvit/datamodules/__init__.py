@@ -11,6 +11,7 @@ _EXPORTS = {
     "HeightDataModule": "rsvit.datamodules.regression",
     "UnlabelledDataModule": "rsvit.datamodules.unlabelled",
     "DetectionDataModule": "rsvit.datamodules.detection",
+    "PromptableDataModule": "rsvit.datamodules.promptable",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,6 +32,8 @@ _EXPORTS = {
     "DetectionTask": "rsvit.tasks.detection",
     "DetectionReport": "rsvit.tasks.detection",
     "DetectionPredictionWriter": "rsvit.tasks.detection",
+    "PromptableTask": "rsvit.tasks.promptable",
+    "PromptableReport": "rsvit.tasks.promptable",
 }
 
 __all__ = sorted(_EXPORTS)

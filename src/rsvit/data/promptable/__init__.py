@@ -1,0 +1,23 @@
+"""Promptable-segmentation training data: targets and prompts drawn from label masks, in SAM's input frame."""
+
+from rsvit.data.promptable.dataset import PROMPT_KEYS, PromptableDataset, promptable_collate
+from rsvit.data.promptable.prompts_from_masks import (
+    PromptSampler,
+    SampledPrompts,
+    mask_boxes,
+    noisy_boxes,
+    sample_points,
+    target_masks,
+)
+
+__all__ = [
+    "PROMPT_KEYS",
+    "PromptSampler",
+    "PromptableDataset",
+    "SampledPrompts",
+    "mask_boxes",
+    "noisy_boxes",
+    "promptable_collate",
+    "sample_points",
+    "target_masks",
+]
