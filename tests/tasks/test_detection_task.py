@@ -7,11 +7,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from rsvit.cli.lightning import train_from_config
-from rsvit.data.detection.labels import DOTA_V1_0_CLASSES
+from rsvit.data.detection.labels import DOTA_V1_0_CLASSES, read_labels
 from rsvit.datamodules.detection import DetectionDataModule
 from rsvit.models import load_model
 from rsvit.tasks.detection import DetectionTask, warmup_step_factor
@@ -185,6 +186,16 @@ def test_predict_writes_drawings_and_merged_task1_submission(
     assert len(list((tmp_path / "task1").glob("Task1_*.txt"))) == 15
     ids = {d[0] for dets in submission.values() for d in dets}
     assert ids <= {"P0706", "P1888"}  # patches merged back into whole images
+    # Per-image DOTA text: the same detections, with their scores, highest first.
+    texts = sorted((tmp_path / "dota").glob("*.txt"))
+    assert ids <= {p.stem for p in texts} <= {"P0706", "P1888"} and texts
+    for path in texts:
+        dets = read_labels(path, classes=DOTA_V1_0_CLASSES, check_geometry=False)
+        assert dets.scores is not None and (np.diff(dets.scores) <= 0).all()
+        expected = sorted((name, d[1]) for name, ds in submission.items() for d in ds if d[0] == path.stem)
+        got = sorted(zip(dets.classes, dets.scores.tolist(), strict=True))
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert np.allclose([g[1] for g in got], [e[1] for e in expected], rtol=1e-5, atol=0)
 
 
 def test_patch_without_objects_trains(data_dir: Path, patches: Path) -> None:

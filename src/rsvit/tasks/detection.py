@@ -306,9 +306,12 @@ class DetectionPredictionWriter(FolderPredictionWriter):
     """Writes ``<image>.png`` with the detections drawn, and at the end the DOTA Task1 submission.
 
     The submission (``task1/Task1_<class>.txt``, one file per class, ``image_id score x1 y1 ... y4``)
-    holds every detection; when the predicted images are DOTA patches (names ``<image>__<rate>__<x>___<y>``)
-    and ``merge_patches`` is on, the patches are mapped back to their whole images first and duplicates
-    across overlapping patches removed by per-class rotated NMS at ``merge_iou``.
+    holds every detection, and ``dota/<image_id>.txt`` the same detections per image as DOTA text
+    (``x1 y1 ... y4 class score``, highest score first; :func:`rsvit.data.detection.labels.read_labels`
+    reads it back with the scores). When the predicted images are DOTA patches (names
+    ``<image>__<rate>__<x>___<y>``) and ``merge_patches`` is on, the patches are mapped back to their
+    whole images first and duplicates across overlapping patches removed by per-class rotated NMS at
+    ``merge_iou``.
 
     Args:
         output_dir: folder (default ``<run folder>/predictions``).
@@ -360,6 +363,7 @@ class DetectionPredictionWriter(FolderPredictionWriter):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.folder is None:
             return
+        from rsvit.data.detection.labels import write_labels
         from rsvit.data.detection.split import merge_patch_detections
         from rsvit.metrics.detection import write_task1_submission
 
@@ -374,7 +378,14 @@ class DetectionPredictionWriter(FolderPredictionWriter):
                 items = {k: (m.boxes, m.scores, m.labels) for k, m in merged.items()}
         found: dict[str, list[tuple[str, float, np.ndarray]]] = {}
         for image_id, (boxes, scores, labels) in items.items():
+            order = torch.argsort(scores, descending=True, stable=True)
+            boxes, scores, labels = boxes[order], scores[order], labels[order]
             polys = obb_to_poly(boxes.double()).numpy()
             for poly, score, label in zip(polys, scores.tolist(), labels.tolist(), strict=True):
                 found.setdefault(classes[label], []).append((image_id, score, poly))
+            text_path = self.folder / "dota" / f"{image_id}.txt"
+            names = [classes[i] for i in labels.tolist()]
+            flags = np.zeros(len(names), dtype=np.int64)
+            write_labels(text_path, DotaLabels(polys, names, flags, scores=scores.double().numpy()))
+            self.written.append(text_path)
         self.written.extend(write_task1_submission(self.folder / "task1", found, classes))
