@@ -211,3 +211,15 @@ def test_patch_without_objects_trains(data_dir: Path, patches: Path) -> None:
     assert all(math.isfinite(float(parts[k].detach())) for k in LOSSES)
     sum(parts[k] for k in LOSSES).backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in task.model.parameters())
+
+
+def test_detections_of_resized_images_go_back_to_file_pixels() -> None:
+    from rsvit.tasks.detection import _scale_factor, _to_file_pixels
+
+    batch = {"scale_factor": [(1.0, 1.0), (0.5, 0.25)]}
+    boxes = torch.tensor([[40.0, 20.0, 10.0, 10.0, 0.0], [10.0, 8.0, 6.0, 2.0, 0.0]])
+    assert torch.equal(_to_file_pixels(boxes, _scale_factor(batch, 0)), boxes)
+    back = _to_file_pixels(boxes, _scale_factor(batch, 1))
+    assert torch.allclose(back[:, :2], torch.tensor([[80.0, 80.0], [20.0, 32.0]]))
+    assert torch.allclose(back[:, 2:4].sort(dim=1).values, torch.tensor([[20.0, 40.0], [8.0, 12.0]]))
+    assert _scale_factor({}, 0).tolist() == [1.0] * 8

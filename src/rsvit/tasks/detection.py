@@ -19,6 +19,7 @@ Evaluation runs on one process (the detections are not gathered across processes
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from torch import Tensor
 from rsvit.data.detection.labels import DotaLabels
 from rsvit.metrics.detection import evaluate_dota
 from rsvit.models.spec import ModelSpec
-from rsvit.structures.rotated_boxes import obb_to_poly
+from rsvit.structures.rotated_boxes import obb_to_poly, poly_to_obb
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport, run_dir
@@ -149,14 +150,15 @@ class DetectionTask(BaseTask):
         truth = self._ground_truth.setdefault(stage, {})
         for k, det in enumerate(detections):
             image_id = batch["image_id"][k]
-            polys = obb_to_poly(det["boxes"].detach().double().cpu()).numpy()
+            scale = _scale_factor(batch, k)
+            polys = obb_to_poly(det["boxes"].detach().double().cpu()).numpy() / scale
             scores = det["scores"].detach().float().cpu().tolist()
             labels = det["labels"].detach().cpu().tolist()
             for poly, score, label in zip(polys, scores, labels, strict=True):
                 found.setdefault(self.class_names[label], []).append((image_id, score, poly))
             gt_labels = batch["labels"][k].tolist()
             truth[image_id] = DotaLabels(
-                batch["polygons"][k].numpy(),
+                batch["polygons"][k].numpy() / scale,
                 [self.class_names[i] for i in gt_labels],
                 batch["difficult"][k].numpy().astype(np.int64),
             )
@@ -169,8 +171,8 @@ class DetectionTask(BaseTask):
                         .detach()
                         .cpu(),
                         "path": batch["path"][k],
-                        "truth": truth[image_id],
-                        "polygons": polys,
+                        "truth": replace(truth[image_id], polygons=truth[image_id].polygons * scale),
+                        "polygons": polys * scale,
                         "scores": scores,
                         "classes": [self.class_names[i] for i in labels],
                     }
@@ -216,7 +218,10 @@ class DetectionTask(BaseTask):
             "path": list(batch["path"]),
             "image_id": list(batch["image_id"]),
             "image": images,
-            "boxes": [d["boxes"].detach().cpu() for d in detections],
+            "boxes": [
+                _to_file_pixels(d["boxes"].detach().cpu(), _scale_factor(batch, k))
+                for k, d in enumerate(detections)
+            ],
             "scores": [d["scores"].detach().cpu() for d in detections],
             "labels": [d["labels"].detach().cpu() for d in detections],
         }
@@ -300,6 +305,20 @@ class DetectionReport(RunReport):
                 scores=[example["scores"][k] for k in keep],
             )
             save_drawing(folder / f"{i:02d}_{safe_stem(example['path'], i)}.png", canvas)
+
+
+def _scale_factor(batch: dict[str, Any], k: int) -> np.ndarray:
+    """``(8,)`` x/y factors from the file's pixels to item ``k``'s (all 1 unless the data were resized)."""
+    sx, sy = batch.get("scale_factor", [(1.0, 1.0)] * (k + 1))[k]
+    return np.array([sx, sy] * 4, dtype=np.float64)
+
+
+def _to_file_pixels(boxes: Tensor, scale: np.ndarray) -> Tensor:
+    """Boxes ``(D, 5)`` le90 of a resized image in the image file's pixels (corners scaled back, refitted)."""
+    if (scale == 1.0).all() or boxes.shape[0] == 0:
+        return boxes
+    polys = obb_to_poly(boxes.double()) / torch.from_numpy(scale)
+    return poly_to_obb(polys, "le90").to(boxes.dtype)
 
 
 class DetectionPredictionWriter(FolderPredictionWriter):

@@ -400,8 +400,9 @@ def pair_images_and_labels(
     image_dir: str = "images",
     label_dir: str = "labelTxt",
     require_images: bool = True,
+    label_suffix: str = ".txt",
 ) -> list[tuple[Path | None, Path]]:
-    """Match every label file of a DOTA-style folder with its image (same stem).
+    """Match every label file (``label_suffix``: ``.txt`` for DOTA, ``.xml`` for HRSC2016) with its image.
 
     Returns ``(image_path, label_path)`` pairs sorted by name. A label without an image raises
     :class:`DotaDatasetError` naming the files (``require_images=False`` returns ``None`` for the image
@@ -424,7 +425,7 @@ def pair_images_and_labels(
         raise DotaDatasetError(
             f"image folder not found: {images_root} (needed for the labels in {labels_root})"
         )
-    label_files = sorted(p for p in labels_root.iterdir() if p.suffix == ".txt")
+    label_files = sorted(p for p in labels_root.iterdir() if p.suffix == label_suffix)
     missing = [p for p in label_files if p.stem not in images]
     if missing and require_images:
         listed = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
