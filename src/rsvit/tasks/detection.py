@@ -30,7 +30,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from rsvit.data.detection.labels import DotaLabels
-from rsvit.metrics.detection import evaluate_dota
+from rsvit.metrics.detection import evaluate_dota, gather_evaluation
 from rsvit.models.spec import ModelSpec
 from rsvit.structures.rotated_boxes import obb_to_poly, poly_to_obb
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
@@ -179,8 +179,8 @@ class DetectionTask(BaseTask):
                 )
 
     def compute_evaluation(self, stage: str) -> Evaluation:
-        found = self._detections.pop(stage, {})
-        truth = self._ground_truth.pop(stage, {})
+        # Every process evaluated its shard: the mAP is computed on all of them together.
+        found, truth = gather_evaluation(self._detections.pop(stage, {}), self._ground_truth.pop(stage, {}))
         threshold = float(self.hparams.iou_threshold)
         voc07 = evaluate_dota(found, truth, self.class_names, threshold, use_07_metric=True)
         area = evaluate_dota(found, truth, self.class_names, threshold, use_07_metric=False)
