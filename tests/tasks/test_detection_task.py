@@ -223,3 +223,63 @@ def test_detections_of_resized_images_go_back_to_file_pixels() -> None:
     assert torch.allclose(back[:, :2], torch.tensor([[80.0, 80.0], [20.0, 32.0]]))
     assert torch.allclose(back[:, 2:4].sort(dim=1).values, torch.tensor([[20.0, 40.0], [8.0, 12.0]]))
     assert _scale_factor({}, 0).tolist() == [1.0] * 8
+
+
+def test_predict_over_whole_dota_images_splits_detects_and_merges(
+    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from rsvit.cli.lightning import run_lightning
+    from rsvit.data.detection.split import parse_patch_name
+    from rsvit.metrics.detection import read_task1_submission
+    from rsvit.ops import box_iou_rotated
+    from rsvit.structures.rotated_boxes import poly_to_obb
+
+    rc = run_lightning(
+        [
+            "predict",
+            "--config",
+            str(QUICK),
+            f"--data.root={data_dir / 'dota-samples'}",
+            "--data.predict_split=.",  # the two whole images, split into patches on the fly
+            "--data.patch_size=512",
+            "--data.gap=128",
+            f"--data.split_dir={tmp_path / 'patches'}",
+            "--data.eval_batch_size=4",
+            "--data.num_workers=0",
+            "--model.model.head_kwargs.fpn_channels=16",
+            "--model.model.head_kwargs.fc_channels=32",
+            f"--model.weights={trained_run / 'model.safetensors'}",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            f"--prediction_writer.output_dir={tmp_path}",
+            "--prediction_writer.draw=false",
+        ]
+    )
+    assert rc == 0
+    names = [p.stem for p in (tmp_path / "patches" / "images").glob("*.png")]
+    assert {parse_patch_name(n)[0] for n in names} == {"P0706", "P1888"}
+    submission = read_task1_submission(tmp_path / "task1", DOTA_V1_0_CLASSES)
+    for image_id in ("P0706", "P1888"):
+        width, height = Image.open(data_dir / "dota-samples" / "images" / f"{image_id}.png").size
+        dets = read_labels(
+            tmp_path / "dota" / f"{image_id}.txt", classes=DOTA_V1_0_CLASSES, check_geometry=False
+        )
+        assert len(dets) > 0 and dets.scores is not None
+        assert ((dets.scores > 0) & (dets.scores <= 1)).all() and (np.diff(dets.scores) <= 0).all()
+        # Boxes in whole-image pixels: centres inside the image, spread beyond the first patch.
+        boxes = poly_to_obb(torch.from_numpy(dets.polygons))
+        assert (
+            (boxes[:, 0] > -1) & (boxes[:, 0] < width + 1) & (boxes[:, 1] > -1) & (boxes[:, 1] < height + 1)
+        ).all()
+        assert boxes[:, 0].max() > 512 + 8 and boxes[:, 1].max() > 512 + 8
+        # Merged across patch overlaps: no two boxes of a class overlap at or above the merge IoU.
+        labels = torch.tensor(dets.labels(DOTA_V1_0_CLASSES))
+        iou = box_iou_rotated(boxes.float(), boxes.float())
+        same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool)
+        assert not bool((iou[same] >= 0.1 + 1e-4).any())
+        # The per-image text and the Task1 files list the same detections.
+        in_task1 = sum(1 for ds in submission.values() for d in ds if d[0] == image_id)
+        assert in_task1 == len(dets)
