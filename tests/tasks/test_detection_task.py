@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rsvit.cli.lightning import train_from_config
 from rsvit.data.detection.labels import DOTA_V1_0_CLASSES, read_labels
+from rsvit.data.detection.split import parse_patch_name
 from rsvit.datamodules.detection import DetectionDataModule
+from rsvit.metrics.detection import read_task1_submission
 from rsvit.models import load_model
+from rsvit.ops import box_iou_rotated
+from rsvit.structures.rotated_boxes import poly_to_obb
 from rsvit.tasks.detection import DetectionTask, warmup_step_factor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,33 +156,42 @@ def test_paper_configs_build_the_official_setup(name, backbone, optimizer, lr, m
         assert len(opt.param_groups) == 2 and opt.param_groups[1]["weight_decay"] == 0.0
 
 
-def test_predict_writes_drawings_and_merged_task1_submission(
-    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
-) -> None:
+def _predict(data_dir: Path, trained_run: Path, out: Path, *extra: str) -> int:
+    """Lightning ``predict`` on the DOTA samples with the tiny trained model, writing to ``out``."""
     from rsvit.cli.lightning import run_lightning
-    from rsvit.metrics.detection import read_task1_submission
 
-    rc = run_lightning(
+    return run_lightning(
         [
             "predict",
             "--config",
             str(QUICK),
             f"--data.root={data_dir / 'dota-samples'}",
-            "--data.patch_size=128",
-            "--data.gap=32",
-            f"--data.split_dir={patches}",
-            "--data.eval_batch_size=2",
             "--data.num_workers=0",
             "--model.model.head_kwargs.fpn_channels=16",
             "--model.model.head_kwargs.fc_channels=32",
             f"--model.weights={trained_run / 'model.safetensors'}",
-            "--trainer.limit_predict_batches=2",
             "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",  # where the CLI saves config.yaml
+            f"--trainer.default_root_dir={out}",  # where the CLI saves config.yaml
             "--trainer.enable_progress_bar=false",
-            f"--prediction_writer.output_dir={tmp_path}",
-            "--prediction_writer.plot_score=0.0",
+            f"--prediction_writer.output_dir={out}",
+            *extra,
         ]
+    )
+
+
+def test_predict_writes_drawings_and_merged_task1_submission(
+    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
+) -> None:
+    rc = _predict(
+        data_dir,
+        trained_run,
+        tmp_path,
+        "--data.patch_size=128",
+        "--data.gap=32",
+        f"--data.split_dir={patches}",
+        "--data.eval_batch_size=2",
+        "--trainer.limit_predict_batches=2",
+        "--prediction_writer.plot_score=0.0",
     )
     assert rc == 0
     drawings = sorted(tmp_path.glob("*.png"))
@@ -226,37 +240,18 @@ def test_detections_of_resized_images_go_back_to_file_pixels() -> None:
 
 
 def test_predict_over_whole_dota_images_splits_detects_and_merges(
-    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
+    trained_run: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    from PIL import Image
-
-    from rsvit.cli.lightning import run_lightning
-    from rsvit.data.detection.split import parse_patch_name
-    from rsvit.metrics.detection import read_task1_submission
-    from rsvit.ops import box_iou_rotated
-    from rsvit.structures.rotated_boxes import poly_to_obb
-
-    rc = run_lightning(
-        [
-            "predict",
-            "--config",
-            str(QUICK),
-            f"--data.root={data_dir / 'dota-samples'}",
-            "--data.predict_split=.",  # the two whole images, split into patches on the fly
-            "--data.patch_size=512",
-            "--data.gap=128",
-            f"--data.split_dir={tmp_path / 'patches'}",
-            "--data.eval_batch_size=4",
-            "--data.num_workers=0",
-            "--model.model.head_kwargs.fpn_channels=16",
-            "--model.model.head_kwargs.fc_channels=32",
-            f"--model.weights={trained_run / 'model.safetensors'}",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false",
-            f"--prediction_writer.output_dir={tmp_path}",
-            "--prediction_writer.draw=false",
-        ]
+    rc = _predict(
+        data_dir,
+        trained_run,
+        tmp_path,
+        "--data.predict_split=.",  # the two whole images, split into patches on the fly
+        "--data.patch_size=512",
+        "--data.gap=128",
+        f"--data.split_dir={tmp_path / 'patches'}",
+        "--data.eval_batch_size=4",
+        "--prediction_writer.draw=false",
     )
     assert rc == 0
     names = [p.stem for p in (tmp_path / "patches" / "images").glob("*.png")]
