@@ -149,6 +149,15 @@ def test_boxes_in_epsg4326_map_back_onto_the_raster_grid(tmp_path: Path, naip_cr
 
     labels = read_labels(tmp_path / "boxes.txt")
     assert len(labels) == len(MARKERS)
+    # the DOTA text carries the same scores as the GeoJSON, highest first
+    geo_scores = [
+        f["properties"]["score"] for f in json.loads((tmp_path / "boxes.geojson").read_text())["features"]
+    ]
+    assert labels.scores is not None and labels.scores.tolist() == geo_scores
+    assert all(
+        line.split()[-1] == repr(s)
+        for line, s in zip((tmp_path / "boxes.txt").read_text().splitlines(), geo_scores, strict=True)
+    )
     assert sorted(labels.classes) == sorted(f"class_{m % 2}" for m in MARKERS)
     for poly in labels.polygons.reshape(-1, 4, 2):
         extent = (poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max())

@@ -11,6 +11,7 @@ import pytest
 from rsvit.data.detection.labels import DOTA_V1_0_CLASSES, DotaLabels, read_labels
 from rsvit.metrics.detection import (
     evaluate_dota,
+    gather_evaluation,
     polygon_iou,
     read_task1_submission,
     voc_ap,
@@ -171,3 +172,71 @@ def test_task1_submission_round_trip(tmp_path: Path) -> None:
     (tmp_path / "Task1_plane.txt").write_text("img 0.5 1 2 3\n")
     with pytest.raises(ValueError, match=r"Task1_plane.txt:1: expected 10 fields"):
         read_task1_submission(tmp_path, DOTA_V1_0_CLASSES)
+
+
+def _shards() -> list[tuple[dict, dict]]:
+    """The hand example's image on rank 1, and image "b" on both ranks (a distributed sampler's padding)."""
+    gt, dets = hand_example()
+    b_truth = DotaLabels(np.array([square(0, 0)]), ["plane"], np.array([0]))
+    rank0 = ({"plane": [("b", 0.7, square(0, 0))]}, {"b": b_truth})
+    rank1 = (
+        {"ship": dets["ship"], "plane": [("b", 0.7, square(0, 0)), ("b", 0.4, square(50, 50))]},
+        {"img": gt["img"], "b": b_truth},
+    )
+    return [rank0, rank1]
+
+
+def test_evaluation_gathered_over_two_fake_processes() -> None:
+    gt, dets = hand_example()
+    shards = _shards()
+
+    def fake_all_gather(out: list, obj: object) -> None:  # what every rank receives: all ranks' parts
+        out[:] = shards
+
+    found, truth = gather_evaluation(*shards[0], all_gather_object=fake_all_gather, world_size=2)
+    assert sorted(truth) == ["b", "img"]
+    # "b" was seen by both ranks: rank 0's copy is kept, rank 1's repeats (and its extra box) dropped
+    assert found["plane"] == [("b", 0.7, square(0, 0))]
+    assert found["ship"] == dets["ship"]
+    merged = evaluate_dota(found, truth, ["ship", "plane"])
+    alone = evaluate_dota(dets, gt, ["ship"])
+    assert merged.per_class["ship"].ap == alone.per_class["ship"].ap
+    assert merged.per_class["plane"].ap == 1.0
+    # one rank's shard alone gives another mAP: the gather matters
+    assert evaluate_dota(*shards[0], ["ship", "plane"]).map != merged.map
+    # without a process group the inputs come back unchanged
+    assert gather_evaluation(*shards[1]) == (shards[1][0], shards[1][1])
+
+
+def _gloo_worker(rank: int, port: int, queue: object) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        found, truth = gather_evaluation(*_shards()[rank])
+        queue.put((rank, sorted(truth), {k: [(d[0], d[1]) for d in v] for k, v in found.items()}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_gathered_over_two_gloo_processes() -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("fork")  # the workers start without importing anything again
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_gloo_worker, args=(rank, port, queue)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    _, dets = hand_example()
+    expected = {"ship": [(d[0], d[1]) for d in dets["ship"]], "plane": [("b", 0.7)]}
+    assert [r[0] for r in results] == [0, 1]
+    assert all(r[1] == ["b", "img"] and r[2] == expected for r in results)  # both ranks see everything

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from rsvit.ops import RotatedRoIAlign, rotated_roi_align
+from rsvit.ops import RotatedRoIAlign, multilevel_rotated_roi_align, rotated_roi_align
 
 
 def bilinear_point(fmap: torch.Tensor, y: float, x: float) -> torch.Tensor:
@@ -186,3 +186,35 @@ def test_half_precision_features_are_pooled_at_float32_positions() -> None:
     pooled = rotated_roi_align(x, rois, 7, 0.25, 2, True)
     assert pooled.dtype == torch.bfloat16
     assert torch.equal(pooled, rotated_roi_align(x.float(), rois, 7, 0.25, 2, True).to(torch.bfloat16))
+
+
+def test_multilevel_pooling_equals_one_call_per_level() -> None:
+    g = torch.Generator().manual_seed(3)
+    maps = [torch.randn(2, 5, s, s + 3, generator=g, dtype=torch.float64) for s in (32, 16, 8)]
+    scales = [1 / 4, 1 / 8, 1 / 16]
+    rois = random_rois(40, 2, 128.0, seed=4)
+    levels = torch.randint(0, 3, (40,), generator=g)
+    got = multilevel_rotated_roi_align(maps, rois, levels, (3, 4), scales, 2)
+    for level, scale in enumerate(scales):
+        idx = (levels == level).nonzero(as_tuple=True)[0]
+        expected = rotated_roi_align(maps[level], rois[idx], (3, 4), scale, 2, True)
+        torch.testing.assert_close(got[idx], expected, atol=1e-12, rtol=0)
+    half = multilevel_rotated_roi_align([m.bfloat16() for m in maps], rois.float(), levels, 3, scales, 2)
+    full = multilevel_rotated_roi_align(
+        [m.bfloat16().float() for m in maps], rois.float(), levels, 3, scales, 2
+    )
+    assert half.dtype == torch.bfloat16
+    assert torch.equal(half, full.to(torch.bfloat16))
+
+
+def test_multilevel_pooling_errors() -> None:
+    maps = [torch.zeros(1, 2, 8, 8)]
+    rois = torch.tensor([[0.0, 4, 4, 2, 2, 0]])
+    with pytest.raises(ValueError, match="one spatial scale per map"):
+        multilevel_rotated_roi_align(maps, rois, torch.zeros(1), 2, [1.0, 0.5], 2)
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        multilevel_rotated_roi_align(maps, rois, torch.zeros(1), 2, [1.0], 0)
+    with pytest.raises(ValueError, match="batch indices"):
+        multilevel_rotated_roi_align(
+            maps, rois + torch.tensor([1.0, 0, 0, 0, 0, 0]), torch.zeros(1), 2, [1.0], 2
+        )

@@ -7,13 +7,19 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rsvit.cli.lightning import train_from_config
-from rsvit.data.detection.labels import DOTA_V1_0_CLASSES
+from rsvit.data.detection.labels import DOTA_V1_0_CLASSES, read_labels
+from rsvit.data.detection.split import parse_patch_name
 from rsvit.datamodules.detection import DetectionDataModule
+from rsvit.metrics.detection import read_task1_submission
 from rsvit.models import load_model
+from rsvit.ops import box_iou_rotated
+from rsvit.structures.rotated_boxes import poly_to_obb
 from rsvit.tasks.detection import DetectionTask, warmup_step_factor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,33 +156,42 @@ def test_paper_configs_build_the_official_setup(name, backbone, optimizer, lr, m
         assert len(opt.param_groups) == 2 and opt.param_groups[1]["weight_decay"] == 0.0
 
 
-def test_predict_writes_drawings_and_merged_task1_submission(
-    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
-) -> None:
+def _predict(data_dir: Path, trained_run: Path, out: Path, *extra: str) -> int:
+    """Lightning ``predict`` on the DOTA samples with the tiny trained model, writing to ``out``."""
     from rsvit.cli.lightning import run_lightning
-    from rsvit.metrics.detection import read_task1_submission
 
-    rc = run_lightning(
+    return run_lightning(
         [
             "predict",
             "--config",
             str(QUICK),
             f"--data.root={data_dir / 'dota-samples'}",
-            "--data.patch_size=128",
-            "--data.gap=32",
-            f"--data.split_dir={patches}",
-            "--data.eval_batch_size=2",
             "--data.num_workers=0",
             "--model.model.head_kwargs.fpn_channels=16",
             "--model.model.head_kwargs.fc_channels=32",
             f"--model.weights={trained_run / 'model.safetensors'}",
-            "--trainer.limit_predict_batches=2",
             "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",  # where the CLI saves config.yaml
+            f"--trainer.default_root_dir={out}",  # where the CLI saves config.yaml
             "--trainer.enable_progress_bar=false",
-            f"--prediction_writer.output_dir={tmp_path}",
-            "--prediction_writer.plot_score=0.0",
+            f"--prediction_writer.output_dir={out}",
+            *extra,
         ]
+    )
+
+
+def test_predict_writes_drawings_and_merged_task1_submission(
+    trained_run: Path, data_dir: Path, patches: Path, tmp_path: Path
+) -> None:
+    rc = _predict(
+        data_dir,
+        trained_run,
+        tmp_path,
+        "--data.patch_size=128",
+        "--data.gap=32",
+        f"--data.split_dir={patches}",
+        "--data.eval_batch_size=2",
+        "--trainer.limit_predict_batches=2",
+        "--prediction_writer.plot_score=0.0",
     )
     assert rc == 0
     drawings = sorted(tmp_path.glob("*.png"))
@@ -185,6 +200,16 @@ def test_predict_writes_drawings_and_merged_task1_submission(
     assert len(list((tmp_path / "task1").glob("Task1_*.txt"))) == 15
     ids = {d[0] for dets in submission.values() for d in dets}
     assert ids <= {"P0706", "P1888"}  # patches merged back into whole images
+    # Per-image DOTA text: the same detections, with their scores, highest first.
+    texts = sorted((tmp_path / "dota").glob("*.txt"))
+    assert ids <= {p.stem for p in texts} <= {"P0706", "P1888"} and texts
+    for path in texts:
+        dets = read_labels(path, classes=DOTA_V1_0_CLASSES, check_geometry=False)
+        assert dets.scores is not None and (np.diff(dets.scores) <= 0).all()
+        expected = sorted((name, d[1]) for name, ds in submission.items() for d in ds if d[0] == path.stem)
+        got = sorted(zip(dets.classes, dets.scores.tolist(), strict=True))
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert np.allclose([g[1] for g in got], [e[1] for e in expected], rtol=1e-5, atol=0)
 
 
 def test_patch_without_objects_trains(data_dir: Path, patches: Path) -> None:
@@ -200,3 +225,56 @@ def test_patch_without_objects_trains(data_dir: Path, patches: Path) -> None:
     assert all(math.isfinite(float(parts[k].detach())) for k in LOSSES)
     sum(parts[k] for k in LOSSES).backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in task.model.parameters())
+
+
+def test_detections_of_resized_images_go_back_to_file_pixels() -> None:
+    from rsvit.tasks.detection import _scale_factor, _to_file_pixels
+
+    batch = {"scale_factor": [(1.0, 1.0), (0.5, 0.25)]}
+    boxes = torch.tensor([[40.0, 20.0, 10.0, 10.0, 0.0], [10.0, 8.0, 6.0, 2.0, 0.0]])
+    assert torch.equal(_to_file_pixels(boxes, _scale_factor(batch, 0)), boxes)
+    back = _to_file_pixels(boxes, _scale_factor(batch, 1))
+    assert torch.allclose(back[:, :2], torch.tensor([[80.0, 80.0], [20.0, 32.0]]))
+    assert torch.allclose(back[:, 2:4].sort(dim=1).values, torch.tensor([[20.0, 40.0], [8.0, 12.0]]))
+    assert _scale_factor({}, 0).tolist() == [1.0] * 8
+
+
+def test_predict_over_whole_dota_images_splits_detects_and_merges(
+    trained_run: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    rc = _predict(
+        data_dir,
+        trained_run,
+        tmp_path,
+        "--data.predict_split=.",  # the two whole images, split into patches on the fly
+        "--data.patch_size=512",
+        "--data.gap=128",
+        f"--data.split_dir={tmp_path / 'patches'}",
+        "--data.eval_batch_size=4",
+        "--prediction_writer.draw=false",
+    )
+    assert rc == 0
+    names = [p.stem for p in (tmp_path / "patches" / "images").glob("*.png")]
+    assert {parse_patch_name(n)[0] for n in names} == {"P0706", "P1888"}
+    submission = read_task1_submission(tmp_path / "task1", DOTA_V1_0_CLASSES)
+    for image_id in ("P0706", "P1888"):
+        width, height = Image.open(data_dir / "dota-samples" / "images" / f"{image_id}.png").size
+        dets = read_labels(
+            tmp_path / "dota" / f"{image_id}.txt", classes=DOTA_V1_0_CLASSES, check_geometry=False
+        )
+        assert len(dets) > 0 and dets.scores is not None
+        assert ((dets.scores > 0) & (dets.scores <= 1)).all() and (np.diff(dets.scores) <= 0).all()
+        # Boxes in whole-image pixels: centres inside the image, spread beyond the first patch.
+        boxes = poly_to_obb(torch.from_numpy(dets.polygons))
+        assert (
+            (boxes[:, 0] > -1) & (boxes[:, 0] < width + 1) & (boxes[:, 1] > -1) & (boxes[:, 1] < height + 1)
+        ).all()
+        assert boxes[:, 0].max() > 512 + 8 and boxes[:, 1].max() > 512 + 8
+        # Merged across patch overlaps: no two boxes of a class overlap at or above the merge IoU.
+        labels = torch.tensor(dets.labels(DOTA_V1_0_CLASSES))
+        iou = box_iou_rotated(boxes.float(), boxes.float())
+        same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool)
+        assert not bool((iou[same] >= 0.1 + 1e-4).any())
+        # The per-image text and the Task1 files list the same detections.
+        in_task1 = sum(1 for ds in submission.values() for d in ds if d[0] == image_id)
+        assert in_task1 == len(dets)

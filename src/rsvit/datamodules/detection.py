@@ -6,6 +6,11 @@ Folders of whole images are split into patches first when ``patch_size`` is set:
 ``iof_threshold`` of them lies inside) are written once to ``split_dir/<split>`` and reused (a split
 ends by writing ``split_report.txt``; without it the folder is split again). Batches hold
 the images stacked (padded to a common size) and the boxes, polygons, labels, difficult flags as lists.
+
+HRSC2016 (``label_format="hrsc"``) is read from its own layout (``AllImages/*.bmp`` and
+``Annotations/*.xml`` per split by default), its rotated boxes turned into DOTA polygons of the one
+class; its images are not split but resized (``resize``, official ``(1333, 800)``), and detections are
+mapped back to the images' own pixels for the mAP and the predictions.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from rsvit.data.detection.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DotaDetectionDataset,
+    LabelFormat,
     UnknownClasses,
     detection_collate,
 )
@@ -45,6 +51,9 @@ class DetectionDataModule(DenseDataModule):
         min_size: objects with a side at or below this many pixels are ignored (official 2).
         patch_size, gap, iof_threshold, split_dir: split whole images into patches first (when
             ``patch_size`` is set; ``split_dir`` defaults to ``root/patches_<size>``).
+        label_format: ``"dota"`` (``labelTxt``) or ``"hrsc"`` (HRSC2016 XML; ``image_dir`` /
+            ``label_dir`` default to ``AllImages`` / ``Annotations``; not split into patches).
+        resize: ``(long, short)`` bound to resize whole images to, aspect ratio kept (``None``: as is).
         predict_split: folder to predict (default: the test split).
         mean, std: RGB normalisation in ``[0, 1]`` units (official ImageNet values).
         hflip, vflip, rot90: training augmentation probabilities (official 1x: 0.5, 0.5, 0).
@@ -57,8 +66,8 @@ class DetectionDataModule(DenseDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = None,
-        image_dir: str = "images",
-        label_dir: str = "labelTxt",
+        image_dir: str | None = None,
+        label_dir: str | None = None,
         classes: list[str] = list(DOTA_V1_0_CLASSES),  # noqa: B006 - shown as the default by the CLI
         unknown_classes: UnknownClasses = "raise",
         keep_empty: bool = True,
@@ -77,9 +86,21 @@ class DetectionDataModule(DenseDataModule):
         eval_batch_size: int = 2,
         num_workers: int = 2,
         train_repeats: int = 1,
+        label_format: LabelFormat = "dota",
+        resize: list[int] | None = None,
     ) -> None:
         super().__init__()
+        hrsc = label_format == "hrsc"
+        if image_dir is None:
+            image_dir = "AllImages" if hrsc else "images"
+        if label_dir is None:
+            label_dir = "Annotations" if hrsc else "labelTxt"
+        if hrsc and patch_size is not None:
+            raise ValueError("HRSC2016 images are not split into patches: unset patch_size (use resize)")
+        if resize is not None and patch_size is not None:
+            raise ValueError("resize applies to whole images: unset patch_size or resize")
         self.save_hyperparameters()
+        self.hparams.image_dir, self.hparams.label_dir = image_dir, label_dir  # the defaults resolved
         if not classes:
             raise ValueError("give the class names (classes: [...])")
         if train_repeats < 1:
@@ -188,5 +209,7 @@ class DetectionDataModule(DenseDataModule):
                 mean=hp.mean,
                 std=hp.std,
                 augment=self.augment if stage == "train" else None,
+                label_format=hp.label_format,
+                resize=hp.resize,
             )
         return self._datasets[stage]

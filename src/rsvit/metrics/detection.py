@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -33,6 +33,8 @@ __all__ = [
     "Detection",
     "DotaEvalResult",
     "evaluate_dota",
+    "gather_evaluation",
+    "merge_process_results",
     "polygon_iou",
     "read_task1_submission",
     "voc_ap",
@@ -208,6 +210,55 @@ def evaluate_dota(
     return DotaEvalResult(
         per_class, float(np.mean(aps)) if aps else float("nan"), iou_threshold, use_07_metric
     )
+
+
+PerClassDetections = dict[str, list[Detection]]
+
+
+def merge_process_results(
+    parts: Sequence[tuple[Mapping[str, Sequence[Detection]], Mapping[str, DotaLabels]]],
+) -> tuple[PerClassDetections, dict[str, DotaLabels]]:
+    """One evaluation's detections and ground truth from the parts each process saw.
+
+    An image seen by several processes (a distributed sampler repeats a few images to even out the
+    shards) counts once: the first part that has it keeps its ground truth and its detections, the
+    detections of that image in later parts are dropped, so repeats add no false positives.
+    """
+    found: PerClassDetections = {}
+    truth: dict[str, DotaLabels] = {}
+    for part_found, part_truth in parts:
+        own = {image_id for image_id in part_truth if image_id not in truth}
+        truth.update({image_id: part_truth[image_id] for image_id in own})
+        for name, dets in part_found.items():
+            kept = [d for d in dets if d[0] in own]
+            if kept or name not in found:
+                found.setdefault(name, []).extend(kept)
+    return found, truth
+
+
+def gather_evaluation(
+    found: Mapping[str, Sequence[Detection]],
+    truth: Mapping[str, DotaLabels],
+    all_gather_object: Any = None,
+    world_size: int | None = None,
+) -> tuple[PerClassDetections, dict[str, DotaLabels]]:
+    """Every process's detections and ground truth, merged (:func:`merge_process_results`) on each.
+
+    Uses ``torch.distributed.all_gather_object`` when a process group of more than one process is
+    running; alone, the inputs come back as they are. ``all_gather_object`` / ``world_size`` replace
+    the collective (tests, other launchers).
+    """
+    if all_gather_object is None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return {name: list(dets) for name, dets in found.items()}, dict(truth)
+        all_gather_object, world_size = dist.all_gather_object, dist.get_world_size()
+    if world_size is None:
+        raise ValueError("give world_size with all_gather_object")
+    parts: list[Any] = [None] * world_size
+    all_gather_object(parts, (dict(found), dict(truth)))
+    return merge_process_results(parts)
 
 
 def _fmt(v: float) -> str:

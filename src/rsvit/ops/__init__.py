@@ -9,7 +9,7 @@ from rsvit.ops.box_coders import DeltaXYWHACoder, MidpointOffsetCoder, parallelo
 from rsvit.ops.rotated_boxes import pairwise_iou
 from rsvit.ops.rotated_iou import box_iou_rotated, rotated_box_intersection
 from rsvit.ops.rotated_nms import batched_nms_rotated, nms_rotated, rotated_overlap_pairs
-from rsvit.ops.rotated_roi_align import RotatedRoIAlign, rotated_roi_align
+from rsvit.ops.rotated_roi_align import RotatedRoIAlign, multilevel_rotated_roi_align, rotated_roi_align
 from rsvit.structures.rotated_boxes import (
     ANGLE_CONVENTIONS,
     AngleConvention,
@@ -35,6 +35,7 @@ __all__ = [
     "box_iou_rotated",
     "convert_angle_convention",
     "hbox_to_obb",
+    "multilevel_rotated_roi_align",
     "nms_rotated",
     "obb_to_hbox",
     "obb_to_poly",

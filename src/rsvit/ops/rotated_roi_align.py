@@ -2,20 +2,22 @@
 
 Each RoI ``(cx, cy, w, h, angle)`` is cut into ``out_h x out_w`` bins along its own axes; each bin is
 the mean of ``grid_h x grid_w`` bilinear samples at the centres of a regular sub-grid. Sample
-positions are computed in the RoI frame and rotated into the feature map, then all samples of all
-RoIs are gathered at once (chunked to bound memory). Gradients reach the features through the
-gather and the RoI coordinates through the bilinear weights.
+positions are computed in the RoI frame and rotated into the feature map. Every bin is then a weighted
+sum of the feature-map pixels its samples touch (four per sample), and all bins are computed by one
+``embedding_bag`` over the feature map laid out as a ``(pixels, C)`` table: one row read per tap, no
+``(samples, C)`` temporaries. Gradients reach the features through the table and the RoI coordinates
+through the bilinear weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RotatedRoIAlign", "rotated_roi_align"]
-
-# Upper bound on gathered feature values per chunk (samples x channels).
-_CHUNK_ELEMENTS = 1 << 22
+__all__ = ["RotatedRoIAlign", "multilevel_rotated_roi_align", "rotated_roi_align"]
 
 
 def _rois_to_tensor(rois: Tensor | list[Tensor]) -> Tensor:
@@ -35,31 +37,115 @@ def _rois_to_tensor(rois: Tensor | list[Tensor]) -> Tensor:
     return rois
 
 
-def _bilinear(flat: Tensor, batch: Tensor, y: Tensor, x: Tensor, height: int, width: int) -> Tensor:
-    """Bilinear samples ``(S, C)`` from ``flat`` ``(N*H*W, C)`` at points ``(S,)`` of images ``batch``."""
+def _output_size(output_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+
+def _check_batch(batch: Tensor, n: int) -> None:
+    """Eager-only range check of the RoI batch indices (data-dependent, so skipped when traced)."""
+    if not torch.compiler.is_compiling() and batch.numel() and bool(((batch < 0) | (batch >= n)).any()):
+        raise ValueError(
+            f"roi batch indices must be in [0, {n}), got range [{int(batch.min())}, {int(batch.max())}]"
+        )
+
+
+def _feature_table(maps: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+    """All maps' pixels as rows of one contiguous ``(sum N*H*W, C)`` table of ``dtype``, map after map.
+
+    One copy per map does the layout change and the dtype conversion together.
+    """
+    c = maps[0].shape[1]
+    table = maps[0].new_empty((sum(m.numel() // c for m in maps), c), dtype=dtype)
+    start = 0
+    for m in maps:
+        n, _, h, w = m.shape
+        table[start : start + n * h * w].view(n, h, w, c).copy_(m.permute(0, 2, 3, 1))
+        start += n * h * w
+    return table
+
+
+def _roi_frame(
+    rois: Tensor, scale: Tensor | float, aligned: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``cx, cy, w, h, angle`` of each RoI in feature-map pixels (scaled, shifted, clamped if unaligned)."""
+    offset = 0.5 if aligned else 0.0
+    cx = rois[:, 1] * scale - offset
+    cy = rois[:, 2] * scale - offset
+    rw = rois[:, 3] * scale
+    rh = rois[:, 4] * scale
+    if not aligned:
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+    return cx, cy, rw, rh, rois[:, 5]
+
+
+def _sample_points(
+    frame: tuple[Tensor, ...], out_size: tuple[int, int], grid: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """Sample positions ``x, y`` ``(R, out_h * gh, out_w * gw)`` in feature-map pixels, bin-major."""
+    cx, cy, rw, rh, angle = frame
+    out_h, out_w = out_size
+    gh, gw = grid
+    kw = {"device": cx.device, "dtype": cx.dtype}
+    # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
+    iy = (torch.arange(out_h, **kw).view(-1, 1) + (torch.arange(gh, **kw) + 0.5).view(1, -1) / gh).reshape(-1)
+    ix = (torch.arange(out_w, **kw).view(-1, 1) + (torch.arange(gw, **kw) + 0.5).view(1, -1) / gw).reshape(-1)
+    bh = (rh / out_h).view(-1, 1, 1)
+    bw = (rw / out_w).view(-1, 1, 1)
+    ly = -rh.view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
+    lx = -rw.view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
+    cos = torch.cos(angle).view(-1, 1, 1)
+    sin = torch.sin(angle).view(-1, 1, 1)
+    x = cx.view(-1, 1, 1) + lx * cos - ly * sin
+    y = cy.view(-1, 1, 1) + lx * sin + ly * cos
+    return x, y
+
+
+def _bin_taps(
+    x: Tensor,
+    y: Tensor,
+    first_row: Tensor,
+    height: Tensor | int,
+    width: Tensor | int,
+    out_size: tuple[int, int],
+    grid: tuple[int, int],
+) -> tuple[Tensor, Tensor]:
+    """Table rows ``(R * out_h * out_w, gh * gw * 4)`` and weights of every bin's bilinear taps.
+
+    ``x, y`` ``(R, out_h * gh, out_w * gw)`` are sample positions; ``first_row`` ``(R,)`` is the table row
+    of pixel ``(0, 0)`` of each RoI's map and ``height``/``width`` its size (ints or ``(R,)`` tensors).
+    Border rules of the reference kernel: samples more than one pixel outside weigh 0, samples in the
+    band up to one pixel outside take the edge value.
+    """
+    r = x.shape[0]
+    out_h, out_w = out_size
+    gh, gw = grid
+    if isinstance(height, Tensor):
+        height, width = height.view(-1, 1, 1), width.view(-1, 1, 1)
     outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-    y = y.clamp(min=0)
-    x = x.clamp(min=0)
-    y0 = torch.floor(y).long()
-    x0 = torch.floor(x).long()
-    y_edge = y0 >= height - 1
-    x_edge = x0 >= width - 1
-    y0 = torch.where(y_edge, height - 1, y0)
-    x0 = torch.where(x_edge, width - 1, x0)
-    y1 = torch.where(y_edge, y0, y0 + 1)
-    x1 = torch.where(x_edge, x0, x0 + 1)
-    y = torch.where(y_edge, y0.to(y.dtype), y)
-    x = torch.where(x_edge, x0.to(x.dtype), x)
-    ly, lx = y - y0.to(y.dtype), x - x0.to(x.dtype)
+    y = torch.minimum(y.clamp(min=0), height - 1) if isinstance(height, Tensor) else y.clamp(0, height - 1)
+    x = torch.minimum(x.clamp(min=0), width - 1) if isinstance(width, Tensor) else x.clamp(0, width - 1)
+    y0f, x0f = torch.floor(y), torch.floor(x)
+    ly, lx = y - y0f, x - x0f
+    y0, x0 = y0f.long(), x0f.long()
+    y1 = torch.where(y0 < height - 1, y0 + 1, y0)
+    x1 = torch.where(x0 < width - 1, x0 + 1, x0)
     hy, hx = 1 - ly, 1 - lx
-    base = batch * (height * width)
-    out = (
-        flat[base + y0 * width + x0] * (hy * hx).unsqueeze(-1)
-        + flat[base + y0 * width + x1] * (hy * lx).unsqueeze(-1)
-        + flat[base + y1 * width + x0] * (ly * hx).unsqueeze(-1)
-        + flat[base + y1 * width + x1] * (ly * lx).unsqueeze(-1)
-    )
-    return torch.where(outside.unsqueeze(-1), torch.zeros_like(out), out)
+    inside = (~outside).to(x.dtype) / (gh * gw)
+    base = first_row.view(-1, 1, 1)
+    row0, row1 = base + y0 * width, base + y1 * width
+    rows = torch.stack([row0 + x0, row0 + x1, row1 + x0, row1 + x1], dim=-1)
+    weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], dim=-1) * inside.unsqueeze(-1)
+
+    def per_bin(t: Tensor) -> Tensor:  # (R, out_h*gh, out_w*gw, 4) -> (R*out_h*out_w, gh*gw*4)
+        return t.view(r, out_h, gh, out_w, gw, 4).permute(0, 1, 3, 2, 4, 5).reshape(r * out_h * out_w, -1)
+
+    return per_bin(rows), per_bin(weights)
+
+
+def _pool_table(table: Tensor, rows: Tensor, weights: Tensor, r: int, out_size: tuple[int, int]) -> Tensor:
+    """``(R, C, out_h, out_w)`` weighted sums of ``table`` rows, one bag per bin."""
+    bins = F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    return bins.view(r, out_size[0], out_size[1], table.shape[1]).permute(0, 3, 1, 2)
 
 
 def rotated_roi_align(
@@ -93,165 +179,94 @@ def rotated_roi_align(
     """
     if input.dim() != 4:
         raise ValueError(f"input must have shape (N, C, H, W), got {tuple(input.shape)}")
-    if input.dtype in (torch.float16, torch.bfloat16):
-        # Sample positions need more than 8-11 mantissa bits (a 256-px map): pool in float32.
-        rois = _rois_to_tensor(rois).float()
-        return rotated_roi_align(input.float(), rois, output_size, spatial_scale, sampling_ratio, aligned).to(
-            input.dtype
-        )
-    rois = _rois_to_tensor(rois).to(dtype=input.dtype, device=input.device)
-    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    # Half-precision maps: positions and sums in float32 (sample positions need more than 8-11 mantissa
+    # bits on a 256-px map); the result is cast back.
+    dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    rois = _rois_to_tensor(rois).to(dtype=dtype, device=input.device)
+    out_size = _output_size(output_size)
     n, c, height, width = input.shape
     k = rois.shape[0]
-    out = input.new_zeros((k, c, out_h, out_w))
     if k == 0:
-        return out
+        return input.new_zeros((0, c, *out_size))
     batch = rois[:, 0].long()
-    tracing = torch.compiler.is_compiling()
-    if not tracing and bool(((batch < 0) | (batch >= n)).any()):
-        raise ValueError(
-            f"roi batch indices must be in [0, {n}), got range [{int(batch.min())}, {int(batch.max())}]"
-        )
-    offset = 0.5 if aligned else 0.0
-    cx = rois[:, 1] * spatial_scale - offset
-    cy = rois[:, 2] * spatial_scale - offset
-    rw = rois[:, 3] * spatial_scale
-    rh = rois[:, 4] * spatial_scale
-    if not aligned:
-        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
-    geometry = (batch, cx, cy, rw, rh, rois[:, 5])
-    if sampling_ratio > 0 and height > 1 and width > 1:
-        if tracing:
-            # torch.compile / torch.export: no data-dependent grouping; every image pools every RoI.
-            for image in range(n):
-                pooled = _grid_sample_bins(input[image : image + 1], geometry, (out_h, out_w), sampling_ratio)
-                out = torch.where((batch == image).view(-1, 1, 1, 1), pooled, out)
-            return out
-        return _pool_grid_sample(input, geometry, (out_h, out_w), sampling_ratio)
-    flat = input.permute(0, 2, 3, 1).reshape(n * height * width, c)
-    if tracing:
-        # torch.compile / torch.export: one fixed sampling grid for all RoIs, no data-dependent
-        # grouping or chunking (same arithmetic per sample as the eager path).
-        if sampling_ratio <= 0:
-            raise ValueError(
-                "rotated_roi_align needs a fixed sampling_ratio > 0 under torch.compile/torch.export "
-                "(the adaptive grid depends on the RoI sizes)"
-            )
-        return _pool(flat, geometry, (height, width), (out_h, out_w), (sampling_ratio, sampling_ratio))
+    _check_batch(batch, n)
+    frame = _roi_frame(rois, spatial_scale, aligned)
+    table = _feature_table([input], dtype)
+    first_row = batch * (height * width)
     if sampling_ratio > 0:
-        grid_h = torch.full((k,), sampling_ratio, dtype=torch.long, device=input.device)
-        grid_w = grid_h
-    else:
-        grid_h = torch.ceil(rh.detach() / out_h).long().clamp(min=1)
-        grid_w = torch.ceil(rw.detach() / out_w).long().clamp(min=1)
-
-    pieces: list[tuple[Tensor, Tensor]] = []
-    keys = torch.stack([grid_h, grid_w], dim=1)
-    for gh, gw in torch.unique(keys, dim=0).tolist():
-        members = ((grid_h == gh) & (grid_w == gw)).nonzero(as_tuple=True)[0]
-        samples = out_h * gh * out_w * gw
-        per_chunk = max(1, _CHUNK_ELEMENTS // max(1, samples * c))
-        for start in range(0, members.numel(), per_chunk):
-            idx = members[start : start + per_chunk]
-            part = tuple(t[idx] for t in geometry)
-            pieces.append((idx, _pool(flat, part, (height, width), (out_h, out_w), (gh, gw))))
-    all_idx = torch.cat([p[0] for p in pieces])
-    all_vals = torch.cat([p[1] for p in pieces])
-    return out.index_put((all_idx,), all_vals)
-
-
-def _sample_points(
-    geometry: tuple[Tensor, ...], out_size: tuple[int, int], grid: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    """Sample positions ``x, y`` ``(R, out_h * gh, out_w * gw)`` in feature-map pixels, bin-major."""
-    _, cx, cy, rw, rh, angle = geometry
-    out_h, out_w = out_size
-    gh, gw = grid
-    kw = {"device": cx.device, "dtype": cx.dtype}
-    # Sub-grid positions in units of a bin, measured from the RoI's top-left corner.
-    iy = (torch.arange(out_h, **kw).view(-1, 1) + (torch.arange(gh, **kw) + 0.5).view(1, -1) / gh).reshape(-1)
-    ix = (torch.arange(out_w, **kw).view(-1, 1) + (torch.arange(gw, **kw) + 0.5).view(1, -1) / gw).reshape(-1)
-    bh = (rh / out_h).view(-1, 1, 1)
-    bw = (rw / out_w).view(-1, 1, 1)
-    ly = -rh.view(-1, 1, 1) / 2 + iy.view(1, -1, 1) * bh  # (R, out_h*gh, 1)
-    lx = -rw.view(-1, 1, 1) / 2 + ix.view(1, 1, -1) * bw  # (R, 1, out_w*gw)
-    cos = torch.cos(angle).view(-1, 1, 1)
-    sin = torch.sin(angle).view(-1, 1, 1)
-    x = cx.view(-1, 1, 1) + lx * cos - ly * sin
-    y = cy.view(-1, 1, 1) + lx * sin + ly * cos
-    return x, y
+        grid = (sampling_ratio, sampling_ratio)
+        x, y = _sample_points(frame, out_size, grid)
+        rows, weights = _bin_taps(x, y, first_row, height, width, out_size, grid)
+        return _pool_table(table, rows, weights, k, out_size).to(input.dtype)
+    if torch.compiler.is_compiling():
+        raise ValueError(
+            "rotated_roi_align needs a fixed sampling_ratio > 0 under torch.compile/torch.export "
+            "(the adaptive grid depends on the RoI sizes)"
+        )
+    # Adaptive grid: RoIs grouped by their (gh, gw), each group pooled at once.
+    rw, rh = frame[2], frame[3]
+    grid_h = torch.ceil(rh.detach() / out_size[0]).long().clamp(min=1)
+    grid_w = torch.ceil(rw.detach() / out_size[1]).long().clamp(min=1)
+    out = table.new_zeros((k, c, *out_size))
+    for gh, gw in torch.unique(torch.stack([grid_h, grid_w], dim=1), dim=0).tolist():
+        idx = ((grid_h == gh) & (grid_w == gw)).nonzero(as_tuple=True)[0]
+        x, y = _sample_points(tuple(t[idx] for t in frame), out_size, (gh, gw))
+        rows, weights = _bin_taps(x, y, first_row[idx], height, width, out_size, (gh, gw))
+        out = out.index_put((idx,), _pool_table(table, rows, weights, idx.numel(), out_size))
+    return out.to(input.dtype)
 
 
-def _pool_grid_sample(
-    input: Tensor, geometry: tuple[Tensor, ...], out_size: tuple[int, int], ratio: int
+def multilevel_rotated_roi_align(
+    maps: Sequence[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scales: Sequence[float],
+    sampling_ratio: int,
+    aligned: bool = True,
 ) -> Tensor:
-    """Eager pooling with ``grid_sample`` (one fused bilinear pass) instead of explicit gathers.
+    """Rotated RoIAlign of each RoI on its own pyramid level, all levels in one pass.
 
-    Needs ``H, W >= 2`` (the normalised grid divides by ``H - 1``).
+    Equal to calling :func:`rotated_roi_align` on ``maps[levels[i]]`` for every RoI ``i``, but without
+    splitting the RoIs by level (no data-dependent shapes, so it also traces for ``torch.export``).
+
+    Args:
+        maps: ``L`` feature maps ``(N, C, H_l, W_l)`` of one dtype.
+        rois: ``(K, 6)`` ``(batch_index, cx, cy, w, h, angle)`` in input-image pixels.
+        levels: ``(K,)`` integer level of each RoI, in ``[0, L)``.
+        output_size: ``(out_h, out_w)`` or a single int.
+        spatial_scales: factor from image pixels to each level's pixels.
+        sampling_ratio: samples per bin along each axis (must be ``> 0``).
+        aligned: as in :func:`rotated_roi_align`.
+
+    Returns:
+        ``(K, C, out_h, out_w)`` tensor of the maps' dtype.
     """
-    n, c = input.shape[:2]
-    out_h, out_w = out_size
-    batch = geometry[0]
-    k = batch.shape[0]
-    out = input.new_empty((k, c, out_h, out_w))
-    per_chunk = max(1, (_CHUNK_ELEMENTS * 4) // (out_h * ratio * out_w * ratio * c))
-    for image in range(n):
-        members = (batch == image).nonzero(as_tuple=True)[0] if n > 1 else None
-        count = k if members is None else members.numel()
-        for start in range(0, count, per_chunk):
-            stop = min(start + per_chunk, count)
-            sel = slice(start, stop) if members is None else members[start:stop]
-            part = tuple(t[sel] for t in geometry)
-            out[sel] = _grid_sample_bins(input[image : image + 1], part, out_size, ratio)
-    return out
-
-
-def _grid_sample_bins(
-    image: Tensor, geometry: tuple[Tensor, ...], out_size: tuple[int, int], ratio: int
-) -> Tensor:
-    """``(R, C, out_h, out_w)`` bin means of the RoIs ``geometry`` on one ``(1, C, H, W)`` map."""
-    c, height, width = image.shape[1:]
-    out_h, out_w = out_size
-    x, y = _sample_points(geometry, out_size, (ratio, ratio))
-    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-    # Samples up to one pixel outside take the edge value (clamped here, as the reference kernel
-    # does); samples further out are sent far away, where zero padding makes them contribute 0.
-    far = torch.full_like(x, -4.0)
-    gx = torch.where(outside, far, x.clamp(0, width - 1) * (2.0 / (width - 1)) - 1.0)
-    gy = torch.where(outside, far, y.clamp(0, height - 1) * (2.0 / (height - 1)) - 1.0)
-    r, sh, sw = x.shape
-    vals = torch.nn.functional.grid_sample(
-        image,
-        torch.stack([gx, gy], dim=-1).reshape(1, r * sh, sw, 2),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
-    )  # (1, C, R * out_h * ratio, out_w * ratio): bins of one RoI are contiguous rows
-    bins = torch.nn.functional.avg_pool2d(vals, (ratio, ratio))
-    return bins.view(c, r, out_h, out_w).transpose(0, 1)
-
-
-def _pool(
-    flat: Tensor,
-    geometry: tuple[Tensor, ...],
-    size: tuple[int, int],
-    out_size: tuple[int, int],
-    grid: tuple[int, int],
-) -> Tensor:
-    """``(R, C, out_h, out_w)`` bin means for RoIs ``geometry = (batch, cx, cy, w, h, angle)``.
-
-    ``cx, cy, w, h`` are in feature-map pixels (already scaled and shifted); ``grid`` samples per bin.
-    """
-    batch = geometry[0]
-    height, width = size
-    out_h, out_w = out_size
-    gh, gw = grid
-    c = flat.shape[1]
-    x, y = _sample_points(geometry, out_size, grid)
-    b = batch.view(-1, 1, 1).expand_as(x)
-    vals = _bilinear(flat, b.reshape(-1), y.reshape(-1), x.reshape(-1), height, width)
-    vals = vals.view(-1, out_h, gh, out_w, gw, c).mean(dim=(2, 4))  # (R, out_h, out_w, C)
-    return vals.permute(0, 3, 1, 2)
+    if len(maps) != len(spatial_scales) or not maps:
+        raise ValueError(f"need one spatial scale per map, got {len(maps)} maps and {len(spatial_scales)}")
+    if sampling_ratio <= 0:
+        raise ValueError("multilevel_rotated_roi_align needs a fixed sampling_ratio > 0")
+    # Half-precision maps are pooled in float32, as in rotated_roi_align.
+    dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
+    rois = rois.to(dtype=dtype, device=maps[0].device)
+    out_size = _output_size(output_size)
+    n, c = maps[0].shape[:2]
+    k = rois.shape[0]
+    if k == 0:
+        return maps[0].new_zeros((0, c, *out_size))
+    batch = rois[:, 0].long()
+    _check_batch(batch, n)
+    levels = levels.long()
+    sizes = torch.tensor([list(m.shape[-2:]) for m in maps], device=rois.device)
+    starts = torch.cumsum(sizes.prod(dim=1) * n, dim=0) - sizes.prod(dim=1) * n
+    scale = torch.tensor(list(spatial_scales), dtype=dtype, device=rois.device)[levels]
+    height, width = sizes[levels, 0], sizes[levels, 1]
+    frame = _roi_frame(rois, scale, aligned)
+    grid = (sampling_ratio, sampling_ratio)
+    x, y = _sample_points(frame, out_size, grid)
+    first_row = starts[levels] + batch * (height * width)
+    rows, weights = _bin_taps(x, y, first_row, height, width, out_size, grid)
+    return _pool_table(_feature_table(maps, dtype), rows, weights, k, out_size).to(maps[0].dtype)
 
 
 class RotatedRoIAlign(torch.nn.Module):

@@ -19,6 +19,7 @@ Evaluation runs on one process (the detections are not gathered across processes
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,9 +30,9 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from rsvit.data.detection.labels import DotaLabels
-from rsvit.metrics.detection import evaluate_dota
+from rsvit.metrics.detection import evaluate_dota, gather_evaluation
 from rsvit.models.spec import ModelSpec
-from rsvit.structures.rotated_boxes import obb_to_poly
+from rsvit.structures.rotated_boxes import obb_to_poly, poly_to_obb
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport, run_dir
@@ -149,14 +150,15 @@ class DetectionTask(BaseTask):
         truth = self._ground_truth.setdefault(stage, {})
         for k, det in enumerate(detections):
             image_id = batch["image_id"][k]
-            polys = obb_to_poly(det["boxes"].detach().double().cpu()).numpy()
+            scale = _scale_factor(batch, k)
+            polys = obb_to_poly(det["boxes"].detach().double().cpu()).numpy() / scale
             scores = det["scores"].detach().float().cpu().tolist()
             labels = det["labels"].detach().cpu().tolist()
             for poly, score, label in zip(polys, scores, labels, strict=True):
                 found.setdefault(self.class_names[label], []).append((image_id, score, poly))
             gt_labels = batch["labels"][k].tolist()
             truth[image_id] = DotaLabels(
-                batch["polygons"][k].numpy(),
+                batch["polygons"][k].numpy() / scale,
                 [self.class_names[i] for i in gt_labels],
                 batch["difficult"][k].numpy().astype(np.int64),
             )
@@ -169,16 +171,16 @@ class DetectionTask(BaseTask):
                         .detach()
                         .cpu(),
                         "path": batch["path"][k],
-                        "truth": truth[image_id],
-                        "polygons": polys,
+                        "truth": replace(truth[image_id], polygons=truth[image_id].polygons * scale),
+                        "polygons": polys * scale,
                         "scores": scores,
                         "classes": [self.class_names[i] for i in labels],
                     }
                 )
 
     def compute_evaluation(self, stage: str) -> Evaluation:
-        found = self._detections.pop(stage, {})
-        truth = self._ground_truth.pop(stage, {})
+        # Every process evaluated its shard: the mAP is computed on all of them together.
+        found, truth = gather_evaluation(self._detections.pop(stage, {}), self._ground_truth.pop(stage, {}))
         threshold = float(self.hparams.iou_threshold)
         voc07 = evaluate_dota(found, truth, self.class_names, threshold, use_07_metric=True)
         area = evaluate_dota(found, truth, self.class_names, threshold, use_07_metric=False)
@@ -216,7 +218,10 @@ class DetectionTask(BaseTask):
             "path": list(batch["path"]),
             "image_id": list(batch["image_id"]),
             "image": images,
-            "boxes": [d["boxes"].detach().cpu() for d in detections],
+            "boxes": [
+                _to_file_pixels(d["boxes"].detach().cpu(), _scale_factor(batch, k))
+                for k, d in enumerate(detections)
+            ],
             "scores": [d["scores"].detach().cpu() for d in detections],
             "labels": [d["labels"].detach().cpu() for d in detections],
         }
@@ -302,13 +307,30 @@ class DetectionReport(RunReport):
             save_drawing(folder / f"{i:02d}_{safe_stem(example['path'], i)}.png", canvas)
 
 
+def _scale_factor(batch: dict[str, Any], k: int) -> np.ndarray:
+    """``(8,)`` x/y factors from the file's pixels to item ``k``'s (all 1 unless the data were resized)."""
+    sx, sy = batch.get("scale_factor", [(1.0, 1.0)] * (k + 1))[k]
+    return np.array([sx, sy] * 4, dtype=np.float64)
+
+
+def _to_file_pixels(boxes: Tensor, scale: np.ndarray) -> Tensor:
+    """Boxes ``(D, 5)`` le90 of a resized image in the image file's pixels (corners scaled back, refitted)."""
+    if (scale == 1.0).all() or boxes.shape[0] == 0:
+        return boxes
+    polys = obb_to_poly(boxes.double()) / torch.from_numpy(scale)
+    return poly_to_obb(polys, "le90").to(boxes.dtype)
+
+
 class DetectionPredictionWriter(FolderPredictionWriter):
     """Writes ``<image>.png`` with the detections drawn, and at the end the DOTA Task1 submission.
 
     The submission (``task1/Task1_<class>.txt``, one file per class, ``image_id score x1 y1 ... y4``)
-    holds every detection; when the predicted images are DOTA patches (names ``<image>__<rate>__<x>___<y>``)
-    and ``merge_patches`` is on, the patches are mapped back to their whole images first and duplicates
-    across overlapping patches removed by per-class rotated NMS at ``merge_iou``.
+    holds every detection, and ``dota/<image_id>.txt`` the same detections per image as DOTA text
+    (``x1 y1 ... y4 class score``, highest score first; :func:`rsvit.data.detection.labels.read_labels`
+    reads it back with the scores). When the predicted images are DOTA patches (names
+    ``<image>__<rate>__<x>___<y>``) and ``merge_patches`` is on, the patches are mapped back to their
+    whole images first and duplicates across overlapping patches removed by per-class rotated NMS at
+    ``merge_iou``.
 
     Args:
         output_dir: folder (default ``<run folder>/predictions``).
@@ -360,6 +382,7 @@ class DetectionPredictionWriter(FolderPredictionWriter):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.folder is None:
             return
+        from rsvit.data.detection.labels import write_labels
         from rsvit.data.detection.split import merge_patch_detections
         from rsvit.metrics.detection import write_task1_submission
 
@@ -374,7 +397,14 @@ class DetectionPredictionWriter(FolderPredictionWriter):
                 items = {k: (m.boxes, m.scores, m.labels) for k, m in merged.items()}
         found: dict[str, list[tuple[str, float, np.ndarray]]] = {}
         for image_id, (boxes, scores, labels) in items.items():
+            order = torch.argsort(scores, descending=True, stable=True)
+            boxes, scores, labels = boxes[order], scores[order], labels[order]
             polys = obb_to_poly(boxes.double()).numpy()
             for poly, score, label in zip(polys, scores.tolist(), labels.tolist(), strict=True):
                 found.setdefault(classes[label], []).append((image_id, score, poly))
+            text_path = self.folder / "dota" / f"{image_id}.txt"
+            names = [classes[i] for i in labels.tolist()]
+            flags = np.zeros(len(names), dtype=np.int64)
+            write_labels(text_path, DotaLabels(polys, names, flags, scores=scores.double().numpy()))
+            self.written.append(text_path)
         self.written.extend(write_task1_submission(self.folder / "task1", found, classes))

@@ -116,3 +116,73 @@ def test_dataset_on_real_dota_patches(data_dir: Path, tmp_path: Path) -> None:
     assert (h, w) == (256, 256) and len(sample["boxes"]) == len(sample["labels"])
     boxes = sample["boxes"]
     assert ((boxes[:, 2] >= boxes[:, 3]) & (boxes[:, 4] >= -math.pi / 2) & (boxes[:, 4] < math.pi / 2)).all()
+
+
+HRSC_OBJECT = """  <HRSC_Object>
+    <Class_ID>100000002</Class_ID><difficult>{difficult}</difficult>
+    <mbox_cx>{cx}</mbox_cx><mbox_cy>{cy}</mbox_cy><mbox_w>{w}</mbox_w><mbox_h>{h}</mbox_h>
+    <mbox_ang>{a}</mbox_ang>
+  </HRSC_Object>"""
+
+
+def _write_hrsc(root: Path, stem: str, size: tuple[int, int], objects: list[dict]) -> None:
+    from PIL import Image
+
+    width, height = size
+    (root / "AllImages").mkdir(parents=True, exist_ok=True)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, : width // 2] = 200  # left half bright: shows where the resize put it
+    Image.fromarray(pixels).save(root / "AllImages" / f"{stem}.bmp")
+    body = "\n".join(HRSC_OBJECT.format(**o) for o in objects)
+    (root / "Annotations" / f"{stem}.xml").write_text(
+        f"<HRSC_Image><Img_ID>{stem}</Img_ID><Img_SizeWidth>{width}</Img_SizeWidth>"
+        f"<Img_SizeHeight>{height}</Img_SizeHeight><HRSC_Objects>{body}</HRSC_Objects></HRSC_Image>"
+    )
+
+
+def test_hrsc_annotations_are_read_as_dota_and_resized(tmp_path: Path) -> None:
+    from rsvit.datamodules.detection import DetectionDataModule
+
+    objects = [
+        {"cx": 50.0, "cy": 40.0, "w": 60.0, "h": 16.0, "a": 0.4, "difficult": 0},
+        {"cx": 120.0, "cy": 70.0, "w": 10.0, "h": 30.0, "a": -1.0, "difficult": 1},
+    ]
+    _write_hrsc(tmp_path / "trainval", "100000001", (160, 100), objects)
+    dm = DetectionDataModule(
+        str(tmp_path), "trainval", "trainval", classes=["ship"], label_format="hrsc", resize=[80, 64]
+    )
+    item = dm.dataset("val")[0]
+    # (160, 100) fits (80, 64) at scale 0.5: long side 80, short side 50
+    assert item["image_size"] == (50, 80) and item["scale_factor"] == (0.5, 0.5)
+    assert item["image"].shape == (3, 50, 80)
+    assert item["image"][0, :, 39].mean() > item["image"][0, :, 41].mean()  # the bright half is the left one
+    raw = torch.tensor([[o[k] for k in ("cx", "cy", "w", "h", "a")] for o in objects], dtype=torch.float64)
+    expected = obb_to_poly(raw) * 0.5
+    # the same rectangles at half size, in le90
+    assert torch.allclose(obb_to_poly(poly_to_obb(item["polygons"], "le90")), item["polygons"], atol=1e-9)
+
+    def same_corners(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return all(
+            torch.cdist(p.view(4, 2), q.view(4, 2)).min(dim=1).values.max() < 1e-9
+            for p, q in zip(a, b, strict=True)
+        )
+
+    assert same_corners(item["polygons"], expected)
+    assert item["labels"].tolist() == [0, 0] and item["difficult"].tolist() == [False, True]
+    assert item["boxes"][:, 2:4].amax(-1).tolist() == pytest.approx([30.0, 15.0])
+    # the evaluation ground truth stays in the file's pixels
+    truth = torch.from_numpy(dm.dataset("val").ground_truth(0).polygons)
+    assert same_corners(truth, obb_to_poly(raw))
+    assert (dm.hparams.image_dir, dm.hparams.label_dir) == ("AllImages", "Annotations")
+
+    with pytest.raises(ValueError, match="exactly one class"):
+        DotaDetectionDataset(
+            tmp_path / "trainval", ["ship", "boat"], "AllImages", "Annotations", label_format="hrsc"
+        )
+    with pytest.raises(ValueError, match="not split into patches"):
+        DetectionDataModule(str(tmp_path), label_format="hrsc", patch_size=512, classes=["ship"])
+    with pytest.raises(ValueError, match="two positive sizes"):
+        DotaDetectionDataset(
+            tmp_path / "trainval", ["ship"], "AllImages", "Annotations", label_format="hrsc", resize=[0]
+        )

@@ -239,3 +239,26 @@ def test_hrsc2016_reader(tmp_path: Path) -> None:
     path.write_text("<HRSC_Image><Img_ID>1")
     with pytest.raises(ValueError, match="not valid XML"):
         read_hrsc2016_xml(path)
+
+
+def test_detections_keep_their_scores() -> None:
+    polys = np.array([[0, 0, 10, 0, 10, 5, 0, 5], [20, 20, 30, 20, 30, 40, 20, 40]], dtype=np.float64)
+    scores = np.array([0.9731234567, 1.0])
+    dets = DotaLabels(polys, ["ship", "plane"], np.zeros(2, dtype=np.int64), scores=scores)
+    text = format_labels(dets)
+    assert [line.split()[-1] for line in text.splitlines()] == ["0.9731234567", "1.0"]
+    back = parse_labels(text)
+    assert back.scores is not None and back.scores.tolist() == scores.tolist()
+    assert back.classes == ["ship", "plane"] and np.array_equal(back.polygons, polys)
+    assert back.select([1]).scores.tolist() == [1.0]
+    assert concat_labels([back, back]).scores.tolist() == scores.tolist() * 2
+    # Ground truth keeps its integer flags and no scores.
+    truth = parse_labels("0 0 10 0 10 5 0 5 ship 1\n")
+    assert truth.scores is None and truth.difficult.tolist() == [1]
+    with pytest.raises(ValueError, match="detections"):
+        concat_labels([back, truth])
+    # A file is all detections or all ground truth.
+    with pytest.raises(DotaLabelError, match=r":2: earlier object lines have a score"):
+        parse_labels("0 0 10 0 10 5 0 5 ship 0.5\n0 0 10 0 10 5 0 5 ship 1\n")
+    with pytest.raises(ValueError, match="2 scores for 1 objects"):
+        DotaLabels(polys[:1], ["ship"], [0], scores=[0.1, 0.2])

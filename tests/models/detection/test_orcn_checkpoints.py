@@ -52,3 +52,65 @@ def test_unknown_keys_and_sources_are_rejected() -> None:
         convert_official_orcn_state_dict({}, backbone_family="resnet", source="le135")
     with pytest.raises(ValueError, match="backbone_family"):
         convert_official_orcn_state_dict({})
+
+
+def _random_heads(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "roi_head.bbox_head.fc_cls.weight": torch.randn(num_classes + 1, 8, generator=g),
+        "roi_head.bbox_head.fc_cls.bias": torch.randn(num_classes + 1, generator=g),
+        "roi_head.bbox_head.fc_reg.weight": torch.randn(5, 8, generator=g),
+        "roi_head.bbox_head.fc_reg.bias": torch.randn(5, generator=g),
+    }
+
+
+def test_bboxtoolkit_class_order_is_reordered_to_ours() -> None:
+    from rsvit.models.detection.convert import BBOXTOOLKIT_DOTA1_0_CLASSES
+    from rsvit.structures.class_names import DOTA_V1_0_CLASSES
+    from rsvit.weights.convert import convert_state_dict
+
+    official = _random_heads(15)
+    w, b = official["roi_head.bbox_head.fc_cls.weight"], official["roi_head.bbox_head.fc_cls.bias"]
+    kept = convert_official_orcn_state_dict(official, backbone_family="resnet")
+    assert torch.equal(kept["bbox_head.fc_cls.weight"], w)  # default: rows as they are
+    with torch.device("meta"):
+        dota, one_class = build_oriented_rcnn("resnet18", 15), build_oriented_rcnn("resnet18", 1)
+    out = convert_state_dict(official, "orcn", dota)  # the weights family reorders DOTA-v1.0 checkpoints
+    for i, name in enumerate(DOTA_V1_0_CLASSES):
+        src = BBOXTOOLKIT_DOTA1_0_CLASSES.index(name)
+        assert torch.equal(out["bbox_head.fc_cls.weight"][i], w[src]), name
+        assert torch.equal(out["bbox_head.fc_cls.bias"][i], b[src]), name
+    assert torch.equal(out["bbox_head.fc_cls.weight"][15], w[15])  # background stays last
+    assert not torch.equal(out["bbox_head.fc_cls.weight"], w)
+    # The class a feature scores highest for keeps its name through the reorder.
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+    theirs_names, our_names = (*BBOXTOOLKIT_DOTA1_0_CLASSES, "background"), (*DOTA_V1_0_CLASSES, "background")
+    official_names = [theirs_names[i] for i in (x @ w.T + b).argmax(1)]
+    ours = (x @ out["bbox_head.fc_cls.weight"].T + out["bbox_head.fc_cls.bias"]).argmax(1)
+    assert [our_names[i] for i in ours] == official_names
+    assert len(set(official_names)) > 3
+    # mmrotate files are already in the devkit order; one-class (HRSC) files have nothing to reorder.
+    mm = convert_state_dict(official, "orcn_mmrotate", dota)
+    assert torch.equal(mm["bbox_head.fc_cls.weight"], w)
+    hrsc = _random_heads(1)
+    assert torch.equal(
+        convert_state_dict(hrsc, "orcn", one_class)["bbox_head.fc_cls.weight"],
+        hrsc["roi_head.bbox_head.fc_cls.weight"],
+    )
+
+
+def test_class_reorder_errors() -> None:
+    from rsvit.models.detection.convert import reorder_classifier
+
+    heads = _random_heads(2)
+    with pytest.raises(ValueError, match="both source_classes and classes"):
+        convert_official_orcn_state_dict(heads, backbone_family="resnet", source_classes=["a", "b"])
+    with pytest.raises(ValueError, match="same names"):
+        convert_official_orcn_state_dict(
+            heads, backbone_family="resnet", source_classes=["a", "b"], classes=["a", "c"]
+        )
+    with pytest.raises(ValueError, match="3 classes need 4"):
+        reorder_classifier(heads, ["a", "b", "c"], ["c", "b", "a"], prefix="roi_head.bbox_head.")
+    swapped = reorder_classifier(heads, ["a", "b"], ["b", "a"], prefix="roi_head.bbox_head.")
+    w = heads["roi_head.bbox_head.fc_cls.weight"]
+    assert torch.equal(swapped["roi_head.bbox_head.fc_cls.weight"], w[[1, 0, 2]])

@@ -29,6 +29,8 @@ _EXPORTS = {
     "IMAGENET_STD": "rsvit.data.detection.datasets",
     "DotaDetectionDataset": "rsvit.data.detection.datasets",
     "detection_collate": "rsvit.data.detection.datasets",
+    "read_hrsc_as_dota": "rsvit.data.detection.datasets",
+    "rescaled_size": "rsvit.data.detection.datasets",
     "DetectionAugment": "rsvit.data.detection.transforms",
     "hflip": "rsvit.data.detection.transforms",
     "rot90": "rsvit.data.detection.transforms",

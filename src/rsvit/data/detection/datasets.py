@@ -7,7 +7,15 @@ writes patches, or whole images). Every item is a dict:
 * ``boxes``: ``(N, 5)`` float32 le90 ``(cx, cy, w, h, angle)`` in pixels, fitted to the (moved) corners;
 * ``polygons``: ``(N, 8)`` float64 corners (the ground truth the DOTA metric compares with);
 * ``labels``: ``(N,)`` int64 indices into the configured classes; ``difficult``: ``(N,)`` bool;
-* ``path``: the image file, ``image_id``: its stem, ``image_size``: ``(H, W)``.
+* ``path``: the image file, ``image_id``: its stem, ``image_size``: ``(H, W)`` (after any resize);
+* ``scale_factor``: ``(sx, sy)`` from the file's pixels to the item's (``(1, 1)`` without resize).
+
+Labels are DOTA ``labelTxt`` files, or HRSC2016 XML annotations (``label_format="hrsc"``, e.g.
+``image_dir="AllImages"``, ``label_dir="Annotations"``): their rotated boxes ``mbox_cx, mbox_cy, mbox_w,
+mbox_h, mbox_ang`` become DOTA corner polygons of the single configured class. Images that are not
+split into patches (HRSC2016) can be resized as the official pipelines do (``resize=(1333, 800)``: the
+largest scale that fits the long side in 1333 and the short side in 800, aspect ratio kept, bilinear);
+boxes move with the image and ``scale_factor`` maps detections back to the file's pixels.
 
 Objects whose class is not configured raise a ``ValueError`` naming the classes and the file
 (``unknown_classes="skip"`` drops them instead, e.g. to train on a subset of DOTA's classes). Objects
@@ -25,19 +33,28 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from rsvit.data.detection.labels import DotaLabels, pair_images_and_labels, read_labels
+from rsvit.data.detection.labels import DotaLabels, pair_images_and_labels, read_hrsc2016_xml, read_labels
 from rsvit.structures.rotated_boxes import poly_to_obb
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DotaDetectionDataset", "detection_collate"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DotaDetectionDataset",
+    "detection_collate",
+    "read_hrsc_as_dota",
+    "rescaled_size",
+]
 
 IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = IMAGENET_DEFAULT_STD
 
 UnknownClasses = Literal["raise", "skip"]
+LabelFormat = Literal["dota", "hrsc"]
 Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
@@ -47,6 +64,25 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
 
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
+
+
+def rescaled_size(height: int, width: int, resize: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of an image resized to fit ``resize = (long, short)`` with its aspect ratio kept.
+
+    The scale is the largest one that keeps the long side within ``max(resize)`` and the short side
+    within ``min(resize)``; sides are rounded half up, as mmcv's ``rescale_size`` does.
+    """
+    if len(resize) != 2 or min(resize) <= 0:
+        raise ValueError(f"resize must be two positive sizes (long, short), got {list(resize)}")
+    scale = min(max(resize) / max(height, width), min(resize) / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def read_hrsc_as_dota(path: str | os.PathLike[str], class_name: str) -> DotaLabels:
+    """An HRSC2016 XML annotation as DOTA labels (corner polygons of the le90 boxes, one class)."""
+    labels = read_hrsc2016_xml(path).to_dota(class_name)
+    labels.source = str(path)
+    return labels
 
 
 class DotaDetectionDataset(Dataset):
@@ -61,6 +97,9 @@ class DotaDetectionDataset(Dataset):
         min_size: objects with a fitted side at or below this many pixels are dropped.
         mean, std: per-channel normalisation in ``[0, 1]`` units.
         augment: called as ``augment(image, polygons)`` on training items (flips, quarter turns).
+        label_format: ``"dota"`` (``labelTxt/*.txt``) or ``"hrsc"`` (HRSC2016 ``*.xml``; needs exactly
+            one configured class, which every object gets).
+        resize: ``(long, short)`` to resize every image to (aspect ratio kept), or ``None``.
     """
 
     def __init__(
@@ -75,7 +114,18 @@ class DotaDetectionDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         augment: Augment | None = None,
+        label_format: LabelFormat = "dota",
+        resize: Sequence[int] | None = None,
     ) -> None:
+        if label_format not in ("dota", "hrsc"):
+            raise ValueError(f"label_format must be 'dota' or 'hrsc', got {label_format!r}")
+        if label_format == "hrsc" and len(classes) != 1:
+            raise ValueError(
+                "HRSC2016 annotations are read as one class (ship); configure exactly one class, "
+                f"got {list(classes)}"
+            )
+        if resize is not None:
+            rescaled_size(1, 1, resize)  # checks the values
         if unknown_classes not in ("raise", "skip"):
             raise ValueError(f"unknown_classes must be 'raise' or 'skip', got {unknown_classes!r}")
         if len(mean) != 3 or len(std) != 3:
@@ -89,12 +139,17 @@ class DotaDetectionDataset(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augment = augment
+        self.resize = None if resize is None else tuple(int(v) for v in resize)
         self.labels: list[DotaLabels] = []
         self.images: list[Path] = []
         unknown: dict[str, str] = {}
-        for image, label_file in pair_images_and_labels(self.root, image_dir, label_dir):
+        suffix = ".xml" if label_format == "hrsc" else ".txt"
+        for image, label_file in pair_images_and_labels(self.root, image_dir, label_dir, label_suffix=suffix):
             assert image is not None
-            labels = read_labels(label_file)
+            if label_format == "hrsc":
+                labels = read_hrsc_as_dota(label_file, self.classes[0])
+            else:
+                labels = read_labels(label_file)
             known = np.array([c in self.index for c in labels.classes], dtype=bool)
             for c in set(labels.classes) - set(self.index):
                 unknown.setdefault(c, str(label_file))
@@ -122,6 +177,16 @@ class DotaDetectionDataset(Dataset):
         labels = self.labels[i]
         image = torch.from_numpy(read_rgb(self.images[i]).copy()).permute(2, 0, 1).float() / 255.0
         polygons = torch.from_numpy(labels.polygons.copy())
+        sx = sy = 1.0
+        if self.resize is not None:
+            height, width = image.shape[-2:]
+            new_h, new_w = rescaled_size(height, width, self.resize)
+            if (new_h, new_w) != (height, width):
+                image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[
+                    0
+                ]
+                sx, sy = new_w / width, new_h / height
+                polygons = polygons * torch.tensor([sx, sy], dtype=polygons.dtype).repeat(4)
         if self.augment is not None:
             image, polygons = self.augment(image, polygons)
         boxes = poly_to_obb(polygons, "le90") if len(polygons) else torch.zeros(0, 5, dtype=torch.float64)
@@ -135,6 +200,7 @@ class DotaDetectionDataset(Dataset):
             "path": str(self.images[i]),
             "image_id": self.images[i].stem,
             "image_size": tuple(image.shape[-2:]),
+            "scale_factor": (sx, sy),
         }
 
 

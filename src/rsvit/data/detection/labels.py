@@ -6,7 +6,10 @@ followed by one object per line::
     x1 y1 x2 y2 x3 y3 x4 y4 class-name difficult
 
 Coordinates are image pixels (``y`` down); ``difficult`` is an integer flag (0 or 1 in the released
-labels; any non-zero value counts as difficult) and may be missing, meaning 0. Problems are reported
+labels; any non-zero value counts as difficult) and may be missing, meaning 0. Detections use the same
+lines with a confidence score in place of the flag (``x1 y1 ... y4 class-name 0.873``): a last field
+written with a decimal point or an exponent is a score, and a file holds either scores on every
+object line or none. Problems are reported
 with the file name and line number. With ``on_error="raise"`` (the default) the first problem raises
 :class:`DotaLabelError`; otherwise bad lines are skipped, listed in :attr:`DotaLabels.issues` and
 (``"warn"``) announced in one warning that states how many lines were dropped.
@@ -104,6 +107,7 @@ class DotaLabels:
         gsd: ground sampling distance from the ``gsd:`` header in metres, if any.
         source: file the labels were read from, if any.
         issues: lines that were skipped while reading (empty when reading raised on errors).
+        scores: ``(N,)`` float64 confidence of each object for detections, ``None`` for ground truth.
     """
 
     polygons: np.ndarray
@@ -113,6 +117,7 @@ class DotaLabels:
     gsd: float | None = None
     source: str | None = None
     issues: list[LabelIssue] = field(default_factory=list)
+    scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.polygons = np.asarray(self.polygons, dtype=np.float64).reshape(-1, 8)
@@ -123,6 +128,12 @@ class DotaLabels:
                 f"polygons, classes and difficult disagree in length: "
                 f"{len(self.polygons)}, {len(self.classes)}, {len(self.difficult)}"
             )
+        if self.scores is not None:
+            self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+            if len(self.scores) != len(self.classes):
+                raise ValueError(f"{len(self.scores)} scores for {len(self.classes)} objects")
+            if not np.isfinite(self.scores).all():
+                raise ValueError("scores must be finite")
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -142,6 +153,7 @@ class DotaLabels:
             classes=[self.classes[i] for i in idx],
             difficult=self.difficult[idx],
             issues=list(self.issues),
+            scores=None if self.scores is None else self.scores[idx],
         )
 
     def obbs(self, convention: AngleConvention = "le90") -> torch.Tensor:
@@ -213,6 +225,8 @@ def parse_labels(
     polys: list[list[float]] = []
     names: list[str] = []
     flags: list[int] = []
+    scores: list[float] = []
+    scored: bool | None = None  # set by the first object line: detections (scores) or ground truth
     issues: list[LabelIssue] = []
     image_source: str | None = None
     gsd: float | None = None
@@ -267,8 +281,13 @@ def parse_labels(
         if allowed is not None and name not in allowed:
             reject(line_no, f"unknown class {name!r} (known: {', '.join(sorted(allowed))})", raw)
             continue
-        difficult = 0
-        if len(fields) == 10:
+        difficult, score = 0, None
+        if len(fields) == 10 and _is_score(fields[9]):
+            score = float(fields[9])
+            if not math.isfinite(score):
+                reject(line_no, "score must be finite", raw)
+                continue
+        elif len(fields) == 10:
             try:
                 difficult = int(fields[9])
             except ValueError:
@@ -277,6 +296,12 @@ def parse_labels(
             if difficult < 0:
                 reject(line_no, f"difficult flag must be >= 0, got {difficult}", raw)
                 continue
+        if scored is not None and scored != (score is not None):
+            kind = "a score" if scored else "no score"
+            reject(
+                line_no, f"earlier object lines have {kind}; a file holds scores on all lines or none", raw
+            )
+            continue
         if check_geometry:
             poly = np.array(coords, dtype=np.float64)
             if polygon_self_intersects(poly)[0]:
@@ -288,6 +313,9 @@ def parse_labels(
         polys.append(coords)
         names.append(name)
         flags.append(difficult)
+        scored = score is not None
+        if score is not None:
+            scores.append(score)
 
     if issues and on_error == "warn":
         shown = "; ".join(str(i) for i in issues[:3])
@@ -304,7 +332,13 @@ def parse_labels(
         gsd=gsd,
         source=source,
         issues=issues,
+        scores=np.array(scores, dtype=np.float64) if scored else None,
     )
+
+
+def _is_score(v: str) -> bool:
+    """A number written with a decimal point or an exponent (a difficult flag is a plain integer)."""
+    return _is_float(v) and any(ch in v for ch in ".eE") and v.lower().lstrip("+-") not in ("inf", "nan")
 
 
 def _is_float(v: str) -> bool:
@@ -335,16 +369,24 @@ def _fmt(v: float) -> str:
 
 
 def format_labels(labels: DotaLabels, header: bool = True) -> str:
-    """``labelTxt`` text for ``labels``; coordinates are written exactly (integers without decimals)."""
+    """``labelTxt`` text for ``labels``; coordinates are written exactly (integers without decimals).
+
+    Detections (``labels.scores`` set) get their score as the last field, written exactly and always
+    with a decimal point or exponent, so :func:`parse_labels` reads it back as a score.
+    """
     out = []
     if header and labels.image_source is not None:
         out.append(f"imagesource:{labels.image_source}")
     if header and labels.gsd is not None:
         out.append(f"gsd:{_fmt(labels.gsd)}")
-    for poly, name, diff in zip(labels.polygons, labels.classes, labels.difficult, strict=True):
+    if labels.scores is None:
+        last = [str(int(d)) for d in labels.difficult]
+    else:
+        last = [repr(float(v)) for v in labels.scores]
+    for poly, name, tail in zip(labels.polygons, labels.classes, last, strict=True):
         if not name or any(ch.isspace() for ch in name):
             raise ValueError(f"class name {name!r} cannot be written to a labelTxt line")
-        out.append(" ".join([*(_fmt(v) for v in poly), name, str(int(diff))]))
+        out.append(" ".join([*(_fmt(v) for v in poly), name, tail]))
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -358,8 +400,9 @@ def pair_images_and_labels(
     image_dir: str = "images",
     label_dir: str = "labelTxt",
     require_images: bool = True,
+    label_suffix: str = ".txt",
 ) -> list[tuple[Path | None, Path]]:
-    """Match every label file of a DOTA-style folder with its image (same stem).
+    """Match every label file (``label_suffix``: ``.txt`` for DOTA, ``.xml`` for HRSC2016) with its image.
 
     Returns ``(image_path, label_path)`` pairs sorted by name. A label without an image raises
     :class:`DotaDatasetError` naming the files (``require_images=False`` returns ``None`` for the image
@@ -382,7 +425,7 @@ def pair_images_and_labels(
         raise DotaDatasetError(
             f"image folder not found: {images_root} (needed for the labels in {labels_root})"
         )
-    label_files = sorted(p for p in labels_root.iterdir() if p.suffix == ".txt")
+    label_files = sorted(p for p in labels_root.iterdir() if p.suffix == label_suffix)
     missing = [p for p in label_files if p.stem not in images]
     if missing and require_images:
         listed = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -482,10 +525,14 @@ def concat_labels(parts: Iterable[DotaLabels]) -> DotaLabels:
     parts = list(parts)
     if not parts:
         return DotaLabels.empty()
+    scored = [p.scores is not None for p in parts]
+    if any(scored) and not all(scored):
+        raise ValueError("cannot concatenate detections (with scores) and ground truth (without)")
     return DotaLabels(
         np.concatenate([p.polygons for p in parts]),
         [c for p in parts for c in p.classes],
         np.concatenate([p.difficult for p in parts]),
         image_source=parts[0].image_source,
         gsd=parts[0].gsd,
+        scores=np.concatenate([p.scores for p in parts]) if all(scored) else None,  # type: ignore[misc]
     )

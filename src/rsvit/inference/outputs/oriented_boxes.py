@@ -11,8 +11,8 @@ file changes it), so an object seen by two overlapping windows is written once.
 The format of each written file follows its suffix: ``.geojson`` / ``.json`` is a FeatureCollection of
 polygons (EPSG:4326 by default, or the raster CRS, or pixel coordinates; properties ``class``,
 ``class_index``, ``score`` and the box in raster pixels ``cx, cy, w, h, angle``, angle in radians), ``.txt``
-is a DOTA ``labelTxt`` file in raster pixels (one object per line,
-highest score first, difficult flag 0), which :func:`rsvit.data.detection.labels.read_labels` reads back.
+is a DOTA ``labelTxt`` file in raster pixels (one object per line ``x1 y1 ... y4 class score``, highest
+score first), which :func:`rsvit.data.detection.labels.read_labels` reads back with the scores.
 ``output`` is the main file and ``vector`` an optional second one (e.g. ``boxes.txt`` and
 ``boxes.geojson``).
 """
@@ -296,13 +296,14 @@ class OrientedBoxOutput(RasterOutput):
         return Products(vector=request.vector, features=len(kept.scores))
 
     def dota_text(self, kept: DetectionMerge) -> str:
-        """``labelTxt`` lines in raster pixels, highest score first."""
+        """``labelTxt`` lines ``x1 y1 ... y4 class score`` in raster pixels, highest score first."""
         from rsvit.data.detection.labels import DotaLabels, format_labels
 
         labels = DotaLabels(
             kept.polygons(),
             [self.classes[i] for i in kept.labels],
             np.zeros(len(kept.labels), dtype=np.int64),
+            scores=kept.scores,
         )
         return format_labels(labels)
 

@@ -13,12 +13,19 @@ Angles: rsvit works in le90, whose angle is the negative of OBBDetection's (and 
 weights that see the angle are the ``dtheta`` output of the box regressor (row 4 of
 ``roi_head.bbox_head.fc_reg``), so checkpoints in OBBDetection's convention get that row negated;
 mmrotate ``le90`` checkpoints are taken as they are. The RPN's midpoint offsets are convention-free.
+
+Class order: OBBDetection / RSP checkpoints index DOTA-v1.0 classes in BboxToolkit's order
+(:data:`BBOXTOOLKIT_DOTA1_0_CLASSES`), rsvit and mmrotate in the DOTA devkit's
+(:data:`~rsvit.structures.class_names.DOTA_V1_0_CLASSES`). With ``source_classes`` / ``classes`` the rows
+of ``fc_cls`` (the background row stays last) are reordered so that label ``i`` is ``classes[i]``; the
+``orcn`` weights family does this for every 15-class checkpoint. Nothing else depends on the class
+(the box regression is class-agnostic).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -26,7 +33,31 @@ from torch import Tensor, nn
 
 from rsvit.weights.convert import convert_state_dict
 
-__all__ = ["SourceConvention", "convert_official_orcn_state_dict"]
+__all__ = [
+    "BBOXTOOLKIT_DOTA1_0_CLASSES",
+    "SourceConvention",
+    "convert_official_orcn_state_dict",
+    "reorder_classifier",
+]
+
+# DOTA-v1.0 labels 0..14 of BboxToolkit (OBBDetection, RSP checkpoints).
+BBOXTOOLKIT_DOTA1_0_CLASSES: tuple[str, ...] = (
+    "large-vehicle",
+    "swimming-pool",
+    "helicopter",
+    "bridge",
+    "plane",
+    "ship",
+    "soccer-ball-field",
+    "basketball-court",
+    "ground-track-field",
+    "small-vehicle",
+    "baseball-diamond",
+    "tennis-court",
+    "roundabout",
+    "storage-tank",
+    "harbor",
+)
 
 SourceConvention = Literal["obbdetection", "le90"]
 
@@ -113,11 +144,41 @@ def _check_head_shapes(state: Mapping[str, Tensor], model: nn.Module | None) -> 
         )
 
 
+def reorder_classifier(
+    state: Mapping[str, Tensor], source_classes: Sequence[str], classes: Sequence[str], prefix: str = ""
+) -> dict[str, Tensor]:
+    """``state`` with the class rows of ``{prefix}fc_cls`` reordered from ``source_classes`` to ``classes``.
+
+    ``fc_cls`` has one row per class and the background row last; row ``i`` of the result is the row of
+    ``classes[i]`` in the source. Both lists must name the same classes.
+    """
+    source_classes, classes = list(source_classes), list(classes)
+    if sorted(source_classes) != sorted(classes) or len(set(classes)) != len(classes):
+        raise ValueError(
+            f"cannot reorder the classifier: the checkpoint's classes {source_classes} and the target "
+            f"classes {classes} must be the same names without repeats"
+        )
+    order = [source_classes.index(name) for name in classes] + [len(classes)]  # background last
+    out = dict(state)
+    for name in (f"{prefix}fc_cls.weight", f"{prefix}fc_cls.bias"):
+        if name not in out:
+            continue
+        if out[name].shape[0] != len(classes) + 1:
+            raise ValueError(
+                f"{name} has {out[name].shape[0]} rows; {len(classes)} classes need {len(classes) + 1} "
+                "(background last)"
+            )
+        out[name] = out[name][order].clone()
+    return out
+
+
 def convert_official_orcn_state_dict(
     state_dict: Mapping[str, Tensor],
     model: nn.Module | None = None,
     source: SourceConvention = "obbdetection",
     backbone_family: str | None = None,
+    source_classes: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
     """Renames an official Oriented R-CNN state dict to :class:`OrientedRCNN` keys (strict load after).
 
@@ -126,6 +187,10 @@ def convert_official_orcn_state_dict(
         model: the detector the result is for; its backbone tells the backbone layout.
         source: ``"obbdetection"`` for OBBDetection / RSP files, ``"le90"`` for mmrotate le90 files.
         backbone_family: ``"vitaev2"``, ``"resnet"`` or ``"swin"``; default: from ``model``.
+        source_classes: the checkpoint's class names in its label order (e.g.
+            :data:`BBOXTOOLKIT_DOTA1_0_CLASSES`); ``None`` keeps the classifier rows as they are.
+        classes: the label order wanted (e.g. rsvit's ``DOTA_V1_0_CLASSES``); given with
+            ``source_classes``, the classifier rows are reordered to it.
 
     Raises:
         KeyError: for head keys outside the official layout, naming them and the kind of checkpoint.
@@ -135,6 +200,8 @@ def convert_official_orcn_state_dict(
     """
     if source not in ("obbdetection", "le90"):
         raise ValueError(f"source must be 'obbdetection' or 'le90', got {source!r}")
+    if (source_classes is None) != (classes is None):
+        raise ValueError("give both source_classes and classes to reorder the classifier, or neither")
     family = backbone_family or _backbone_family(model)
     if family is None:
         raise ValueError(
@@ -163,6 +230,8 @@ def convert_official_orcn_state_dict(
                 flipped = out[name].clone()
                 flipped[4] = -flipped[4]
                 out[name] = flipped
+    if source_classes is not None and classes is not None:
+        out = reorder_classifier(out, source_classes, classes, prefix="bbox_head.")
     network = getattr(getattr(model, "backbone", None), "model", None)
     converted = convert_state_dict(backbone, family, network) if backbone else {}
     prefix = "backbone.model." if model is None or network is not None else "backbone."

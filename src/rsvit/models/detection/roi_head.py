@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rsvit.ops.box_coders import DeltaXYWHACoder
 from rsvit.ops.rotated_nms import batched_nms_rotated, multiclass_nms_rotated
-from rsvit.ops.rotated_roi_align import rotated_roi_align
+from rsvit.ops.rotated_roi_align import multilevel_rotated_roi_align
 
 __all__ = ["OrientedBBoxHead", "RCNNTestConfig", "RotatedRoIExtractor", "enlarge_rois", "map_roi_levels"]
 
@@ -79,23 +79,15 @@ class RotatedRoIExtractor(nn.Module):
         """``feats``: at least ``len(strides)`` maps (extra ones are ignored); ``rois`` ``(K, 6)`` le90."""
         rois = enlarge_rois(rois, self.w_factor, self.h_factor)
         levels = map_roi_levels(rois, len(self.strides), self.finest_scale)
-        c = feats[0].shape[1]
-        out = feats[0].new_zeros((rois.shape[0], c, self.output_size, self.output_size))
-        if torch.compiler.is_compiling():
-            # Traced graphs avoid data-dependent RoI subsets: pool every RoI on every level and select.
-            for level, stride in enumerate(self.strides):
-                pooled = rotated_roi_align(
-                    feats[level], rois, self.output_size, 1.0 / stride, self.sampling_ratio, aligned=True
-                )
-                out = torch.where((levels == level).view(-1, 1, 1, 1), pooled, out)
-            return out
-        for level, stride in enumerate(self.strides):
-            idx = (levels == level).nonzero(as_tuple=True)[0]
-            pooled = rotated_roi_align(
-                feats[level], rois[idx], self.output_size, 1.0 / stride, self.sampling_ratio, aligned=True
-            )
-            out = out.index_put((idx,), pooled)
-        return out
+        return multilevel_rotated_roi_align(
+            feats[: len(self.strides)],
+            rois,
+            levels,
+            self.output_size,
+            [1.0 / s for s in self.strides],
+            self.sampling_ratio,
+            aligned=True,
+        )
 
 
 class OrientedBBoxHead(nn.Module):
