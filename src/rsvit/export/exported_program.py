@@ -22,7 +22,7 @@ from rsvit.export.tracing import (
 )
 from rsvit.utils.atomic import atomic_path
 
-__all__ = ["export_program", "load_program"]
+__all__ = ["ExportedProgramModel", "export_program", "load_program"]
 
 _EXTRA = f"{METADATA_KEY}.json"
 
@@ -85,6 +85,89 @@ def load_program(path: str | os.PathLike[str]) -> tuple[torch.export.ExportedPro
 
     Only load archives you trust: ``torch.export.load`` rebuilds the program's graph from the file.
     """
+    import rsvit.ops.rotated_nms  # noqa: F401  (registers rsvit::batched_nms_rotated, used by detectors)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported program not found: {path}")
     extra = {_EXTRA: ""}
-    program = torch.export.load(path, extra_files=extra)
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:
+        raise ExportError(
+            f"{path} is not a torch.export archive this PyTorch can load ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}); export it again with "
+            "`rsvit export MODEL OUT.pt2 --format exported-program`"
+        ) from err
     return program, ExportMetadata.from_json(extra[_EXTRA], source=str(path))
+
+
+class ExportedProgramModel:
+    """A ``.pt2`` archive written by ``rsvit export``, callable like the eager model it came from.
+
+    Dense models return their tensor; detectors (exported as one image -> ``boxes, scores, labels``)
+    return one detection dict per image, as :class:`~rsvit.models.detection.OrientedRCNN` does, so the
+    raster engine and its output kinds take it unchanged. Runs on the CPU.
+
+    Only load archives you trust: ``torch.export.load`` rebuilds the program's graph from the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        program, self.metadata = load_program(self.path)
+        if self.metadata.role != "model":
+            raise ExportError(
+                f"{self.path.name} is the {self.metadata.role} graph of a promptable model; run it with "
+                "rsvit.export.promptable.load_sam_program, not as a raster model"
+            )
+        self.module = program.module()
+
+    @property
+    def spec(self):
+        return self.metadata.spec
+
+    @property
+    def num_classes(self) -> int:
+        return self.metadata.spec.num_classes
+
+    def eval(self) -> ExportedProgramModel:
+        return self
+
+    def parameters(self):
+        """No parameters to look at: callers that infer the device from them use the CPU."""
+        return iter(())
+
+    def to(self, device: str | torch.device) -> ExportedProgramModel:
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{self.path.name} runs on the CPU here; use device cpu")
+        return self
+
+    def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:
+        meta = self.metadata
+        if len(inputs) != len(meta.inputs):
+            raise ValueError(f"{self.path.name} takes {len(meta.inputs)} input(s), got {len(inputs)}")
+        for tensor in inputs:
+            if tensor.dim() != 4 or tensor.shape[1] != meta.spec.in_chans:
+                raise ValueError(
+                    f"{self.path.name} expects (B, {meta.spec.in_chans}, H, W) tensors, got "
+                    f"{tuple(tensor.shape)}"
+                )
+            if not meta.dynamic_spatial and tuple(tensor.shape[-2:]) != meta.window:
+                raise ValueError(
+                    f"{self.path.name} only takes {meta.window[0]}x{meta.window[1]} windows "
+                    f"({meta.static_reason}); got {tensor.shape[-2]}x{tensor.shape[-1]}"
+                )
+
+    def __call__(self, *inputs: torch.Tensor):
+        self._check(inputs)
+        inputs = tuple(t.detach().to("cpu", torch.float32) for t in inputs)
+        if self.metadata.spec.task == "detection":
+            found = []
+            for i in range(inputs[0].shape[0]):  # the graph holds one image
+                boxes, scores, labels = self.module(inputs[0][i : i + 1])
+                found.append({"boxes": boxes, "scores": scores, "labels": labels})
+            return found
+        if not self.metadata.dynamic_batch and inputs[0].shape[0] != 1:
+            outs = [self.module(*(t[i : i + 1] for t in inputs)) for i in range(inputs[0].shape[0])]
+            return torch.cat(outs)
+        return self.module(*inputs)

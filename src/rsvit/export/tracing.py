@@ -52,7 +52,7 @@ def check_exportable(spec: ModelSpec) -> None:
     if spec.task not in EXPORTABLE_TASKS:
         raise ExportError(
             f"model {model_name(spec)}: task {spec.task!r} cannot be exported yet; exportable tasks are "
-            f"{', '.join(EXPORTABLE_TASKS)}"
+            f"{', '.join(EXPORTABLE_TASKS)}, and detection and promptable through rsvit.export.export_model"
         )
 
 
