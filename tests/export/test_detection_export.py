@@ -7,9 +7,7 @@ import json
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.windows import Window
 
 from rsvit.cli.export import add_export_arguments, run_export
 from rsvit.export import ExportError, compare_detections, real_inputs
@@ -74,22 +72,12 @@ def test_onnx_is_refused_naming_the_operator_and_model(detector, tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_raster_runs_the_program_like_the_model_file(detector, data_dir, tmp_path):
+def test_predict_raster_runs_the_program_like_the_model_file(detector, naip_crop, tmp_path):
     source, target = detector
     if not target.exists():
         export_model(source, target, format="exported-program")
-    naip = data_dir / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
-    crop = tmp_path / "crop.tif"
-    with rasterio.open(naip) as src:
-        window = Window(300, 200, 200, 160)
-        profile = src.profile | {"width": 200, "height": 160, "transform": src.window_transform(window)}
-        profile.update(tiled=False, count=3)
-        profile.pop("blockxsize", None)
-        profile.pop("blockysize", None)
-        data = src.read([1, 2, 3], window=window)
-    with rasterio.open(crop, "w", **profile) as dst:
-        dst.write(data)
-    common = {"window": WINDOW, "progress": False}
+    crop = naip_crop
+    common = {"window": WINDOW, "bands": "1,2,3", "progress": False}
     eager = predict_raster(source, crop, tmp_path / "eager.geojson", **common)
     program = predict_raster(target, crop, tmp_path / "program.geojson", **common)
     assert program.windows == eager.windows > 1
