@@ -1,5 +1,9 @@
 """Export of rsvit models to ONNX and ``torch.export`` archives, checked against eager PyTorch.
 
+Dense models (classification, segmentation, change, height) export to one graph; detectors to one
+``.pt2`` graph per image (:mod:`rsvit.export.detection`); SAM to an encoder and a prompt-decoder graph
+(:mod:`rsvit.export.promptable`). ``docs/export.md`` describes the files, metadata and runtimes.
+
 >>> from rsvit.export import export_model, load_onnx_model               # doctest: +SKIP
 >>> export_model("seg.safetensors", "seg.onnx", format="onnx")          # doctest: +SKIP
 >>> model = load_onnx_model("seg.onnx"); logits = model(batch)          # doctest: +SKIP

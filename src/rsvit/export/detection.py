@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
-from rsvit.export.tracing import example_inputs, model_name, named_operator
+from rsvit.export.tracing import capture_failure, example_inputs, model_name
 from rsvit.utils.atomic import atomic_path
 
 __all__ = [
@@ -62,11 +62,7 @@ def capture_detector(model: nn.Module, metadata: ExportMetadata) -> torch.export
         with torch.no_grad():
             return torch.export.export(DetectionGraph(model.eval()), inputs)
     except Exception as err:
-        operator = named_operator(err) or "an unnamed operator"
-        raise ExportError(
-            f"model {model_name(metadata.spec)} cannot be captured by torch.export (operator {operator}): "
-            f"{str(err).splitlines()[0][:300]}"
-        ) from err
+        raise capture_failure(metadata.spec, err) from err
 
 
 def custom_operators(program: torch.export.ExportedProgram) -> list[str]:
@@ -133,29 +129,9 @@ def export_detection_onnx(
             "keeps a data-dependent number of boxes, and ONNX's NonMaxSuppression only handles axis-aligned "
             "boxes). Export it with --format exported-program, which predict-raster runs like an ONNX file"
         )
-    import onnx
-
-    from rsvit.export.onnx import write_onnx_metadata
+    from rsvit.export.onnx import save_program_as_onnx
 
     written = _written(metadata, "dynamo")
     with atomic_path(out, suffix=".onnx") as tmp:
-        try:
-            onnx_program = torch.onnx.export(
-                program,
-                input_names=list(metadata.inputs),
-                output_names=list(metadata.outputs),
-                dynamo=True,
-                opset_version=opset,
-                verbose=False,
-            )
-            onnx_program.save(str(tmp))
-        except Exception as err:
-            operator = named_operator(err) or "an unnamed operator"
-            raise ExportError(
-                f"model {model_name(metadata.spec)} cannot be exported to ONNX: unsupported operator "
-                f"{operator} ({str(err).splitlines()[0][:300]}). Export it with --format exported-program"
-            ) from err
-        proto = onnx.load(str(tmp))
-        write_onnx_metadata(proto, written)
-        onnx.save(proto, str(tmp))
+        save_program_as_onnx(program, written, tmp, opset)
     return written

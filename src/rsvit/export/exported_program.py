@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from rsvit.export.errors import ExportError
+from rsvit.export.graph_model import ExportedGraphModel
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
+    capture_failure,
     check_exportable,
     dynamic_shapes,
     example_inputs,
-    model_name,
-    named_operator,
     second_size,
     size_multiple,
     verify_callable,
@@ -32,11 +32,7 @@ def _export(model: nn.Module, metadata: ExportMetadata, spatial: bool) -> torch.
     try:
         return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes(len(inputs), spatial))
     except Exception as err:
-        operator = named_operator(err) or "an unnamed operator"
-        raise ExportError(
-            f"model {model_name(metadata.spec)} cannot be captured by torch.export (operator {operator}): "
-            f"{str(err).splitlines()[0][:300]}"
-        ) from err
+        raise capture_failure(metadata.spec, err) from err
 
 
 def export_program(
@@ -102,7 +98,7 @@ def load_program(path: str | os.PathLike[str]) -> tuple[torch.export.ExportedPro
     return program, ExportMetadata.from_json(extra[_EXTRA], source=str(path))
 
 
-class ExportedProgramModel:
+class ExportedProgramModel(ExportedGraphModel):
     """A ``.pt2`` archive written by ``rsvit export``, callable like the eager model it came from.
 
     Dense models return their tensor; detectors (exported as one image -> ``boxes, scores, labels``)
@@ -122,41 +118,7 @@ class ExportedProgramModel:
             )
         self.module = program.module()
 
-    @property
-    def spec(self):
-        return self.metadata.spec
-
-    @property
-    def num_classes(self) -> int:
-        return self.metadata.spec.num_classes
-
-    def eval(self) -> ExportedProgramModel:
-        return self
-
-    def parameters(self):
-        """No parameters to look at: callers that infer the device from them use the CPU."""
-        return iter(())
-
-    def to(self, device: str | torch.device) -> ExportedProgramModel:
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"{self.path.name} runs on the CPU here; use device cpu")
-        return self
-
-    def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:
-        meta = self.metadata
-        if len(inputs) != len(meta.inputs):
-            raise ValueError(f"{self.path.name} takes {len(meta.inputs)} input(s), got {len(inputs)}")
-        for tensor in inputs:
-            if tensor.dim() != 4 or tensor.shape[1] != meta.spec.in_chans:
-                raise ValueError(
-                    f"{self.path.name} expects (B, {meta.spec.in_chans}, H, W) tensors, got "
-                    f"{tuple(tensor.shape)}"
-                )
-            if not meta.dynamic_spatial and tuple(tensor.shape[-2:]) != meta.window:
-                raise ValueError(
-                    f"{self.path.name} only takes {meta.window[0]}x{meta.window[1]} windows "
-                    f"({meta.static_reason}); got {tensor.shape[-2]}x{tensor.shape[-1]}"
-                )
+    runtime_name = "the CPU here"
 
     def __call__(self, *inputs: torch.Tensor):
         self._check(inputs)

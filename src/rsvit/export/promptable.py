@@ -22,7 +22,6 @@ deployment runs the two at different times and the export keeps them apart:
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
-from rsvit.export.tracing import model_name, named_operator
+from rsvit.export.tracing import capture_failure
 from rsvit.utils.atomic import atomic_path
 
 __all__ = [
@@ -156,13 +155,10 @@ def _examples(sam: Any, spec_in_chans: int) -> dict[str, tuple[Tensor, ...]]:
     }
 
 
-def _dynamic(role: str, spatial: bool) -> tuple:
+def _dynamic(role: str) -> tuple:
     dim = torch.export.Dim
     if role == "sam-image-encoder":
-        dims = {0: dim.DYNAMIC}
-        if spatial:
-            dims.update({2: dim.DYNAMIC, 3: dim.DYNAMIC})
-        return (dims,)
+        return ({0: dim.DYNAMIC, 2: dim.DYNAMIC, 3: dim.DYNAMIC},)
     prompts, points = dim("prompts", min=1, max=4096), dim("points", min=1, max=256)
     return (None, {0: prompts, 1: points}, {0: prompts, 1: points}, None, None)
 
@@ -171,16 +167,12 @@ def _graphs(sam: nn.Module) -> dict[str, nn.Module]:
     return {"sam-image-encoder": SamImageEncoderGraph(sam), "sam-prompt-decoder": SamPromptDecoderGraph(sam)}
 
 
-def _capture(graph: nn.Module, role: str, examples: tuple, spatial: bool, name: str):
+def _capture(graph: nn.Module, role: str, examples: tuple, spec: Any) -> torch.export.ExportedProgram:
     try:
         with torch.no_grad():
-            return torch.export.export(graph, examples, dynamic_shapes=_dynamic(role, spatial))
+            return torch.export.export(graph, examples, dynamic_shapes=_dynamic(role))
     except Exception as err:
-        operator = named_operator(err) or "an unnamed operator"
-        raise ExportError(
-            f"model {name} ({role}) cannot be captured by torch.export (operator {operator}): "
-            f"{str(err).splitlines()[0][:300]}"
-        ) from err
+        raise capture_failure(spec, err, role) from err
 
 
 def export_sam(
@@ -202,12 +194,11 @@ def export_sam(
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite (overwrite=True) to replace")
     model = model.eval()
-    name = model_name(metadata.spec)
     examples = _examples(model, metadata.spec.in_chans)
     size = (model.img_size, model.img_size)
     written = {}
     for role, graph in _graphs(model).items():
-        program = _capture(graph, role, examples[role], True, name)
+        program = _capture(graph, role, examples[role], metadata.spec)
         meta = metadata.with_changes(role=role, inputs=(), outputs=(), window=size)
         meta = meta.with_changes(
             exporter="torch.export" if format != "onnx" else "dynamo",
@@ -218,7 +209,7 @@ def export_sam(
         )
         with atomic_path(paths[role], suffix=paths[role].suffix) as tmp:
             if format == "onnx":
-                _save_onnx(program, meta, tmp, opset, name)
+                _save_onnx(program, meta, tmp, opset)
             else:
                 torch.export.save(program, tmp, extra_files={f"{METADATA_KEY}.json": meta.to_json()})
         written[role] = meta
@@ -246,35 +237,13 @@ def _attention_in_4d(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sc
     return out.squeeze(0)
 
 
-def _save_onnx(program, meta: ExportMetadata, target: Path, opset: int, name: str) -> None:
-    import onnx
-
-    from rsvit.export.onnx import write_onnx_metadata
+def _save_onnx(program, meta: ExportMetadata, target: Path, opset: int) -> None:
+    from rsvit.export.onnx import save_program_as_onnx
 
     program = program.run_decompositions(
         {torch.ops.aten.scaled_dot_product_attention.default: _attention_in_4d}
     )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            onnx_program = torch.onnx.export(
-                program,
-                input_names=list(meta.inputs),
-                output_names=list(meta.outputs),
-                opset_version=opset,
-                dynamo=True,
-                verbose=False,
-            )
-        onnx_program.save(str(target))
-    except Exception as err:
-        operator = named_operator(err) or "an unnamed operator"
-        raise ExportError(
-            f"model {name} ({meta.role}) cannot be exported to ONNX: unsupported operator {operator} "
-            f"({str(err).splitlines()[0][:300]}). Export it with --format exported-program"
-        ) from err
-    proto = onnx.load(str(target))
-    write_onnx_metadata(proto, meta)
-    onnx.save(proto, str(target))
+    save_program_as_onnx(program, meta, target, opset)
 
 
 class _OnnxGraph:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EXPORTABLE_TASKS",
     "STRIDE",
+    "capture_failure",
     "check_exportable",
     "dynamic_shapes",
     "example_inputs",
@@ -45,6 +46,16 @@ EXAMPLE_BATCH = 2  # not 1: a size-1 example lets the tracer specialise the batc
 def model_name(spec: ModelSpec) -> str:
     """``task/backbone/head``, the name errors give a model."""
     return f"{spec.task}/{spec.backbone}/{spec.head}"
+
+
+def capture_failure(spec: ModelSpec, err: BaseException, part: str = "") -> ExportError:
+    """The error for a model (or one graph ``part`` of it) that ``torch.export`` could not capture."""
+    operator = named_operator(err) or "an unnamed operator"
+    part = f" ({part})" if part else ""
+    return ExportError(
+        f"model {model_name(spec)}{part} cannot be captured by torch.export (operator {operator}): "
+        f"{str(err).splitlines()[0][:300]}"
+    )
 
 
 def check_exportable(spec: ModelSpec) -> None:

@@ -108,16 +108,8 @@ def _program_model(path: Path) -> tuple[Any, Any, Any]:
 
 
 def _is_exported(net: Any) -> bool:
-    # not imported: no exported model exists yet
-    runtime = sys.modules.get("rsvit.export.runtime")
-    program = sys.modules.get("rsvit.export.exported_program")
-    return (runtime is not None and isinstance(net, runtime.OnnxRuntimeModel)) or (
-        program is not None and isinstance(net, program.ExportedProgramModel)
-    )
-
-
-def _runtime_name(net: Any) -> str:
-    return "ONNX Runtime" if type(net).__name__ == "OnnxRuntimeModel" else "the exported program's runtime"
+    graph = sys.modules.get("rsvit.export.graph_model")  # not imported: no exported model exists yet
+    return graph is not None and isinstance(net, graph.ExportedGraphModel)
 
 
 def runtime_settings(
@@ -146,8 +138,8 @@ def runtime_settings(
         )
     if torch.device(device).type != "cpu" or devices > 1:
         raise ValueError(
-            f"{_runtime_name(net)} runs {name} in this process on the CPU: use device cpu and devices 1, or "
-            "the PyTorch model file for GPUs and several processes"
+            f"{name} runs in this process on {net.runtime_name}: use device cpu and devices 1, or the "
+            "PyTorch model file for GPUs and several processes"
         )
     meta = net.metadata
     if not meta.dynamic_batch:
