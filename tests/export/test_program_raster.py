@@ -57,3 +57,30 @@ def test_program_refuses_windows_it_does_not_hold_at(programs, naip_crop, tmp_pa
     assert meta.size_multiple == 32 or not meta.dynamic_spatial
     with pytest.raises(ValueError, match=r"multiples of 32|only takes 64x64"):
         predict_raster(target, naip_crop, tmp_path / "out.tif", bands="1,2,3", window=80, progress=False)
+
+
+def _save_identity(path, extra_files):
+    import torch
+
+    program = torch.export.export(torch.nn.Identity(), (torch.zeros(1, 3, 8, 8),))
+    torch.export.save(program, path, extra_files=extra_files)
+
+
+def test_program_without_rsvit_metadata_is_refused(tmp_path):
+    from rsvit.export import MissingMetadataError
+
+    _save_identity(tmp_path / "bare.pt2", {})
+    with pytest.raises(MissingMetadataError, match="rsvit export"):
+        predict_raster(tmp_path / "bare.pt2", tmp_path / "in.tif", tmp_path / "out.tif", progress=False)
+
+
+def test_a_sam_graph_is_not_a_raster_model(tmp_path):
+    from rsvit.export import ExportedProgramModel, ExportError, ExportMetadata
+    from rsvit.models import ModelSpec
+    from rsvit.weights import WeightsMetadata
+
+    spec = ModelSpec("promptable", "sam_vit_b")
+    meta = ExportMetadata(spec, WeightsMetadata(), window=(64, 64), role="sam-image-encoder")
+    _save_identity(tmp_path / "enc.pt2", {"rsvit.json": meta.to_json()})
+    with pytest.raises(ExportError, match="load_sam_graph"):
+        ExportedProgramModel(tmp_path / "enc.pt2")

@@ -114,7 +114,7 @@ class ExportedProgramModel(ExportedGraphModel):
         if self.metadata.role != "model":
             raise ExportError(
                 f"{self.path.name} is the {self.metadata.role} graph of a promptable model; run it with "
-                "rsvit.export.promptable.load_sam_program, not as a raster model"
+                "rsvit.export.promptable.load_sam_graph, not as a raster model"
             )
         self.module = program.module()
 
