@@ -47,3 +47,23 @@ def save_tiny(task: str, folder: Path) -> Path:
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
     return {task: save_tiny(task, folder) for task in TINY_SPECS}
+
+
+@pytest.fixture(scope="session")
+def naip_crop(data_dir, tmp_path_factory) -> Path:
+    """A 200 x 160 crop of the real NAIP scene (4 bands, UTM), georeferenced like the original."""
+    import rasterio
+    from rasterio.windows import Window
+
+    source = data_dir / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
+    path = tmp_path_factory.mktemp("naip") / "crop.tif"
+    with rasterio.open(source) as src:
+        window = Window(300, 200, 200, 160)
+        profile = src.profile | {"width": 200, "height": 160, "transform": src.window_transform(window)}
+        profile["tiled"] = False
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        data = src.read(window=window)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rsvit.export import ExportMetadata
 from rsvit.models import ModelSpec
 from rsvit.weights import WeightsMetadata
@@ -24,3 +26,23 @@ def test_files_without_size_multiple_read_as_unconstrained():
     data = json.loads(_meta(size_multiple=32).to_json())
     del data["size_multiple"]
     assert ExportMetadata.from_json(json.dumps(data)).size_multiple is None
+
+
+def test_graph_role_round_trips_and_names_its_inputs():
+    spec = ModelSpec("promptable", "sam_vit_b")
+    meta = ExportMetadata(spec, WeightsMetadata(), window=(64, 64), role="sam-prompt-decoder")
+    back = ExportMetadata.from_json(meta.to_json())
+    assert back == meta and back.role == "sam-prompt-decoder"
+    assert back.inputs[:3] == ("image_embeddings", "point_coords", "point_labels")
+    assert back.outputs == ("low_res_masks", "iou_predictions")
+
+
+def test_files_without_a_role_hold_the_whole_model():
+    data = json.loads(_meta().to_json())
+    del data["role"]
+    assert ExportMetadata.from_json(json.dumps(data)).role == "model"
+
+
+def test_unknown_role_is_refused():
+    with pytest.raises(ValueError, match="unknown graph role"):
+        _meta(role="sam-mystery")

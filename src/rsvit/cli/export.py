@@ -1,8 +1,10 @@
 r"""``rsvit export MODEL OUT --format onnx|exported-program``: a saved model as a deployable graph.
 
 The exported file carries the model spec, bands, mean/std, classes and palette, so it runs without the
-source file. Every export is compared with the eager model (real images from ``--check-data``, else a
-random batch) and the command fails when the outputs differ by more than 1e-4 of their range::
+source file. Detectors export to ``.pt2`` only (ONNX has no rotated NMS); SAM exports to two graphs,
+``OUT`` with ``.encoder.onnx`` / ``.decoder.onnx`` (or ``.pt2``) in place of its suffix. Every export
+is compared with the eager model (real images from ``--check-data``, else a random batch) and the
+command fails when the outputs differ by more than 1e-4 of their range::
 
     rsvit export seg.safetensors seg.onnx --format onnx --window 512 512 --check-data shared/data \
         --int8 seg.int8.onnx
@@ -56,12 +58,50 @@ def _exported_runner(args: argparse.Namespace):
     return load_program(args.out)[0].module()
 
 
+def _check(args: argparse.Namespace, model, meta, batches):
+    """The exported graph against the eager model: outputs for dense models, detections for detectors."""
+    from rsvit.export.check import compare_detections, compare_models
+
+    if meta.spec.task == "detection":
+        from rsvit.export.exported_program import ExportedProgramModel
+
+        return compare_detections(model, ExportedProgramModel(args.out), batches)
+    return compare_models(model, _exported_runner(args), batches)
+
+
+def _report_sam(args: argparse.Namespace, model) -> int:
+    """Prints SAM's two graph files and their check against eager SAM (a real crop, else random pixels)."""
+    from rsvit.export.promptable import check_sam, sam_check_image, sam_paths
+
+    paths = sam_paths(args.out, args.format)
+    for role, path in paths.items():
+        print(f"wrote {path} ({role})")
+    if args.int8:
+        print(
+            "rsvit export: --int8 takes single-graph models; quantise a SAM graph with "
+            "rsvit.export.quantize_int8(path, out)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.check_data:
+        image = sam_check_image(args.check_data, model.img_size, model.pixel_mean.shape[0])
+        source = "a real NAIP crop"
+    else:
+        size = model.img_size
+        image = torch.rand(1, model.pixel_mean.shape[0], size, size * 2 // 3) * 255
+        source = "random pixels (pass --check-data for a real image)"
+    results = check_sam(model, paths, image)
+    for name, result in results.items():
+        print(f"check of the {name} against eager SAM on {source}: {result}")
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Runs ``rsvit export``; returns the exit status (1 when the check fails, 2 on bad input)."""
     from pathlib import Path
 
     from rsvit.export.api import export_model
-    from rsvit.export.check import argmax_agreement, compare, compare_models, real_inputs
+    from rsvit.export.check import argmax_agreement, compare, real_inputs
     from rsvit.export.errors import ExportError, MissingMetadataError
     from rsvit.export.tracing import example_inputs
 
@@ -83,16 +123,19 @@ def run_export(args: argparse.Namespace) -> int:
     except (ExportError, MissingMetadataError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"rsvit export: {err}", file=sys.stderr)
         return 2
+    if isinstance(meta, dict):
+        return _report_sam(args, model)
     height, width = meta.window
     spatial = "dynamic" if meta.dynamic_spatial else f"fixed {height}x{width} ({meta.static_reason})"
-    print(f"wrote {args.out} with the {meta.exporter} exporter; batch dynamic, height/width {spatial}")
+    batch = "dynamic" if meta.dynamic_batch else "one image"
+    print(f"wrote {args.out} with the {meta.exporter} exporter; batch {batch}, height/width {spatial}")
     if args.check_data:
         batches = real_inputs(meta.spec, meta.weights, args.check_data, meta.window)
         source = f"{len(batches)} real image(s)"
     else:
-        batches = [example_inputs(meta.spec, meta.window, batch=1)]
+        batches = [example_inputs(meta.spec, meta.window, batch=1)]  # one image: detectors take one
         source = "a random batch (pass --check-data for real images)"
-    result = compare_models(model, _exported_runner(args), batches)
+    result = _check(args, model, meta, batches)
     print(f"check against eager PyTorch on {source}: {result}")
     if not result.ok:
         return 1

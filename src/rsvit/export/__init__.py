@@ -1,14 +1,26 @@
 """Export of rsvit models to ONNX and ``torch.export`` archives, checked against eager PyTorch.
 
+Dense models (classification, segmentation, change, height) export to one graph; detectors to one
+``.pt2`` graph per image (:mod:`rsvit.export.detection`); SAM to an encoder and a prompt-decoder graph
+(:mod:`rsvit.export.promptable`). ``docs/export.md`` describes the files, metadata and runtimes.
+
 >>> from rsvit.export import export_model, load_onnx_model               # doctest: +SKIP
 >>> export_model("seg.safetensors", "seg.onnx", format="onnx")          # doctest: +SKIP
 >>> model = load_onnx_model("seg.onnx"); logits = model(batch)          # doctest: +SKIP
 """
 
 from rsvit.export.api import FORMATS, export_model
-from rsvit.export.check import Comparison, argmax_agreement, compare, compare_models, real_inputs
+from rsvit.export.check import (
+    Comparison,
+    DetectionComparison,
+    argmax_agreement,
+    compare,
+    compare_detections,
+    compare_models,
+    real_inputs,
+)
 from rsvit.export.errors import ExportError, MissingMetadataError
-from rsvit.export.exported_program import export_program, load_program
+from rsvit.export.exported_program import ExportedProgramModel, export_program, load_program
 from rsvit.export.metadata import ExportMetadata
 from rsvit.export.onnx import export_onnx, read_onnx_metadata
 from rsvit.export.quantize import quantize_int8
@@ -17,12 +29,15 @@ from rsvit.export.runtime import OnnxRuntimeModel, load_onnx_model
 __all__ = [
     "FORMATS",
     "Comparison",
+    "DetectionComparison",
     "ExportError",
     "ExportMetadata",
+    "ExportedProgramModel",
     "MissingMetadataError",
     "OnnxRuntimeModel",
     "argmax_agreement",
     "compare",
+    "compare_detections",
     "compare_models",
     "export_model",
     "export_onnx",

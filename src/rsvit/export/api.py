@@ -41,8 +41,13 @@ def export_model(
     window: tuple[int, int] | None = None,
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
-) -> tuple[nn.Module, ExportMetadata]:
-    """Exports the model file ``source`` to ``out``; returns the eager model and the metadata written."""
+) -> tuple[nn.Module, ExportMetadata | dict[str, ExportMetadata]]:
+    """Exports the model file ``source`` to ``out``; returns the eager model and the metadata written.
+
+    Detectors go to one graph of one image (``.pt2`` only: ONNX lacks rotated NMS, which is refused with
+    an :class:`ExportError` naming the operator). Promptable (SAM) models go to two graphs, the files of
+    :func:`rsvit.export.promptable.sam_paths`, and the metadata is a dict by graph role.
+    """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
@@ -51,6 +56,16 @@ def export_model(
     model, metadata = load_source(source)
     if window is not None:
         metadata = metadata.with_changes(window=tuple(window))
+    if metadata.spec.task == "promptable":
+        from rsvit.export.promptable import export_sam
+
+        return model, export_sam(model, metadata, out, format=format, opset=opset, overwrite=overwrite)
+    if metadata.spec.task == "detection":
+        from rsvit.export.detection import export_detection_onnx, export_detection_program
+
+        if format == "onnx":
+            return model, export_detection_onnx(model, metadata, out, opset=opset, overwrite=overwrite)
+        return model, export_detection_program(model, metadata, out, overwrite=overwrite)
     if format == "onnx":
         written = export_onnx(model, metadata, out, opset=opset, overwrite=overwrite)
     else:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +22,10 @@ from rsvit.weights import WeightsMetadata
 
 __all__ = [
     "Comparison",
+    "DetectionComparison",
     "argmax_agreement",
     "compare",
+    "compare_detections",
     "compare_models",
     "real_inputs",
 ]
@@ -114,6 +117,8 @@ def _images(task: str, data_dir: Path, count: int) -> list[tuple[Path, ...]]:
     if task == "segmentation":
         files = sorted((data_dir / "dubai-seg").glob("Tile */images/*.jpg"))
         return [(f,) for f in files[:count]]
+    if task == "detection":
+        return [(f,) for f in sorted((data_dir / "dota-samples" / "images").glob("*.png"))[:count]]
     if task == "change":
         root = data_dir / "levir-cd-samples"
         names = sorted(p.name for p in (root / "A").glob("*.png"))[:count]
@@ -132,8 +137,9 @@ def real_inputs(
 
     The images are scaled to 0-1 and normalised with the model's mean/std when it has them.
 
-    Classification: RSSCN7 scenes; segmentation: Dubai tiles; change: LEVIR-CD pairs; regression: the
-    NAIP rasters. Models with more than three bands read the NAIP rasters whatever the task.
+    Classification: RSSCN7 scenes; segmentation: Dubai tiles; change: LEVIR-CD pairs; detection: DOTA
+    patches; regression: the NAIP rasters. Models with more than three bands read the NAIP rasters
+    whatever the task.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -158,3 +164,57 @@ def real_inputs(
             tensors.append((x - mean) / std)
         batches.append(tuple(tensors))
     return batches
+
+
+@dataclass(frozen=True)
+class DetectionComparison:
+    """How far exported detections are from the eager ones (same count and labels, boxes/scores close)."""
+
+    count: int
+    other_count: int
+    labels_equal: bool
+    box_max_abs: float
+    score_max_abs: float
+    box_tolerance: float = 1e-3
+    score_tolerance: float = 1e-4
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.count == self.other_count
+            and self.labels_equal
+            and self.box_max_abs <= self.box_tolerance
+            and self.score_max_abs <= self.score_tolerance
+        )
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "TOO FAR"
+        return (
+            f"{self.other_count} detections against {self.count} eager, labels "
+            f"{'equal' if self.labels_equal else 'DIFFERENT'}, max |box diff| {self.box_max_abs:.3g} px "
+            f"(limit {self.box_tolerance:g}), max |score diff| {self.score_max_abs:.3g} "
+            f"(limit {self.score_tolerance:g}): {verdict}"
+        )
+
+
+def compare_detections(
+    model: nn.Module, exported: Callable[..., Any], batches: Sequence[tuple[torch.Tensor, ...]]
+) -> DetectionComparison:
+    """Runs both detectors on every batch; each returns one ``boxes, scores, labels`` dict per image."""
+    refs, outs = [], []
+    with torch.no_grad():
+        for batch in batches:
+            refs.extend(model(*batch))
+            outs.extend(exported(*batch))
+    want = {k: torch.cat([d[k].detach().float().cpu() for d in refs]) for k in ("boxes", "scores", "labels")}
+    got = {k: torch.cat([d[k].detach().float().cpu() for d in outs]) for k in ("boxes", "scores", "labels")}
+    count, other = len(want["scores"]), len(got["scores"])
+    if count != other or count == 0:
+        return DetectionComparison(count, other, count == other, float("inf") if count else 0.0, 0.0)
+    return DetectionComparison(
+        count,
+        other,
+        bool(torch.equal(want["labels"], got["labels"])),
+        float((want["boxes"] - got["boxes"]).abs().max()),
+        float((want["scores"] - got["scores"]).abs().max()),
+    )

@@ -9,20 +9,20 @@ import torch
 from torch import nn
 
 from rsvit.export.errors import ExportError
+from rsvit.export.graph_model import ExportedGraphModel
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
 from rsvit.export.tracing import (
+    capture_failure,
     check_exportable,
     dynamic_shapes,
     example_inputs,
-    model_name,
-    named_operator,
     second_size,
     size_multiple,
     verify_callable,
 )
 from rsvit.utils.atomic import atomic_path
 
-__all__ = ["export_program", "load_program"]
+__all__ = ["ExportedProgramModel", "export_program", "load_program"]
 
 _EXTRA = f"{METADATA_KEY}.json"
 
@@ -32,11 +32,7 @@ def _export(model: nn.Module, metadata: ExportMetadata, spatial: bool) -> torch.
     try:
         return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes(len(inputs), spatial))
     except Exception as err:
-        operator = named_operator(err) or "an unnamed operator"
-        raise ExportError(
-            f"model {model_name(metadata.spec)} cannot be captured by torch.export (operator {operator}): "
-            f"{str(err).splitlines()[0][:300]}"
-        ) from err
+        raise capture_failure(metadata.spec, err) from err
 
 
 def export_program(
@@ -85,6 +81,55 @@ def load_program(path: str | os.PathLike[str]) -> tuple[torch.export.ExportedPro
 
     Only load archives you trust: ``torch.export.load`` rebuilds the program's graph from the file.
     """
+    import rsvit.ops.rotated_nms  # noqa: F401  (registers rsvit::batched_nms_rotated, used by detectors)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported program not found: {path}")
     extra = {_EXTRA: ""}
-    program = torch.export.load(path, extra_files=extra)
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:
+        raise ExportError(
+            f"{path} is not a torch.export archive this PyTorch can load ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}); export it again with "
+            "`rsvit export MODEL OUT.pt2 --format exported-program`"
+        ) from err
     return program, ExportMetadata.from_json(extra[_EXTRA], source=str(path))
+
+
+class ExportedProgramModel(ExportedGraphModel):
+    """A ``.pt2`` archive written by ``rsvit export``, callable like the eager model it came from.
+
+    Dense models return their tensor; detectors (exported as one image -> ``boxes, scores, labels``)
+    return one detection dict per image, as :class:`~rsvit.models.detection.OrientedRCNN` does, so the
+    raster engine and its output kinds take it unchanged. Runs on the CPU.
+
+    Only load archives you trust: ``torch.export.load`` rebuilds the program's graph from the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        program, self.metadata = load_program(self.path)
+        if self.metadata.role != "model":
+            raise ExportError(
+                f"{self.path.name} is the {self.metadata.role} graph of a promptable model; run it with "
+                "rsvit.export.promptable.load_sam_graph, not as a raster model"
+            )
+        self.module = program.module()
+
+    runtime_name = "the CPU here"
+
+    def __call__(self, *inputs: torch.Tensor):
+        self._check(inputs)
+        inputs = tuple(t.detach().to("cpu", torch.float32) for t in inputs)
+        if self.metadata.spec.task == "detection":
+            found = []
+            for i in range(inputs[0].shape[0]):  # the graph holds one image
+                boxes, scores, labels = self.module(inputs[0][i : i + 1])
+                found.append({"boxes": boxes, "scores": scores, "labels": labels})
+            return found
+        if not self.metadata.dynamic_batch and inputs[0].shape[0] != 1:
+            outs = [self.module(*(t[i : i + 1] for t in inputs)) for i in range(inputs[0].shape[0])]
+            return torch.cat(outs)
+        return self.module(*inputs)

@@ -16,19 +16,43 @@ from rsvit.export.errors import MissingMetadataError
 from rsvit.models import ModelSpec
 from rsvit.weights import WeightsMetadata
 
-__all__ = ["FORMAT_VERSION", "METADATA_KEY", "ExportMetadata", "input_names", "output_names"]
+__all__ = ["FORMAT_VERSION", "METADATA_KEY", "ROLES", "ExportMetadata", "input_names", "output_names"]
 
 METADATA_KEY = "rsvit"
 FORMAT_VERSION = 1
 
 
-def input_names(task: str) -> tuple[str, ...]:
-    """Graph input names: change models take the two dates, every other task one image."""
+ROLES = ("model", "sam-image-encoder", "sam-prompt-decoder")
+
+_ROLE_INPUTS = {
+    "sam-image-encoder": ("image",),
+    "sam-prompt-decoder": (
+        "image_embeddings",
+        "point_coords",
+        "point_labels",
+        "mask_input",
+        "has_mask_input",
+    ),
+}
+_ROLE_OUTPUTS = {
+    "sam-image-encoder": ("image_embeddings",),
+    "sam-prompt-decoder": ("low_res_masks", "iou_predictions"),
+}
+
+
+def input_names(task: str, role: str = "model") -> tuple[str, ...]:
+    """Graph input names: change models take two dates, SAM graphs their own, other tasks one image."""
+    if role in _ROLE_INPUTS:
+        return _ROLE_INPUTS[role]
     return ("image_a", "image_b") if task == "change" else ("image",)
 
 
-def output_names(task: str) -> tuple[str, ...]:
-    """Names of an exported graph's outputs for a task family."""
+def output_names(task: str, role: str = "model") -> tuple[str, ...]:
+    """Names of an exported graph's outputs for a task family (and, for SAM, the graph's role)."""
+    if role in _ROLE_OUTPUTS:
+        return _ROLE_OUTPUTS[role]
+    if task == "detection":
+        return ("boxes", "scores", "labels")
     return ("height",) if task == "regression" else ("logits",)
 
 
@@ -49,6 +73,9 @@ class ExportMetadata:
             (verified at two such sizes; a size in between gives wrong outputs, so runners refuse it).
         exporter: ``dynamo`` / ``torchscript`` (ONNX) or ``torch.export``.
         quantization: ``None`` for float graphs, ``int8-dynamic`` for quantised ones.
+        role: what the graph does: ``model`` (the whole model), or for SAM, which is exported as two graphs,
+            ``sam-image-encoder`` (image -> embedding) or ``sam-prompt-decoder`` (embedding + prompts ->
+            masks, IoU).
     """
 
     spec: ModelSpec
@@ -62,11 +89,14 @@ class ExportMetadata:
     quantization: str | None = None
     inputs: tuple[str, ...] = field(default=())
     outputs: tuple[str, ...] = field(default=())
+    role: str = "model"
 
     def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown graph role {self.role!r}; one of {', '.join(ROLES)}")
         self.window = (int(self.window[0]), int(self.window[1]))
-        self.inputs = tuple(self.inputs) or input_names(self.spec.task)
-        self.outputs = tuple(self.outputs) or output_names(self.spec.task)
+        self.inputs = tuple(self.inputs) or input_names(self.spec.task, self.role)
+        self.outputs = tuple(self.outputs) or output_names(self.spec.task, self.role)
 
     def with_changes(self, **changes: Any) -> ExportMetadata:
         return replace(self, **changes)
@@ -85,6 +115,7 @@ class ExportMetadata:
             "quantization": self.quantization,
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
+            "role": self.role,
         }
         return json.dumps(data, sort_keys=True)
 
@@ -119,4 +150,5 @@ class ExportMetadata:
             quantization=data.get("quantization"),
             inputs=tuple(data["inputs"]),
             outputs=tuple(data["outputs"]),
+            role=data.get("role", "model"),
         )

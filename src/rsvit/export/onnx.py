@@ -33,7 +33,13 @@ from rsvit.export.tracing import (
 )
 from rsvit.utils.atomic import atomic_path
 
-__all__ = ["DEFAULT_OPSET", "export_onnx", "read_onnx_metadata", "write_onnx_metadata"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "export_onnx",
+    "read_onnx_metadata",
+    "save_program_as_onnx",
+    "write_onnx_metadata",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,37 @@ def write_onnx_metadata(model: onnx.ModelProto, metadata: ExportMetadata) -> Non
             model.metadata_props.remove(prop)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.to_json()
+
+
+def save_program_as_onnx(
+    program: torch.export.ExportedProgram, metadata: ExportMetadata, target: Path, opset: int
+) -> None:
+    """Converts a captured program to the ONNX file ``target`` with ``metadata`` stored in it.
+
+    Raises :class:`ExportError` naming the model, its graph role and the operator the converter lacks.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program,
+                input_names=list(metadata.inputs),
+                output_names=list(metadata.outputs),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+        onnx_program.save(str(target))
+    except Exception as err:
+        operator = named_operator(err) or "an unnamed operator"
+        role = "" if metadata.role == "model" else f" ({metadata.role})"
+        raise ExportError(
+            f"model {model_name(metadata.spec)}{role} cannot be exported to ONNX: unsupported operator "
+            f"{operator} ({str(err).splitlines()[0][:300]}). Export it with --format exported-program"
+        ) from err
+    proto = onnx.load(str(target))
+    write_onnx_metadata(proto, metadata)
+    onnx.save(proto, str(target))
 
 
 def _trace(model: nn.Module, metadata: ExportMetadata, spatial: bool, opset: int, target: Path) -> str:

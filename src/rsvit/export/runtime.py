@@ -7,19 +7,19 @@ so code written for the eager model (the raster engine, the export check) can ta
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rsvit.export.graph_model import ExportedGraphModel
 from rsvit.export.metadata import ExportMetadata
 from rsvit.export.onnx import read_onnx_metadata
 
 __all__ = ["OnnxRuntimeModel", "load_onnx_model"]
 
 
-class OnnxRuntimeModel:
+class OnnxRuntimeModel(ExportedGraphModel):
     """A CPU ONNX Runtime session over an rsvit-exported file.
 
     Args:
@@ -44,49 +44,7 @@ class OnnxRuntimeModel:
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
 
-    @property
-    def spec(self):
-        return self.metadata.spec
-
-    @property
-    def num_classes(self) -> int:
-        return self.metadata.spec.num_classes
-
-    def eval(self) -> OnnxRuntimeModel:
-        return self
-
-    def parameters(self) -> Iterator[torch.Tensor]:
-        """No PyTorch parameters: code that looks for the model's device finds none and uses the CPU."""
-        return iter(())
-
-    def to(self, device: str | torch.device) -> OnnxRuntimeModel:
-        """Stays on the CPU provider; any other device is an error rather than a silent CPU run."""
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"{self.path.name} runs on ONNX Runtime's CPU provider; use device cpu")
-        return self
-
-    def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:
-        if len(inputs) != len(self._inputs):
-            raise ValueError(f"{self.path.name} takes {len(self._inputs)} input(s), got {len(inputs)}")
-        for tensor in inputs:
-            if tensor.dim() != 4 or tensor.shape[1] != self.metadata.spec.in_chans:
-                raise ValueError(
-                    f"{self.path.name} expects (B, {self.metadata.spec.in_chans}, H, W) tensors, got "
-                    f"{tuple(tensor.shape)}"
-                )
-            if not self.metadata.dynamic_spatial and tuple(tensor.shape[-2:]) != self.metadata.window:
-                height, width = self.metadata.window
-                raise ValueError(
-                    f"{self.path.name} only takes {height}x{width} windows "
-                    f"({self.metadata.static_reason}); got {tensor.shape[-2]}x{tensor.shape[-1]}. Read "
-                    "windows of that size or re-export with --window"
-                )
-            multiple = self.metadata.size_multiple
-            if multiple and any(int(s) % multiple for s in tensor.shape[-2:]):
-                raise ValueError(
-                    f"{self.path.name} only holds at heights and widths that are multiples of {multiple}; "
-                    f"got {tensor.shape[-2]}x{tensor.shape[-1]}"
-                )
+    runtime_name = "ONNX Runtime's CPU provider"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         self._check(inputs)

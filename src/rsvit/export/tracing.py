@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EXPORTABLE_TASKS",
     "STRIDE",
+    "capture_failure",
     "check_exportable",
     "dynamic_shapes",
     "example_inputs",
@@ -47,12 +48,22 @@ def model_name(spec: ModelSpec) -> str:
     return f"{spec.task}/{spec.backbone}/{spec.head}"
 
 
+def capture_failure(spec: ModelSpec, err: BaseException, part: str = "") -> ExportError:
+    """The error for a model (or one graph ``part`` of it) that ``torch.export`` could not capture."""
+    operator = named_operator(err) or "an unnamed operator"
+    part = f" ({part})" if part else ""
+    return ExportError(
+        f"model {model_name(spec)}{part} cannot be captured by torch.export (operator {operator}): "
+        f"{str(err).splitlines()[0][:300]}"
+    )
+
+
 def check_exportable(spec: ModelSpec) -> None:
     """Refuse task families whose models cannot be exported yet, naming the model."""
     if spec.task not in EXPORTABLE_TASKS:
         raise ExportError(
             f"model {model_name(spec)}: task {spec.task!r} cannot be exported yet; exportable tasks are "
-            f"{', '.join(EXPORTABLE_TASKS)}"
+            f"{', '.join(EXPORTABLE_TASKS)}, and detection and promptable through rsvit.export.export_model"
         )
 
 

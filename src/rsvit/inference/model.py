@@ -42,8 +42,9 @@ def resolve_model(
     """``(model in eval mode, ModelSpec or None, WeightsMetadata or None)`` from a module or a path.
 
     A path is a ``.safetensors`` file written by :func:`rsvit.models.save_model` or a run folder holding
-    ``model.safetensors``; with ``runtime="onnxruntime"`` (the default for ``.onnx`` files) it is an ONNX
-    file written by ``rsvit export``, whose embedded metadata stands in for the model file's.
+    ``model.safetensors``, or a ``.pt2`` archive written by ``rsvit export --format exported-program``;
+    with ``runtime="onnxruntime"`` (the default for ``.onnx`` files) it is an ONNX file written by
+    ``rsvit export``. An exported file's embedded metadata stands in for the model file's.
     """
     if choose_runtime(model, runtime) == "onnxruntime":
         return _onnx_model(model)
@@ -66,12 +67,14 @@ def resolve_model(
         raise ValueError(
             f"{path} is an ONNX file: run it with the onnxruntime runtime (--runtime onnxruntime)"
         )
+    if path.suffix.lower() == ".pt2":
+        return _program_model(path)
     if path.suffix != ".safetensors":
         raise ValueError(
             f"{path} is not an rsvit model file (the .safetensors a training run or "
-            "rsvit.models.save_model writes, or an ONNX file from rsvit export). An official checkpoint "
-            "holds weights only: build the network with rsvit.models.build_model, copy them in with "
-            "rsvit.weights.load_into, then save_model it"
+            "rsvit.models.save_model writes, or an ONNX or .pt2 file from rsvit export). An official "
+            "checkpoint holds weights only: build the network with rsvit.models.build_model, copy them in "
+            "with rsvit.weights.load_into, then save_model it"
         )
     return load_model(path)
 
@@ -97,9 +100,16 @@ def _onnx_model(model: Any) -> tuple[Any, Any, Any]:
     return net, net.metadata.spec, net.metadata.weights
 
 
+def _program_model(path: Path) -> tuple[Any, Any, Any]:
+    from rsvit.export.exported_program import ExportedProgramModel
+
+    net = ExportedProgramModel(path)
+    return net, net.metadata.spec, net.metadata.weights
+
+
 def _is_exported(net: Any) -> bool:
-    runtime = sys.modules.get("rsvit.export.runtime")  # not imported: no exported model exists yet
-    return runtime is not None and isinstance(net, runtime.OnnxRuntimeModel)
+    graph = sys.modules.get("rsvit.export.graph_model")  # not imported: no exported model exists yet
+    return graph is not None and isinstance(net, graph.ExportedGraphModel)
 
 
 def runtime_settings(
@@ -111,7 +121,7 @@ def runtime_settings(
     device: Any,
     devices: int,
 ) -> tuple[int | None, int]:
-    """``(window, batch size)`` an exported model can run with; refuses what ONNX Runtime cannot do.
+    """``(window, batch size)`` an exported model (ONNX or ``.pt2``) can run with; refuses what it cannot do.
 
     A graph traced at a fixed size (UperNet's pyramid pooling) takes only that window, so it becomes the
     window and a different one asked for is an error; a graph without a dynamic batch runs one window at a
@@ -122,13 +132,14 @@ def runtime_settings(
     name = net.path.name
     if bf16:
         raise ValueError(
-            f"bf16 is a PyTorch autocast option; {name} runs on ONNX Runtime in float32 (for a faster CPU "
-            "graph quantise it to int8 with rsvit.export.quantize_int8), or use runtime torch with --bf16"
+            f"bf16 is a PyTorch autocast option for model files; {name} is an exported graph and runs in "
+            "float32 (for a faster CPU graph quantise an ONNX export to int8 with "
+            "rsvit.export.quantize_int8), or run the .safetensors model file with --bf16"
         )
     if torch.device(device).type != "cpu" or devices > 1:
         raise ValueError(
-            f"ONNX Runtime runs {name} in this process on the CPU: use device cpu and devices 1, or the "
-            "PyTorch model for GPUs and several processes"
+            f"{name} runs in this process on {net.runtime_name}: use device cpu and devices 1, or the "
+            "PyTorch model file for GPUs and several processes"
         )
     meta = net.metadata
     if not meta.dynamic_batch:
