@@ -234,5 +234,9 @@ def test_distill_runs_only_distillation_configs(capsys):
     quick = str(configs / "distillation" / "rsscn7_quick.yaml")
     distill = ["distill", "--config", quick, "--trainer.max_steps=1"]
     assert _distill_as_fit(distill) == ["fit", *distill[1:]]
-    encoder = ["distill", "--config", str(configs / "distillation" / "sam_tiny_to_resnet18_encoder_quick.yaml")]
+    encoder = [
+        "distill",
+        "--config",
+        str(configs / "distillation" / "sam_tiny_to_resnet18_encoder_quick.yaml"),
+    ]
     assert _distill_as_fit(encoder) == ["fit", *encoder[1:]]
