@@ -37,10 +37,14 @@ class TeacherCache:
     Args:
         folder: cache root; outputs go to ``folder/<first 16 hex digits of teacher_digest>/``.
         teacher_digest: identifies the teacher (see :func:`file_digest`).
+        dtype: the stored precision (float16 halves the files of large outputs such as embeddings).
     """
 
-    def __init__(self, folder: str | os.PathLike[str], teacher_digest: str) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], teacher_digest: str, dtype: torch.dtype = torch.float32
+    ) -> None:
         self.folder = Path(folder) / teacher_digest[:16]
+        self.dtype = dtype
         self.hits = 0
         self.misses = 0
 
@@ -61,6 +65,6 @@ class TeacherCache:
         if len(sample_ids) != logits.shape[0]:
             raise ValueError(f"{len(sample_ids)} sample ids for {logits.shape[0]} outputs")
         self.folder.mkdir(parents=True, exist_ok=True)
-        for sample_id, row in zip(sample_ids, logits.detach().float().cpu(), strict=True):
+        for sample_id, row in zip(sample_ids, logits.detach().to(self.dtype).cpu(), strict=True):
             with atomic_path(self._file(sample_id)) as tmp:
                 save_file({"logits": row.contiguous()}, str(tmp))

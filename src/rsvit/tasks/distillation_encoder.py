@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
@@ -50,7 +48,6 @@ from rsvit.tasks.base import BaseTask, CommandLine, Evaluation
 from rsvit.tasks.distillation_cache import TeacherCache, file_digest
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport
-from rsvit.utils.atomic import atomic_path
 from rsvit.weights import CheckpointFormatError, WeightsMismatchError
 from rsvit.weights.model_file import DESCRIPTION_KEY, read_header
 
@@ -120,13 +117,8 @@ def sam_input(images: Tensor, img_size: int) -> tuple[Tensor, tuple[int, int]]:
 class EmbeddingCache(TeacherCache):
     """Teacher embeddings by sample id, stored as float16 (a ViT-B embedding is 2 MiB so, 4 in float32)."""
 
-    def put(self, sample_ids: Sequence[str], logits: Tensor) -> None:
-        if len(sample_ids) != logits.shape[0]:
-            raise ValueError(f"{len(sample_ids)} sample ids for {logits.shape[0]} embeddings")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for sample_id, row in zip(sample_ids, logits.detach().half().cpu(), strict=True):
-            with atomic_path(self._file(sample_id)) as tmp:
-                save_file({"logits": row.contiguous()}, str(tmp))
+    def __init__(self, folder: str | os.PathLike[str], teacher_digest: str) -> None:
+        super().__init__(folder, teacher_digest, dtype=torch.float16)
 
 
 class EncoderDistillationReport(RunReport):
