@@ -53,6 +53,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--encoder-dtype", choices=sorted(_DTYPES), default="float32", help="image encoder precision"
     )
     parser.add_argument("--device", help="torch device for the model, e.g. cuda (default: cpu)")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        help="run the model with PyTorch or ONNX Runtime (CPU; the two SAM graphs of `rsvit export`, given "
+        "as OUT.encoder.onnx, OUT.decoder.onnx or OUT); default: onnxruntime for .onnx files",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -258,12 +264,15 @@ def run_segment_raster(args: argparse.Namespace) -> int:
     def call() -> dict:
         _check_prompt_source(args)
         if args.text is not None:
+            if args.runtime is not None:
+                raise ValueError("--runtime applies to --prompts; --text runs PyTorch models only")
             return _run_text(args)
         return segment_raster(
             args.model,
             args.input,
             args.prompts,
             args.output,
+            runtime=args.runtime,
             mode=args.mode,
             prompt_crs=args.prompt_crs,
             polygon_as=args.polygon_as,
@@ -280,7 +289,13 @@ def run_masks_raster(args: argparse.Namespace) -> int:
 
     def call() -> dict:
         return masks_raster(
-            args.model, args.input, args.output, overlap=args.overlap, **_automatic(args), **_shared(args)
+            args.model,
+            args.input,
+            args.output,
+            overlap=args.overlap,
+            runtime=args.runtime,
+            **_automatic(args),
+            **_shared(args),
         )
 
     return _run("masks-raster", call)

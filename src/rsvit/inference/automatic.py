@@ -33,7 +33,7 @@ from rsvit.inference.promptable import (
     PolygonCollector,
     check_outputs,
     commit_outputs,
-    load_promptable_model,
+    open_promptable_model,
     progress_bar,
     to_uint8,
 )
@@ -134,6 +134,7 @@ def masks_raster(
     min_mask_region_area: int = 0,
     encoder_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    runtime: str | None = None,
     vector_crs: str = "EPSG:4326",
     simplify: float = 1.0,
     overwrite: bool = False,
@@ -161,6 +162,7 @@ def masks_raster(
         min_mask_region_area: fill holes and drop islands smaller than this many pixels (0 disables).
         encoder_dtype: autocast dtype of the image encoder (see :class:`SamPredictor`).
         device: where the model runs (default: where it was loaded).
+        runtime: ``"torch"`` or ``"onnxruntime"``, as in :func:`~rsvit.inference.promptable.segment_raster`.
         vector_crs: coordinates of the polygons, as in :func:`~rsvit.inference.promptable.segment_raster`.
         simplify: polygon tolerance in pixels, as in :func:`~rsvit.inference.promptable.segment_raster`.
         overwrite: replace existing outputs.
@@ -173,9 +175,7 @@ def masks_raster(
     input_path, output = Path(input), Path(output)
     vector_path = None if vector is None else Path(vector)
     check_outputs([output, vector_path], input_path, overwrite)
-    sam = load_promptable_model(model)
-    if device is not None:
-        sam = sam.to(device)
+    sam = open_promptable_model(model, runtime, encoder_dtype, device)
     reader = SceneReader(input_path, bands=bands, expected_bands=int(sam.pixel_mean.shape[0]), scale=scale)
     size = int(window or sam.img_size)
     overlap = size // 4 if overlap is None else int(overlap)

@@ -40,17 +40,29 @@ __all__ = [
     "RasterPromptResult",
     "RasterSamPredictor",
     "load_promptable_model",
+    "open_promptable_model",
     "segment_raster",
 ]
 
 Window = tuple[int, int, int, int]  # x0, y0, width, height (pixels)
 
 
-def load_promptable_model(model: str | os.PathLike[str] | Sam) -> Sam:
-    """A :class:`Sam` from an rsvit model file (``save_model``) or an official SAM checkpoint."""
+def load_promptable_model(model: str | os.PathLike[str] | Sam, runtime: str = "torch") -> Sam:
+    """A :class:`Sam` from an rsvit model file (``save_model``) or an official SAM checkpoint.
+
+    With ``runtime="onnxruntime"``, ``model`` names the two graphs of ``rsvit export`` (``OUT.encoder.onnx``,
+    ``OUT.decoder.onnx``, ``OUT.onnx`` or ``OUT``, see :mod:`rsvit.export.sam_runtime`), which then stand
+    in for the model (CPU only).
+    """
+    if runtime == "onnxruntime":
+        return _onnx_sam(model)
     if isinstance(model, Sam):
         return model.eval()
     path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(
+            f"{path} is an ONNX file: run it with the onnxruntime runtime (--runtime onnxruntime)"
+        )
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     from rsvit.models.promptable.checkpoint import load_official_sam
@@ -73,6 +85,37 @@ def load_promptable_model(model: str | os.PathLike[str] | Sam) -> Sam:
             "model (task 'promptable', e.g. SAM)"
         )
     return loaded.eval()
+
+
+def open_promptable_model(
+    model: str | os.PathLike[str] | Sam,
+    runtime: str | None,
+    encoder_dtype: torch.dtype | None,
+    device: str | torch.device | None,
+) -> Sam:
+    """The model of a raster command on its device; ``runtime`` defaults to ONNX Runtime for ``.onnx``."""
+    from rsvit.inference.model import choose_runtime
+
+    runtime = choose_runtime(model, runtime)
+    if runtime == "onnxruntime" and encoder_dtype not in (None, torch.float32):
+        raise ValueError(
+            f"--encoder-dtype {str(encoder_dtype).removeprefix('torch.')} applies to PyTorch models; the "
+            "exported graphs run in float32 (leave it out, or run the PyTorch model)"
+        )
+    sam = load_promptable_model(model, runtime)
+    return sam if device is None else sam.to(device)
+
+
+def _onnx_sam(model: Any) -> Any:
+    if isinstance(model, torch.nn.Module):
+        raise ValueError(
+            "runtime onnxruntime runs the graphs of `rsvit export`: pass OUT.encoder.onnx (or the pair's "
+            "OUT), not a module"
+        )
+    from rsvit.export.sam_runtime import load_onnx_sam
+
+    # as many ONNX Runtime threads as PyTorch uses, so OMP_NUM_THREADS and torch.set_num_threads hold
+    return load_onnx_sam(model, threads=torch.get_num_threads())
 
 
 def check_outputs(outputs: Sequence[Path | None], input_path: Path, overwrite: bool) -> None:
@@ -434,6 +477,7 @@ def segment_raster(
     cache_size: int = 4,
     encoder_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    runtime: str | None = None,
     vector_crs: str = "EPSG:4326",
     simplify: float = 1.0,
     overwrite: bool = False,
@@ -458,6 +502,8 @@ def segment_raster(
         cache_size: window embeddings kept (least recently used dropped).
         encoder_dtype: autocast dtype of the image encoder (see :class:`SamPredictor`).
         device: where the model runs (default: where it was loaded).
+        runtime: ``"torch"`` or ``"onnxruntime"`` (the two graphs of ``rsvit export``, named as in
+            :func:`load_promptable_model`; CPU). Default: ``onnxruntime`` for ``.onnx`` paths.
         vector_crs: coordinates of the polygons: ``"EPSG:4326"``, ``"raster"`` (its CRS) or ``"pixel"``.
         simplify: polygon simplification tolerance in pixels (0 disables).
         overwrite: replace existing outputs.
@@ -472,9 +518,7 @@ def segment_raster(
     input_path, output = Path(input), Path(output)
     vector_path = None if vector is None else Path(vector)
     check_outputs([output, vector_path], input_path, overwrite)
-    sam = load_promptable_model(model)
-    if device is not None:
-        sam = sam.to(device)
+    sam = open_promptable_model(model, runtime, encoder_dtype, device)
     n_bands = int(sam.pixel_mean.shape[0])
     reader = SceneReader(input_path, bands=bands, expected_bands=n_bands, scale=scale)
     items = read_prompts(
