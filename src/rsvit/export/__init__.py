@@ -2,7 +2,8 @@
 
 Dense models (classification, segmentation, change, height) export to one graph; detectors to one
 ``.pt2`` graph per image (:mod:`rsvit.export.detection`); SAM to an encoder and a prompt-decoder graph
-(:mod:`rsvit.export.promptable`). ``docs/export.md`` describes the files, metadata and runtimes.
+(:mod:`rsvit.export.promptable`, run as a pair by :mod:`rsvit.export.sam_runtime`). ``docs/export.md``
+describes the files, metadata and runtimes.
 
 >>> from rsvit.export import export_model, load_onnx_model               # doctest: +SKIP
 >>> export_model("seg.safetensors", "seg.onnx", format="onnx")          # doctest: +SKIP
@@ -25,6 +26,7 @@ from rsvit.export.metadata import ExportMetadata
 from rsvit.export.onnx import export_onnx, read_onnx_metadata
 from rsvit.export.quantize import quantize_int8
 from rsvit.export.runtime import OnnxRuntimeModel, load_onnx_model
+from rsvit.export.sam_runtime import OnnxSam, load_onnx_sam
 
 __all__ = [
     "FORMATS",
@@ -35,6 +37,7 @@ __all__ = [
     "ExportedProgramModel",
     "MissingMetadataError",
     "OnnxRuntimeModel",
+    "OnnxSam",
     "argmax_agreement",
     "compare",
     "compare_detections",
@@ -43,6 +46,7 @@ __all__ = [
     "export_onnx",
     "export_program",
     "load_onnx_model",
+    "load_onnx_sam",
     "load_program",
     "quantize_int8",
     "read_onnx_metadata",
