@@ -24,7 +24,7 @@ from rsvit.export import MissingMetadataError, export_model
 from rsvit.export.onnx import read_onnx_metadata, write_onnx_metadata
 from rsvit.export.sam_runtime import OnnxSam, load_onnx_sam, sam_pair
 from rsvit.inference.automatic import masks_raster
-from rsvit.inference.promptable import segment_raster
+from rsvit.inference.promptable import load_promptable_model, segment_raster
 from rsvit.models import ModelSpec, build_model, save_model
 from rsvit.models.promptable import convert_official_sam_state_dict
 from rsvit.weights import WeightsMetadata
@@ -239,3 +239,18 @@ def test_files_without_metadata_or_of_another_role_are_refused(sam_pair_files, t
         load_onnx_sam(bare)
     with pytest.raises(FileNotFoundError, match="two files"):
         load_onnx_sam(tmp_path / "missing.onnx")
+
+
+def test_onnxruntime_refuses_other_devices_and_modules(
+    sam_pair_files, naip_crop: Path, tmp_path: Path
+) -> None:
+    source, folder = sam_pair_files
+    prompts = collection(point(naip_crop, 50, 60, "a"))
+    with pytest.raises(ValueError, match="use device cpu"):
+        segment_raster(
+            folder / "sam", naip_crop, prompts, tmp_path / "m.tif", runtime="onnxruntime", device="meta"
+        )
+    module = load_promptable_model(source)
+    with pytest.raises(ValueError, match="not a module"):
+        segment_raster(module, naip_crop, prompts, tmp_path / "m.tif", runtime="onnxruntime")
+    assert not (tmp_path / "m.tif").exists()
