@@ -13,6 +13,7 @@ from rasterio.windows import Window
 from safetensors.torch import load_file
 
 from models.promptable.conftest import tiny_config  # the fixture model's config (tests/ is on the path)
+from raster_crops import write_crop
 from rsvit.inference.promptable import RasterSamPredictor, segment_raster, shift_prompt, to_uint8
 from rsvit.inference.reader import InputError, SceneReader
 from rsvit.models.promptable import Sam, SamPredictor, build_sam, convert_official_sam_state_dict
@@ -36,21 +37,8 @@ def sam_tiny(reference_dir: Path) -> Sam:
 def naip_crop(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 400 x 300 georeferenced crop (4 bands, EPSG:26914) of the real NAIP tile."""
     path = tmp_path_factory.mktemp("naip") / "crop.tif"
-    with rasterio.open(data_dir / NAIP) as src:
-        window = Window(100, 100, 400, 300)
-        profile = {
-            "driver": "GTiff",
-            "width": 400,
-            "height": 300,
-            "count": src.count,
-            "dtype": src.dtypes[0],
-            "crs": src.crs,
-            "transform": src.window_transform(window),
-            "photometric": "MINISBLACK",  # as the source: 4 data bands, no alpha
-        }
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(src.read(window=window))
-    return path
+    # photometric as the source: 4 data bands, no alpha
+    return write_crop(data_dir / NAIP, path, Window(100, 100, 400, 300), photometric="MINISBLACK")
 
 
 def lonlat(raster: Path, col: float, row: float) -> list[float]:

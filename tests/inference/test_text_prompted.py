@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from models.clip.tiny_clip import seeded_tiny_clip, write_tiny_config  # tests/ is on the path
 from models.promptable import conftest as sam_fixtures
+from raster_crops import write_crop
 from rsvit.inference.promptable import RasterSamPredictor, to_uint8
 from rsvit.inference.reader import SceneReader
 from rsvit.inference.text_prompted import detections_to_geojson, read_boxes, text_segment_raster
@@ -48,21 +49,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory):
 def scene(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 300 x 176 crop (4 bands, EPSG:26914) of the real NAIP tile: two SAM windows side by side."""
     path = tmp_path_factory.mktemp("naip") / "scene.tif"
-    with rasterio.open(data_dir / NAIP) as src:
-        window = Window(150, 200, 300, 176)
-        profile = {
-            "driver": "GTiff",
-            "width": 300,
-            "height": 176,
-            "count": src.count,
-            "dtype": src.dtypes[0],
-            "crs": src.crs,
-            "transform": src.window_transform(window),
-            "photometric": "MINISBLACK",
-        }
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(src.read(window=window))
-    return path
+    return write_crop(data_dir / NAIP, path, Window(150, 200, 300, 176), photometric="MINISBLACK")
 
 
 def _run(sam, clip, scene, out_dir: Path, seen: list | None = None, **kwargs) -> dict:

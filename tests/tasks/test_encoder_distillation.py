@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from safetensors.torch import load_file
 
 from models.promptable.conftest import tiny_config  # the fixture model's config (tests/ is on the path)
+from raster_crops import write_crop
 from rsvit.datamodules.unlabelled import UnlabelledDataModule
 from rsvit.inference.automatic import masks_raster
 from rsvit.inference.promptable import segment_raster
@@ -66,20 +67,7 @@ def teacher_file(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def naip_crop(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 360 x 360 georeferenced RGB crop of the real NAIP tile."""
     path = tmp_path_factory.mktemp("naip") / "crop.tif"
-    with rasterio.open(data_dir / NAIP) as src:
-        window = Window(500, 200, 360, 360)
-        profile = {
-            "driver": "GTiff",
-            "width": 360,
-            "height": 360,
-            "count": 3,
-            "dtype": src.dtypes[0],
-            "crs": src.crs,
-            "transform": src.window_transform(window),
-        }
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(src.read([1, 2, 3], window=window))
-    return path
+    return write_crop(data_dir / NAIP, path, Window(500, 200, 360, 360), bands=(1, 2, 3))
 
 
 def real_batch(naip_crop: Path) -> dict:
