@@ -60,7 +60,7 @@ from rsvit.models.clip.regions import (
 )
 from rsvit.models.promptable.automatic import SamAutomaticMaskGenerator
 from rsvit.models.promptable.sam import Sam
-from rsvit.structures.prompts import Prompt, _load_geojson, pixel_to_map, read_prompts
+from rsvit.structures.prompts import Prompt, load_geojson_features, pixel_to_map, read_prompts
 
 __all__ = [
     "Region",
@@ -93,7 +93,7 @@ def read_boxes(
     :func:`rsvit.structures.prompts.read_prompts` does); ``label`` and ``score`` properties are kept as
     ``detector_label`` / ``detector_score``, the feature's ``id`` (else its position) as ``box_id``.
     """
-    features, file_crs, name = _load_geojson(source)
+    features, file_crs, name = load_geojson_features(source)
     details: list[dict[str, Any]] = []
     renamed = []
     for index, feature in enumerate(features):

@@ -45,6 +45,7 @@ import numpy as np
 __all__ = [
     "Prompt",
     "check_boxes",
+    "load_geojson_features",
     "map_to_pixel",
     "pixel_to_map",
     "read_prompts",
@@ -194,8 +195,8 @@ def _label(value: Any, where: str) -> int:
     )
 
 
-def _load_geojson(source: str | Path | Mapping) -> tuple[list[dict], str | None, str]:
-    """(features, crs named in the file or None, a name for messages)."""
+def load_geojson_features(source: str | Path | Mapping) -> tuple[list[dict], str | None, str]:
+    """(features, crs named in the file or None, a name for messages); prompts and boxes share it."""
     if isinstance(source, Mapping):
         data, name = dict(source), "the GeoJSON object"
     else:
@@ -278,7 +279,7 @@ def read_prompts(
 
     if polygon_as not in ("box", "mask"):
         raise ValueError(f"polygon_as must be 'box' or 'mask', got {polygon_as!r}")
-    features, file_crs, name = _load_geojson(source)
+    features, file_crs, name = load_geojson_features(source)
     src_crs = CRS.from_user_input(crs if crs is not None else (file_crs or "EPSG:4326"))
     dst_crs = CRS.from_user_input(raster_crs)
     height, width = int(shape[0]), int(shape[1])
