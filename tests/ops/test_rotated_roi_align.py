@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 from rsvit.ops import RotatedRoIAlign, multilevel_rotated_roi_align, rotated_roi_align
+from rsvit.ops.rotated_roi_align import tap_sums
 
 
 def bilinear_point(fmap: torch.Tensor, y: float, x: float) -> torch.Tensor:
@@ -218,3 +219,22 @@ def test_multilevel_pooling_errors() -> None:
         multilevel_rotated_roi_align(
             maps, rois + torch.tensor([1.0, 0, 0, 0, 0, 0]), torch.zeros(1), 2, [1.0], 2
         )
+
+
+def test_tap_sums_give_the_bag_sums_and_their_gradients() -> None:
+    """The ONNX-capture form (one gather and multiply-add per tap) computes what embedding_bag does."""
+    g = torch.Generator().manual_seed(5)
+    maps = [torch.randn(2, 4, s, s + 2, generator=g, dtype=torch.float64) for s in (24, 12)]
+    rois = random_rois(30, 2, 96.0, seed=6).requires_grad_(True)
+    levels = torch.randint(0, 2, (30,), generator=g)
+    bags = multilevel_rotated_roi_align(maps, rois, levels, (3, 2), [1 / 4, 1 / 8], 2)
+    (grad_bags,) = torch.autograd.grad(bags.square().sum(), rois)
+    with tap_sums():
+        taps = multilevel_rotated_roi_align(maps, rois, levels, (3, 2), [1 / 4, 1 / 8], 2)
+    (grad_taps,) = torch.autograd.grad(taps.square().sum(), rois)
+    torch.testing.assert_close(taps, bags, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad_taps, grad_bags, atol=1e-10, rtol=0)
+    assert float(bags.abs().max()) > 0.1
+    # the switch is scoped to the block
+    program = torch.export.export(RotatedRoIAlign(2, 1 / 4, 2), (maps[0].float(), rois.detach()[:4].float()))
+    assert any("embedding_bag" in str(node.target) for node in program.graph.nodes)

@@ -44,8 +44,8 @@ def export_model(
 ) -> tuple[nn.Module, ExportMetadata | dict[str, ExportMetadata]]:
     """Exports the model file ``source`` to ``out``; returns the eager model and the metadata written.
 
-    Detectors go to one graph of one image (``.pt2`` only: ONNX lacks rotated NMS, which is refused with
-    an :class:`ExportError` naming the operator). Promptable (SAM) models go to two graphs, the files of
+    Detectors go to one graph of one image; their ONNX graph stops before the per-class rotated NMS, which
+    ONNX lacks and the runner applies (:mod:`rsvit.export.detection`). Promptable (SAM) models go to two graphs, the files of
     :func:`rsvit.export.promptable.sam_paths`, and the metadata is a dict by graph role.
     """
     if format not in FORMATS:

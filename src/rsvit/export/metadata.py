@@ -76,6 +76,10 @@ class ExportMetadata:
         role: what the graph does: ``model`` (the whole model), or for SAM, which is exported as two graphs,
             ``sam-image-encoder`` (image -> embedding) or ``sam-prompt-decoder`` (embedding + prompts ->
             masks, IoU).
+        selection: for a detector graph that stops before the per-class rotated NMS (ONNX), the settings
+            of that last step, which the runner applies: ``score_thr``, ``nms_thr``, ``max_per_img`` and
+            ``min_side`` of :class:`~rsvit.models.detection.RCNNTestConfig`. ``None`` for graphs that
+            return final outputs.
     """
 
     spec: ModelSpec
@@ -90,6 +94,7 @@ class ExportMetadata:
     inputs: tuple[str, ...] = field(default=())
     outputs: tuple[str, ...] = field(default=())
     role: str = "model"
+    selection: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -116,6 +121,7 @@ class ExportMetadata:
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "role": self.role,
+            "selection": self.selection,
         }
         return json.dumps(data, sort_keys=True)
 
@@ -151,4 +157,5 @@ class ExportMetadata:
             inputs=tuple(data["inputs"]),
             outputs=tuple(data["outputs"]),
             role=data.get("role", "model"),
+            selection=data.get("selection"),
         )

@@ -20,6 +20,7 @@ from torch import nn
 
 from rsvit.export.errors import ExportError
 from rsvit.export.metadata import METADATA_KEY, ExportMetadata
+from rsvit.export.onnx_translations import onnx_translations
 from rsvit.export.tracing import (
     check_exportable,
     dynamic_shapes,
@@ -79,6 +80,7 @@ def save_program_as_onnx(
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,
+                custom_translation_table=onnx_translations(),
             )
         onnx_program.save(str(target))
     except Exception as err:
@@ -109,6 +111,7 @@ def _trace(model: nn.Module, metadata: ExportMetadata, spatial: bool, opset: int
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,
+                custom_translation_table=onnx_translations(),
             )
         program.save(str(target))
         return "dynamo"

@@ -1,7 +1,9 @@
 """An ONNX Runtime session that callers can use like the PyTorch model it was exported from.
 
-NCHW float tensors in, the tensor the PyTorch model returns out (logits, or heights for regression),
-so code written for the eager model (the raster engine, the export check) can take either.
+NCHW float tensors in, what the PyTorch model returns out (logits, heights for regression, one
+detection dict per image for detectors), so code written for the eager model (the raster engine, the
+export check) can take either. A detector's graph stops before its per-class rotated NMS; that step runs
+here, with the settings stored in the file (:mod:`rsvit.export.detection`).
 """
 
 from __future__ import annotations
@@ -46,13 +48,33 @@ class OnnxRuntimeModel(ExportedGraphModel):
 
     runtime_name = "ONNX Runtime's CPU provider"
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor):
         self._check(inputs)
+        if self.metadata.spec.task == "detection":
+            return [self._detect(inputs[0][i : i + 1]) for i in range(inputs[0].shape[0])]
+        return torch.from_numpy(self._run(inputs)[0])
+
+    def _run(self, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
         feeds = {
             name: np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
             for name, t in zip(self._inputs, inputs, strict=True)
         }
-        return torch.from_numpy(self.session.run(None, feeds)[0])
+        return self.session.run(None, feeds)
+
+    def _detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One image through the graph, then the per-class selection the graph leaves out."""
+        from rsvit.models.detection.roi_head import RCNNTestConfig, select_detections
+
+        if self.metadata.selection is None:
+            raise ValueError(
+                f"{self.path.name} is a detector graph without selection settings in its metadata; "
+                "export it again with `rsvit export MODEL OUT.onnx`"
+            )
+        boxes, class_scores = (torch.from_numpy(a) for a in self._run((image,)))
+        boxes, scores, labels = select_detections(
+            boxes, class_scores, RCNNTestConfig(**self.metadata.selection)
+        )
+        return {"boxes": boxes, "scores": scores, "labels": labels}
 
 
 def load_onnx_model(path: str | os.PathLike[str], threads: int | None = None) -> OnnxRuntimeModel:

@@ -7,17 +7,35 @@ sum of the feature-map pixels its samples touch (four per sample), and all bins 
 ``embedding_bag`` over the feature map laid out as a ``(pixels, C)`` table: one row read per tap, no
 ``(samples, C)`` temporaries. Gradients reach the features through the table and the RoI coordinates
 through the bilinear weights.
+
+ONNX has no weighted bag sum (the exporter's ``embedding_bag`` becomes a loop over bins that ONNX
+Runtime runs one bin at a time), so graphs captured for ONNX inside :func:`tap_sums` sum the taps
+instead: one gather of ``(bins, C)`` rows and one multiply-add per tap, the same arithmetic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RotatedRoIAlign", "multilevel_rotated_roi_align", "rotated_roi_align"]
+__all__ = ["RotatedRoIAlign", "multilevel_rotated_roi_align", "rotated_roi_align", "tap_sums"]
+
+_TAP_SUMS = False
+
+
+@contextmanager
+def tap_sums() -> Iterator[None]:
+    """Within the block, bins are summed tap by tap instead of by ``embedding_bag`` (for ONNX capture)."""
+    global _TAP_SUMS
+    previous, _TAP_SUMS = _TAP_SUMS, True
+    try:
+        yield
+    finally:
+        _TAP_SUMS = previous
 
 
 def _rois_to_tensor(rois: Tensor | list[Tensor]) -> Tensor:
@@ -144,7 +162,12 @@ def _bin_taps(
 
 def _pool_table(table: Tensor, rows: Tensor, weights: Tensor, r: int, out_size: tuple[int, int]) -> Tensor:
     """``(R, C, out_h, out_w)`` weighted sums of ``table`` rows, one bag per bin."""
-    bins = F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    if _TAP_SUMS:
+        bins = table[rows[:, 0]] * weights[:, :1]
+        for tap in range(1, rows.shape[1]):
+            bins = bins + table[rows[:, tap]] * weights[:, tap : tap + 1]
+    else:
+        bins = F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
     return bins.view(r, out_size[0], out_size[1], table.shape[1]).permute(0, 3, 1, 2)
 
 

@@ -21,7 +21,14 @@ from rsvit.ops.box_coders import DeltaXYWHACoder
 from rsvit.ops.rotated_nms import batched_nms_rotated, multiclass_nms_rotated
 from rsvit.ops.rotated_roi_align import multilevel_rotated_roi_align
 
-__all__ = ["OrientedBBoxHead", "RCNNTestConfig", "RotatedRoIExtractor", "enlarge_rois", "map_roi_levels"]
+__all__ = [
+    "OrientedBBoxHead",
+    "RCNNTestConfig",
+    "RotatedRoIExtractor",
+    "enlarge_rois",
+    "map_roi_levels",
+    "select_detections",
+]
 
 RCNN_STDS = (0.1, 0.1, 0.2, 0.2, 0.1)
 # Up to this many proposals per image the detection NMS shares one overlap matrix between classes.
@@ -130,45 +137,62 @@ class OrientedBBoxHead(nn.Module):
         """Refined boxes ``(K, 5)`` le90, not clipped to the image."""
         return self.coder.decode(proposals, deltas)
 
-    def postprocess(
+    def scored_boxes(
         self, proposals: Tensor, logits: Tensor, deltas: Tensor, image_size: tuple[int, int] | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Detections of one image: boxes ``(D, 5)`` le90, scores ``(D,)``, labels ``(D,)`` int64.
+    ) -> tuple[Tensor, Tensor]:
+        """Every proposal's refined box ``(K, 5)`` and class probabilities ``(K, num_classes)``.
 
-        Candidates are enumerated proposal-major (then class) before the NMS, as in the official code;
-        a box is suppressed by a kept box of its class with IoU ``>= nms_thr``. ``image_size`` ``(H, W)``
-        is only used with ``clip_centers``.
+        This is the part of :meth:`postprocess` before the per-class selection, which exported graphs
+        keep (the selection's rotated NMS has no ONNX operator). ``image_size`` ``(H, W)`` is only used
+        with ``clip_centers``.
         """
-        cfg = self.test_cfg
         probs = logits.float().softmax(-1)[:, : self.num_classes]
         boxes = self.decode(proposals, deltas.float())
-        if cfg.clip_centers:
+        if self.test_cfg.clip_centers:
             if image_size is None:
                 raise ValueError("clip_centers needs the image size")
             h, w = image_size
             cx, cy = boxes[:, 0].clamp(0, w - 1), boxes[:, 1].clamp(0, h - 1)
             boxes = torch.cat([cx[:, None], cy[:, None], boxes[:, 2:]], dim=1)
-        # ">= thr" suppresses: compare against the next float below the threshold in the boxes' dtype.
-        thr = float(
-            torch.nextafter(
-                torch.tensor(cfg.nms_thr, dtype=boxes.dtype), torch.tensor(0.0, dtype=boxes.dtype)
-            )
-        )
-        sized = boxes[:, 2:4].amin(-1) >= cfg.min_side
-        if (
-            not torch.compiler.is_compiling()
-            and boxes.shape[0] <= _SHARED_NMS_MAX_BOXES
-            and bool(torch.isfinite(boxes).all())
-        ):
-            # The same boxes for every class: overlaps computed once, all classes suppressed together.
-            cand_scores = probs.masked_fill(~((probs > cfg.score_thr) & sized[:, None]), float("-inf"))
-            roi_idx, labels = multiclass_nms_rotated(boxes, cand_scores, thr)
-            roi_idx, labels = roi_idx[: cfg.max_per_img], labels[: cfg.max_per_img]
-            return boxes[roi_idx], probs[roi_idx, labels], labels
-        roi_idx, labels = (probs > cfg.score_thr).nonzero(as_tuple=True)
-        scores = probs[roi_idx, labels]
-        cand = boxes[roi_idx]
-        keep_sized = sized[roi_idx]
-        cand, scores, labels = cand[keep_sized], scores[keep_sized], labels[keep_sized]
-        keep = batched_nms_rotated(cand, scores, labels, thr)[: cfg.max_per_img]
-        return cand[keep], scores[keep], labels[keep]
+        return boxes, probs
+
+    def postprocess(
+        self, proposals: Tensor, logits: Tensor, deltas: Tensor, image_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Detections of one image: boxes ``(D, 5)`` le90, scores ``(D,)``, labels ``(D,)`` int64.
+
+        ``image_size`` ``(H, W)`` is only used with ``clip_centers``; see :func:`select_detections`.
+        """
+        boxes, probs = self.scored_boxes(proposals, logits, deltas, image_size)
+        return select_detections(boxes, probs, self.test_cfg)
+
+
+def select_detections(boxes: Tensor, probs: Tensor, cfg: RCNNTestConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """The kept ``(box, class)`` pairs of one image: boxes ``(D, 5)``, scores ``(D,)``, labels ``(D,)``.
+
+    Pairs scoring above ``score_thr`` with both sides at least ``min_side`` go through a rotated NMS per
+    class, enumerated proposal-major (then class) as in the official code; a box is suppressed by a kept
+    box of its class with IoU ``>= nms_thr``; the best ``max_per_img`` are kept.
+    """
+    # ">= thr" suppresses: compare against the next float below the threshold in the boxes' dtype.
+    thr = float(
+        torch.nextafter(torch.tensor(cfg.nms_thr, dtype=boxes.dtype), torch.tensor(0.0, dtype=boxes.dtype))
+    )
+    sized = boxes[:, 2:4].amin(-1) >= cfg.min_side
+    if (
+        not torch.compiler.is_compiling()
+        and boxes.shape[0] <= _SHARED_NMS_MAX_BOXES
+        and bool(torch.isfinite(boxes).all())
+    ):
+        # The same boxes for every class: overlaps computed once, all classes suppressed together.
+        cand_scores = probs.masked_fill(~((probs > cfg.score_thr) & sized[:, None]), float("-inf"))
+        roi_idx, labels = multiclass_nms_rotated(boxes, cand_scores, thr)
+        roi_idx, labels = roi_idx[: cfg.max_per_img], labels[: cfg.max_per_img]
+        return boxes[roi_idx], probs[roi_idx, labels], labels
+    roi_idx, labels = (probs > cfg.score_thr).nonzero(as_tuple=True)
+    scores = probs[roi_idx, labels]
+    cand = boxes[roi_idx]
+    keep_sized = sized[roi_idx]
+    cand, scores, labels = cand[keep_sized], scores[keep_sized], labels[keep_sized]
+    keep = batched_nms_rotated(cand, scores, labels, thr)[: cfg.max_per_img]
+    return cand[keep], scores[keep], labels[keep]
