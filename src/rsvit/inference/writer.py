@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rsvit.utils.atomic import atomic_path
 from rsvit.viz.palettes import default_palette
 
 __all__ = [
@@ -361,9 +362,16 @@ def _encode_tile(values: np.ndarray, block: tuple[int, int], options: dict[str, 
     return data[offset : offset + size]
 
 
-def _edge_tiles(path: Path, tiff: _Tiff, f: Any, options: dict[str, Any]) -> dict[tuple[int, int], bytes]:
-    """(directory, tile) -> new bytes, for the partial tiles of every half-float, multi-band level."""
+def _edge_tiles(
+    path: Path, tiff: _Tiff, f: Any, options: dict[str, Any]
+) -> dict[tuple[int, int], bytes] | None:
+    """(directory, tile) -> new bytes, for the partial tiles of every half-float, multi-band level.
+
+    ``None`` when the directories are not the raster's levels in GDAL's order (full resolution, then
+    the overviews, masks anywhere).
+    """
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
     from rasterio.windows import Window
 
     new: dict[tuple[int, int], bytes] = {}
@@ -389,9 +397,12 @@ def _edge_tiles(path: Path, tiff: _Tiff, f: Any, options: dict[str, Any]) -> dic
         if not edge:
             continue
         extra = {} if level == 0 else {"overview_level": level - 1}
-        with rasterio.open(path, **extra) as src:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a grid without a CRS is fine here
+            src = rasterio.open(path, **extra)
+        with src:
             if (src.width, src.height, src.count) != (width, height, samples):
-                raise RuntimeError(f"{path}: directory {ifd} is not the raster's level {level}")
+                return None
             for row, col in edge:
                 x, y = col * bw, row * bh
                 window = Window(x, y, min(bw, width - x), min(bh, height - y))
@@ -418,6 +429,8 @@ def clear_edge_padding(path: Path, options: dict[str, Any]) -> bool:
         leader = 4 if b"BLOCK_LEADER=SIZE_AS_UINT4" in ghost else 0
         trailer = 4 if b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED" in ghost else 0
         new = _edge_tiles(path, tiff, f, options)
+        if new is None:
+            return False
         tiles = []  # (offset, size, directory, tile index)
         for ifd in range(len(tiff.ifds)):
             offsets, sizes = tiff.ints(f, ifd, _TILE_OFFSETS), tiff.ints(f, ifd, _TILE_BYTES)
@@ -440,43 +453,37 @@ def clear_edge_padding(path: Path, options: dict[str, Any]) -> bool:
             position = offset + size + trailer
         if position != end:
             return False
+        grown = sum(len(new[(ifd, i)]) - size for _, size, ifd, i in tiles if (ifd, i) in new)
+        if not tiff.big and end + grown >= 2**32:
+            return False  # offsets would not fit a classic TIFF
 
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                f.seek(0)
-                out.write(f.read(start))
-                where: dict[tuple[int, int], tuple[int, int]] = {}
-                for offset, size, ifd, index in tiles:
-                    if (ifd, index) in new:
-                        data = new[(ifd, index)]
-                    else:
-                        f.seek(offset)
-                        data = f.read(size)
-                    if leader:
-                        out.write(struct.pack("<I", len(data)))
-                    where[(ifd, index)] = (out.tell(), len(data))
-                    out.write(data)
-                    if trailer:
-                        out.write(data[-4:])
-                if not tiff.big and out.tell() >= 2**32:
-                    raise OverflowError("the rewritten tiles do not fit a classic TIFF")
-                for ifd in range(len(tiff.ifds)):
-                    for tag, part in ((_TILE_OFFSETS, 0), (_TILE_BYTES, 1)):
-                        if tag not in tiff.ifds[ifd]:
-                            continue
-                        kind, count, value = tiff.ifds[ifd][tag]
-                        values = [
-                            where[(ifd, i)][part] if (ifd, i) in where else v
-                            for i, v in enumerate(tiff.ints(f, ifd, tag))
-                        ]
-                        out.seek(value)
-                        out.write(struct.pack(f"{tiff.order}{count}{_UINT_FORMATS[kind]}", *values))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            f.seek(0)
+            out.write(f.read(start))
+            where: dict[tuple[int, int], tuple[int, int]] = {}
+            for offset, size, ifd, index in tiles:
+                if (ifd, index) in new:
+                    data = new[(ifd, index)]
+                else:
+                    f.seek(offset)
+                    data = f.read(size)
+                if leader:
+                    out.write(struct.pack("<I", len(data)))
+                where[(ifd, index)] = (out.tell(), len(data))
+                out.write(data)
+                if trailer:
+                    out.write(data[-4:])
+            for ifd in range(len(tiff.ifds)):
+                for tag, part in ((_TILE_OFFSETS, 0), (_TILE_BYTES, 1)):
+                    if tag not in tiff.ifds[ifd]:
+                        continue
+                    kind, count, value = tiff.ifds[ifd][tag]
+                    values = [
+                        where[(ifd, i)][part] if (ifd, i) in where else v
+                        for i, v in enumerate(tiff.ints(f, ifd, tag))
+                    ]
+                    out.seek(value)
+                    out.write(struct.pack(f"{tiff.order}{count}{_UINT_FORMATS[kind]}", *values))
     return True
 
 
