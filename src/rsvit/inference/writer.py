@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -259,8 +260,8 @@ def to_cog(
         raise
 
 
-# Edge tiles of half-float COGs. GDAL (3.10 and later) copies a pixel-interleaved raster whose samples
-# are half floats (NBITS=16) into a COG through its block cache, and of a partial tile at the right or
+# Edge tiles of half-float COGs. GDAL (3.10, and its source to date) copies a pixel-interleaved raster
+# of half floats (NBITS=16) into a COG through its block cache, and of a partial tile at the right or
 # bottom edge only the last band's buffer is cleared: the other bands' part beyond the raster edge keeps
 # whatever malloc returned, which depends on what ran before in the process. Readers never see those
 # samples, but they are compressed into the file, so two runs writing the same pixels could write
@@ -295,8 +296,6 @@ class _Tiff:
 
     @classmethod
     def read(cls, f: Any) -> _Tiff | None:
-        import struct
-
         head = f.read(16)
         order = {b"II": "<", b"MM": ">"}.get(head[:2])
         if order is None or len(head) < 8:
@@ -325,8 +324,6 @@ class _Tiff:
         return cls(order, big, ifds)
 
     def ints(self, f: Any, ifd: int, tag: int, default: int | None = None) -> list[int]:
-        import struct
-
         if tag not in self.ifds[ifd]:
             return [] if default is None else [default]
         kind, count, position = self.ifds[ifd][tag]
@@ -418,8 +415,6 @@ def clear_edge_padding(path: Path, options: dict[str, Any]) -> bool:
     trailer, in the same order; only the offsets and sizes of the tiles change. Returns whether the
     file changed. A file whose layout is not the one GDAL's COG driver writes is left as it is.
     """
-    import struct
-
     with open(path, "rb") as f:
         tiff = _Tiff.read(f)
         if tiff is None:
