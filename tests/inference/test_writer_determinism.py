@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import rasterio
 
-from rsvit.inference import writer
+from rsvit.inference import edge_tiles
 from rsvit.inference.writer import clear_edge_padding, to_cog
 
 # 600 x 530 in tiles of 512: three partial tiles at full resolution, and a partial overview tile
@@ -55,7 +55,7 @@ def _half_float_partial(path):
 def _tiles(path):
     """Every tile of every level, decompressed, with the size of its part inside the raster."""
     with open(path, "rb") as f:
-        tiff = writer._Tiff.read(f)
+        tiff = edge_tiles._Tiff.read(f)
         for ifd in range(len(tiff.ifds)):
             width, height = tiff.ints(f, ifd, 256)[0], tiff.ints(f, ifd, 257)[0]
             across = -(-width // 512)
