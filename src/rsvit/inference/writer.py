@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from rsvit.inference.edge_tiles import clear_edge_padding, tile_options
 from rsvit.viz.palettes import default_palette
 
 __all__ = [
     "MapSink",
     "PartialFiles",
     "PartialMap",
+    "clear_edge_padding",
     "copy_rows",
     "default_palette",
     "read_state",
@@ -224,7 +226,9 @@ def to_cog(
     """Copies a partial GeoTIFF to a Cloud-Optimized GeoTIFF under ``output``, atomically.
 
     GDAL's ``COG`` driver writes the tiles, the overviews and the layout (header and overviews first);
-    it works block by block, so memory stays bounded whatever the raster size.
+    it works block by block, so memory stays bounded whatever the raster size. Half-float rasters of
+    several bands then get their edge tiles rewritten (:func:`clear_edge_padding`), so that the file's
+    bytes depend on its pixels only.
     """
     import rasterio
     import rasterio.shutil
@@ -246,6 +250,8 @@ def to_cog(
     tmp = output.with_name(f".{output.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.tif")
     try:
         rasterio.shutil.copy(partial, tmp, driver="COG", **options)
+        if options.get("nbits") == 16:
+            clear_edge_padding(tmp, tile_options(options))
         os.replace(tmp, output)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
