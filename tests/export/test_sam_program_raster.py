@@ -1,0 +1,160 @@
+"""The ``.pt2`` SAM graphs (torch.export) in the raster commands against the PyTorch model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+import export.test_sam_runtime as onnx_runtime_tests  # the fixture SAM, its prompts and the run helper
+from rsvit.cli.segment_raster import (
+    add_masks_raster_arguments,
+    add_segment_raster_arguments,
+    run_masks_raster,
+    run_segment_raster,
+)
+from rsvit.export import MissingMetadataError, export_model
+from rsvit.export.exported_program import load_program
+from rsvit.export.metadata import METADATA_KEY
+from rsvit.export.sam_runtime import ProgramSam, load_program_sam, sam_pair
+from rsvit.inference.automatic import masks_raster
+from rsvit.inference.promptable import load_promptable_model, segment_raster
+
+sam_pair_files = onnx_runtime_tests.sam_pair_files  # the fixture SAM's model file (and its ONNX pair)
+naip_crop = onnx_runtime_tests.naip_crop  # a 400 x 300 crop of the real NAIP tile
+collection, point = onnx_runtime_tests.collection, onnx_runtime_tests.point
+MASK_TOLERANCE, SCORE_TOLERANCE = onnx_runtime_tests.MASK_TOLERANCE, onnx_runtime_tests.SCORE_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def program_pair(sam_pair_files):
+    """The fixture SAM's model file and the folder holding its two ``.pt2`` graphs."""
+    source, folder = sam_pair_files
+    export_model(source, folder / "sam.pt2", format="exported-program")
+    return source, folder
+
+
+@pytest.mark.parametrize("name", ["sam.encoder.pt2", "sam.decoder.pt2", "sam.pt2", "sam"])
+def test_either_file_or_the_stem_names_the_pair(program_pair, name: str) -> None:
+    _, folder = program_pair
+    assert sam_pair(folder / name, "exported-program") == {
+        "sam-image-encoder": folder / "sam.encoder.pt2",
+        "sam-prompt-decoder": folder / "sam.decoder.pt2",
+    }
+    if name != "sam":  # the bare stem is ambiguous with the ONNX pair beside it: torch picks .pt2
+        assert isinstance(load_promptable_model(folder / name), ProgramSam)
+    assert isinstance(load_promptable_model(folder / name, "torch"), ProgramSam)
+
+
+def test_segment_raster_on_the_programs_matches_pytorch(
+    program_pair, naip_crop: Path, tmp_path: Path
+) -> None:
+    source, folder = program_pair
+    want, want_features, want_scores = onnx_runtime_tests._run(source, naip_crop, tmp_path / "torch.tif")
+    got, got_features, got_scores = onnx_runtime_tests._run(
+        folder / "sam.decoder.pt2", naip_crop, tmp_path / "pt2.tif"
+    )
+    assert len(want_scores) == len(got_scores) == 7
+    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=SCORE_TOLERANCE)
+    assert len(np.unique(want)) > 3, "the tiny model should claim pixels for several prompts"
+    differ = want != got
+    assert differ.mean() <= MASK_TOLERANCE, f"{differ.sum()} of {differ.size} pixels differ"
+    want_props = onnx_runtime_tests._by_id(want_features)
+    got_props = onnx_runtime_tests._by_id(got_features)
+    assert want_props.keys() == got_props.keys() and len(want_props) >= 4
+    for pid, props in want_props.items():
+        assert got_props[pid]["value"] == props["value"]
+        assert abs(got_props[pid]["score"] - props["score"]) <= SCORE_TOLERANCE + 1e-9, pid
+
+
+def test_masks_raster_cli_on_the_programs_matches_pytorch(
+    program_pair, naip_crop: Path, tmp_path: Path, capsys
+) -> None:
+    source, folder = program_pair
+    settings = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    want = masks_raster(
+        source, naip_crop, tmp_path / "torch.tif", bands=(1, 2, 3), progress=False, **settings
+    )
+    argv = [
+        "--model",
+        str(folder / "sam.pt2"),
+        "--input",
+        str(naip_crop),
+        "--output",
+        str(tmp_path / "p.tif"),
+    ]
+    argv += [
+        "--bands",
+        "1,2,3",
+        "--points-per-side",
+        "6",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-thresh",
+        "0",
+    ]
+    assert run_masks_raster(add_masks_raster_arguments(argparse.ArgumentParser()).parse_args(argv)) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert want["instances"] > 3
+    assert (got["candidates"], got["instances"]) == (want["candidates"], want["instances"])
+    with rasterio.open(tmp_path / "torch.tif") as a, rasterio.open(tmp_path / "p.tif") as b:
+        differ = a.read(1) != b.read(1)
+    assert differ.mean() <= MASK_TOLERANCE, f"{differ.sum()} of {differ.size} pixels differ"
+
+
+def _resave(source: Path, target: Path, metadata_json: str | None) -> Path:
+    program, _ = load_program(source)
+    extra = {} if metadata_json is None else {f"{METADATA_KEY}.json": metadata_json}
+    torch.export.save(program, target, extra_files=extra)
+    return target
+
+
+def test_wrong_role_missing_partner_and_bare_files_are_refused(program_pair, tmp_path: Path) -> None:
+    _, folder = program_pair
+    encoder, decoder = folder / "sam.encoder.pt2", folder / "sam.decoder.pt2"
+    with pytest.raises(ValueError, match=r"role 'sam-prompt-decoder'.*not the sam-image-encoder graph"):
+        ProgramSam(decoder, decoder)
+    with pytest.raises(ValueError, match=r"role 'sam-image-encoder'.*OUT\.encoder\.pt2"):
+        ProgramSam(encoder, encoder)
+    meta = load_program(encoder)[1]
+    whole = _resave(encoder, tmp_path / "whole.pt2", meta.with_changes(role="model").to_json())
+    with pytest.raises(ValueError, match="holds a whole model"):
+        load_promptable_model(whole)
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "sam.encoder.pt2").write_bytes(encoder.read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"sam\.decoder\.pt2 not found.*two files"):
+        load_program_sam(lonely / "sam.encoder.pt2")
+    _resave(decoder, tmp_path / "bare.decoder.pt2", None)
+    (tmp_path / "bare.encoder.pt2").write_bytes(encoder.read_bytes())
+    with pytest.raises(MissingMetadataError, match="no rsvit metadata"):
+        load_promptable_model(tmp_path / "bare.pt2")
+
+
+def test_cli_refusals_for_programs(program_pair, naip_crop: Path, tmp_path: Path, capsys) -> None:
+    _, folder = program_pair
+    prompts = tmp_path / "prompts.geojson"
+    prompts.write_text(json.dumps(collection(point(naip_crop, 50, 60, "a"))))
+    base = ["--input", str(naip_crop), "--bands", "1,2,3", "--prompts", str(prompts), "--quiet"]
+
+    def cli(*argv) -> int:
+        parser = add_segment_raster_arguments(argparse.ArgumentParser())
+        return run_segment_raster(parser.parse_args([*base, *argv]))
+
+    pt2 = str(folder / "sam.encoder.pt2")
+    assert cli("--model", pt2, "--runtime", "onnxruntime", "--output", str(tmp_path / "a.tif")) == 2
+    assert "runs in PyTorch" in capsys.readouterr().err
+    assert cli("--model", pt2, "--encoder-dtype", "bfloat16", "--output", str(tmp_path / "b.tif")) == 2
+    assert "exported graphs run in float32" in capsys.readouterr().err
+    assert cli("--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "c.tif")) == 2
+    assert "model file not found" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="use device cpu"):
+        segment_raster(
+            pt2, naip_crop, collection(point(naip_crop, 50, 60, "a")), tmp_path / "d.tif", device="meta"
+        )
+    assert not any((tmp_path / f"{n}.tif").exists() for n in "abcd")
