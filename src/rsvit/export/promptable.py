@@ -22,6 +22,7 @@ deployment runs the two at different times and the export keeps them apart:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ from rsvit.export.tracing import capture_failure
 from rsvit.utils.atomic import atomic_path
 
 __all__ = [
+    "SamAgreement",
     "SamImageEncoderGraph",
     "SamPromptDecoderGraph",
     "check_sam",
+    "compare_sam_pairs",
     "decoder_inputs",
     "export_sam",
     "load_sam_graph",
@@ -354,3 +357,63 @@ def check_sam(
         "masks": compare(torch.cat(refs["masks"]), torch.cat(outs["masks"]), tolerance),
         "iou": compare(torch.cat(refs["iou"]), torch.cat(outs["iou"]), tolerance),
     }
+
+
+_CASE_NAMES = ("point", "point set", "box", "box with points", "two boxes")
+
+
+@dataclass(frozen=True)
+class SamAgreement:
+    """How a candidate SAM (an int8 export, say) answers one prompt case compared with a reference.
+
+    ``iou`` and ``equal`` compare the binary masks each model keeps (for a single point the candidate of
+    highest predicted IoU, else the single-mask output) at the image's pixels; ``max_score_diff`` is the
+    largest difference of the predicted IoUs of every output.
+    """
+
+    case: str
+    iou: float
+    equal: float
+    max_score_diff: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.case}: mask IoU {self.iou:.4f}, {self.equal:.3%} of pixels equal, "
+            f"max score difference {self.max_score_diff:.2g}"
+        )
+
+
+def compare_sam_pairs(reference: Any, candidate: Any, image: Tensor) -> list[SamAgreement]:
+    """Both models (a :class:`Sam` or :class:`~rsvit.export.sam_runtime.ExportedSam`) on the check prompts.
+
+    ``image`` is a resized 0-255 crop ``(1, C, h, w)`` (:func:`sam_check_image`); the prompts are those of
+    :func:`check_sam`, answered through :class:`~rsvit.models.promptable.SamPredictor` as inference does.
+    """
+    from rsvit.models.promptable.predictor import SamPredictor
+
+    pixels = image[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    answers = []
+    for model in (reference, candidate):
+        predictor = SamPredictor(model)
+        predictor.set_image(pixels)
+        found = []
+        for case in _check_prompts(tuple(image.shape[-2:])):
+            points, boxes = case.get("points"), case.get("boxes")
+            coords, labels = points if points is not None else (None, None)
+            multimask = boxes is None and coords is not None and coords.shape[1] == 1
+            masks, iou, _ = predictor.predict_torch(coords, labels, boxes, multimask_output=multimask)
+            best = iou.argmax(dim=1)
+            found.append((masks[torch.arange(len(best)), best], iou))
+        answers.append(found)
+    results = []
+    for name, (want, want_iou), (got, got_iou) in zip(_CASE_NAMES, *answers, strict=True):
+        union = (want | got).sum().item()
+        results.append(
+            SamAgreement(
+                name,
+                iou=(want & got).sum().item() / union if union else 1.0,
+                equal=(want == got).float().mean().item(),
+                max_score_diff=(want_iou - got_iou).abs().max().item(),
+            )
+        )
+    return results
