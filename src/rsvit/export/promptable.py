@@ -40,6 +40,7 @@ __all__ = [
     "SamImageEncoderGraph",
     "SamPromptDecoderGraph",
     "check_sam",
+    "check_sam_window",
     "compare_sam_pairs",
     "decoder_inputs",
     "export_sam",
@@ -186,12 +187,15 @@ def export_sam(
     format: str,
     opset: int,
     overwrite: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> dict[str, ExportMetadata]:
     """Writes SAM's encoder and decoder graphs to :func:`sam_paths` ``(out, format)``; returns their metadata.
 
     The encoder keeps height and width dynamic when the captured graph holds at a second size (up to
     ``img_size``; longer sides are refused by the graph), else it is fixed at ``img_size`` square.
+    ``window`` (the export's ``--window``) must be ``img_size`` square or absent (:func:`check_sam_window`).
     """
+    check_sam_window(model, metadata, window)
     paths = sam_paths(out, format)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
@@ -217,6 +221,29 @@ def export_sam(
                 torch.export.save(program, tmp, extra_files={f"{METADATA_KEY}.json": meta.to_json()})
         written[role] = meta
     return written
+
+
+def check_sam_window(model: Any, metadata: ExportMetadata, window: tuple[int, int] | None = None) -> None:
+    """Refuses an export window other than SAM's ``img_size`` square, instead of ignoring it.
+
+    SAM's encoder resizes every image so its longer side is ``img_size`` and pads it to a square, so there
+    is no other size to trace at; the raster commands choose their windows with their own ``--window``.
+    Without ``window``, the one in ``metadata`` counts when it differs from the model file's default
+    (its ``input_size``, else :data:`rsvit.export.api.DEFAULT_WINDOW`), i.e. when it was asked for.
+    """
+    from rsvit.export.api import DEFAULT_WINDOW
+
+    size = (int(model.img_size), int(model.img_size))
+    if window is None:
+        input_size = metadata.weights.input_size
+        default = tuple(input_size[-2:]) if input_size else DEFAULT_WINDOW
+        window = None if tuple(metadata.window) == tuple(default) else metadata.window
+    if window is not None and tuple(window) != size:
+        raise ValueError(
+            f"--window {window[0]} {window[1]} does not apply to a promptable (SAM) model: its image encoder "
+            f"takes the model's img_size square ({size[0]} x {size[1]}) and resizes every image to it. Leave "
+            "--window out (or give the img_size); the raster commands tile a scene with their own --window"
+        )
 
 
 def _attention_in_4d(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
