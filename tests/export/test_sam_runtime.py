@@ -174,9 +174,9 @@ def test_cli_runtime_option(sam_pair_files, naip_crop: Path, tmp_path: Path, cap
     assert "exported graphs run in float32" in capsys.readouterr().err
     parser = add_segment_raster_arguments(argparse.ArgumentParser())
     text = ["--model", stem, "--input", str(naip_crop), "--output", str(tmp_path / "e.tif"), "--text", "roof"]
-    text += ["--clip-model", str(tmp_path / "clip.pt")]  # never opened: the runtime is refused first
+    text += ["--clip-model", str(tmp_path / "clip.pt")]  # missing: --text runs on the graphs, CLIP is checked
     assert run_segment_raster(parser.parse_args([*text, "--runtime", "onnxruntime"])) == 2
-    assert "--text runs PyTorch models only" in capsys.readouterr().err
+    assert "CLIP checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "c.tif").exists() and not (tmp_path / "d.tif").exists()
     assert not (tmp_path / "e.tif").exists()
 

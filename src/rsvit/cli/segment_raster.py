@@ -255,6 +255,7 @@ def _run_text(args: argparse.Namespace) -> dict:
         cache_size=args.cache_size,
         mode=args.mode,
         overlap=args.overlap,
+        runtime=args.runtime,
         automatic=_automatic(args),
         **_shared(args),
     )
@@ -267,8 +268,6 @@ def run_segment_raster(args: argparse.Namespace) -> int:
     def call() -> dict:
         _check_prompt_source(args)
         if args.text is not None:
-            if args.runtime is not None:
-                raise ValueError("--runtime applies to --prompts; --text runs PyTorch models only")
             return _run_text(args)
         return segment_raster(
             args.model,
