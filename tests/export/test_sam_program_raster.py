@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
 import torch
 
 import export.test_sam_runtime as onnx_runtime_tests  # the fixture SAM, its prompts and the run helper
-from rsvit.cli.segment_raster import (
-    add_masks_raster_arguments,
-    add_segment_raster_arguments,
-    run_masks_raster,
-    run_segment_raster,
-)
 from rsvit.export import MissingMetadataError, export_model
 from rsvit.export.exported_program import load_program
 from rsvit.export.metadata import METADATA_KEY
 from rsvit.export.sam_runtime import ProgramSam, load_program_sam, sam_pair
-from rsvit.inference.automatic import masks_raster
 from rsvit.inference.promptable import load_promptable_model, segment_raster
 
 sam_pair_files = onnx_runtime_tests.sam_pair_files  # the fixture SAM's model file (and its ONNX pair)
 naip_crop = onnx_runtime_tests.naip_crop  # a 400 x 300 crop of the real NAIP tile
 collection, point = onnx_runtime_tests.collection, onnx_runtime_tests.point
-MASK_TOLERANCE, SCORE_TOLERANCE = onnx_runtime_tests.MASK_TOLERANCE, onnx_runtime_tests.SCORE_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -55,56 +43,16 @@ def test_segment_raster_on_the_programs_matches_pytorch(
     program_pair, naip_crop: Path, tmp_path: Path
 ) -> None:
     source, folder = program_pair
-    want, want_features, want_scores = onnx_runtime_tests._run(source, naip_crop, tmp_path / "torch.tif")
-    got, got_features, got_scores = onnx_runtime_tests._run(
-        folder / "sam.decoder.pt2", naip_crop, tmp_path / "pt2.tif"
-    )
-    assert len(want_scores) == len(got_scores) == 7
-    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=SCORE_TOLERANCE)
-    assert len(np.unique(want)) > 3, "the tiny model should claim pixels for several prompts"
-    differ = want != got
-    assert differ.mean() <= MASK_TOLERANCE, f"{differ.sum()} of {differ.size} pixels differ"
-    want_props = onnx_runtime_tests._by_id(want_features)
-    got_props = onnx_runtime_tests._by_id(got_features)
-    assert want_props.keys() == got_props.keys() and len(want_props) >= 4
-    for pid, props in want_props.items():
-        assert got_props[pid]["value"] == props["value"]
-        assert abs(got_props[pid]["score"] - props["score"]) <= SCORE_TOLERANCE + 1e-9, pid
+    onnx_runtime_tests.assert_segments_match(source, folder / "sam.decoder.pt2", naip_crop, tmp_path)
 
 
 def test_masks_raster_cli_on_the_programs_matches_pytorch(
     program_pair, naip_crop: Path, tmp_path: Path, capsys
 ) -> None:
     source, folder = program_pair
-    settings = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    want = masks_raster(
-        source, naip_crop, tmp_path / "torch.tif", bands=(1, 2, 3), progress=False, **settings
+    onnx_runtime_tests.assert_masks_raster_cli_matches(
+        source, folder / "sam.pt2", naip_crop, tmp_path, capsys
     )
-    argv = [
-        "--model",
-        str(folder / "sam.pt2"),
-        "--input",
-        str(naip_crop),
-        "--output",
-        str(tmp_path / "p.tif"),
-    ]
-    argv += [
-        "--bands",
-        "1,2,3",
-        "--points-per-side",
-        "6",
-        "--pred-iou-thresh",
-        "0",
-        "--stability-thresh",
-        "0",
-    ]
-    assert run_masks_raster(add_masks_raster_arguments(argparse.ArgumentParser()).parse_args(argv)) == 0
-    got = json.loads(capsys.readouterr().out)
-    assert want["instances"] > 3
-    assert (got["candidates"], got["instances"]) == (want["candidates"], want["instances"])
-    with rasterio.open(tmp_path / "torch.tif") as a, rasterio.open(tmp_path / "p.tif") as b:
-        differ = a.read(1) != b.read(1)
-    assert differ.mean() <= MASK_TOLERANCE, f"{differ.sum()} of {differ.size} pixels differ"
 
 
 def _resave(source: Path, target: Path, metadata_json: str | None) -> Path:
@@ -138,14 +86,7 @@ def test_wrong_role_missing_partner_and_bare_files_are_refused(program_pair, tmp
 
 def test_cli_refusals_for_programs(program_pair, naip_crop: Path, tmp_path: Path, capsys) -> None:
     _, folder = program_pair
-    prompts = tmp_path / "prompts.geojson"
-    prompts.write_text(json.dumps(collection(point(naip_crop, 50, 60, "a"))))
-    base = ["--input", str(naip_crop), "--bands", "1,2,3", "--prompts", str(prompts), "--quiet"]
-
-    def cli(*argv) -> int:
-        parser = add_segment_raster_arguments(argparse.ArgumentParser())
-        return run_segment_raster(parser.parse_args([*base, *argv]))
-
+    cli = onnx_runtime_tests.segment_cli(naip_crop, tmp_path)
     pt2 = str(folder / "sam.encoder.pt2")
     assert cli("--model", pt2, "--runtime", "onnxruntime", "--output", str(tmp_path / "a.tif")) == 2
     assert "runs in PyTorch" in capsys.readouterr().err

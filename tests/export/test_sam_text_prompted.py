@@ -12,23 +12,17 @@ import rasterio
 from safetensors.torch import save_file
 
 import export.test_sam_runtime as onnx_runtime_tests  # the fixture SAM and the NAIP crop
-from models.clip.tiny_clip import seeded_tiny_clip, write_tiny_config  # tests/ is on the path
+import inference.test_text_prompted as text_tests  # the tiny CLIP and the candidate settings
+from models.clip.tiny_clip import write_tiny_config  # tests/ is on the path
 from rsvit.cli.segment_raster import add_segment_raster_arguments, run_segment_raster
 from rsvit.export import export_model
 from rsvit.inference.text_prompted import text_segment_raster
-from rsvit.models.clip import wrap_model
 
 sam_pair_files = onnx_runtime_tests.sam_pair_files  # the fixture SAM's model file and its ONNX pair
 naip_crop = onnx_runtime_tests.naip_crop  # a 400 x 300 crop of the real NAIP tile: six SAM windows
 MASK_TOLERANCE, SCORE_TOLERANCE = onnx_runtime_tests.MASK_TOLERANCE, onnx_runtime_tests.SCORE_TOLERANCE
-# a point grid of 2 x 2 per window and no filters: a dozen candidates per window from the tiny SAM
-SETTINGS = {"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1.0}
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory):
-    name, model = seeded_tiny_clip(tmp_path_factory.mktemp("clip"), seed=11)
-    return wrap_model(model, name)
+clip = text_tests.clip  # the seeded tiny CLIP
+SETTINGS = text_tests.SETTINGS  # a 2 x 2 point grid per window, no filters: a dozen candidates per window
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +46,8 @@ def _run(model, runtime, clip, scene: Path, out: Path, **kwargs) -> tuple[dict, 
         "swimming pool",
         out,
         bands=(1, 2, 3),
-        negatives=("background", "trees", "road"),
-        templates=("an aerial image of {}",),
+        negatives=text_tests.NEGATIVES,
+        templates=text_tests.TEMPLATES,
         automatic=SETTINGS,
         runtime=runtime,
         progress=False,
