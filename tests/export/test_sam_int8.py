@@ -16,6 +16,7 @@ from rsvit.cli.export import add_export_arguments, run_export
 from rsvit.export.onnx import read_onnx_metadata
 from rsvit.export.quantize import quantize_sam_int8
 
+sam_model_file = onnx_runtime_tests.sam_model_file  # the fixture SAM's model file
 sam_pair_files = onnx_runtime_tests.sam_pair_files  # the fixture SAM's model file (and its ONNX pair)
 naip_crop = onnx_runtime_tests.naip_crop  # a 400 x 300 crop of the real NAIP tile
 

@@ -14,15 +14,15 @@ from rsvit.export.metadata import METADATA_KEY
 from rsvit.export.sam_runtime import ProgramSam, load_program_sam, sam_pair
 from rsvit.inference.promptable import load_promptable_model, segment_raster
 
-sam_pair_files = onnx_runtime_tests.sam_pair_files  # the fixture SAM's model file (and its ONNX pair)
+sam_model_file = onnx_runtime_tests.sam_model_file  # the fixture SAM's model file
 naip_crop = onnx_runtime_tests.naip_crop  # a 400 x 300 crop of the real NAIP tile
 collection, point = onnx_runtime_tests.collection, onnx_runtime_tests.point
 
 
 @pytest.fixture(scope="module")
-def program_pair(sam_pair_files):
+def program_pair(sam_model_file):
     """The fixture SAM's model file and the folder holding its two ``.pt2`` graphs."""
-    source, folder = sam_pair_files
+    source, folder = sam_model_file
     export_model(source, folder / "sam.pt2", format="exported-program")
     return source, folder
 
@@ -34,9 +34,8 @@ def test_either_file_or_the_stem_names_the_pair(program_pair, name: str) -> None
         "sam-image-encoder": folder / "sam.encoder.pt2",
         "sam-prompt-decoder": folder / "sam.decoder.pt2",
     }
-    if name != "sam":  # the bare stem is ambiguous with the ONNX pair beside it: torch picks .pt2
-        assert isinstance(load_promptable_model(folder / name), ProgramSam)
-    assert isinstance(load_promptable_model(folder / name, "torch"), ProgramSam)
+    # a .pt2 suffix picks PyTorch; the bare stem needs no runtime either when its .pt2 pair exists
+    assert isinstance(load_promptable_model(folder / name), ProgramSam)
 
 
 def test_segment_raster_on_the_programs_matches_pytorch(
@@ -82,6 +81,9 @@ def test_wrong_role_missing_partner_and_bare_files_are_refused(program_pair, tmp
     (tmp_path / "bare.encoder.pt2").write_bytes(encoder.read_bytes())
     with pytest.raises(MissingMetadataError, match="no rsvit metadata"):
         load_promptable_model(tmp_path / "bare.pt2")
+    (tmp_path / "other.encoder.onnx").write_bytes(b"")  # a stem naming an ONNX pair only
+    with pytest.raises(FileNotFoundError, match=r"other\.encoder\.onnx exists: add --runtime onnxruntime"):
+        load_promptable_model(tmp_path / "other")
 
 
 def test_cli_refusals_for_programs(program_pair, naip_crop: Path, tmp_path: Path, capsys) -> None:

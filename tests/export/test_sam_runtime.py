@@ -39,8 +39,8 @@ SCORE_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def sam_pair_files(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The tiny official SAM (fixture weights): its rsvit model file and its two exported ONNX graphs."""
+def sam_model_file(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny official SAM (fixture weights) as an rsvit model file, and the folder it lies in."""
     fixtures = reference_dir / "fixtures"
     config = tiny_config(json.loads((fixtures / "sam_tiny_config.json").read_text())).to_dict()
     spec = ModelSpec("promptable", "sam_vit_b", head_kwargs=config)
@@ -51,6 +51,13 @@ def sam_pair_files(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory
     save_model(
         source, model.eval(), spec, WeightsMetadata(mean=config["pixel_mean"], std=config["pixel_std"])
     )
+    return source, folder
+
+
+@pytest.fixture(scope="module")
+def sam_pair_files(sam_model_file):
+    """The tiny official SAM (fixture weights): its rsvit model file and its two exported ONNX graphs."""
+    source, folder = sam_model_file
     export_model(source, folder / "sam.onnx", format="onnx")
     return source, folder
 

@@ -18,6 +18,7 @@ from rsvit.cli.segment_raster import add_segment_raster_arguments, run_segment_r
 from rsvit.export import export_model
 from rsvit.inference.text_prompted import text_segment_raster
 
+sam_model_file = onnx_runtime_tests.sam_model_file  # the fixture SAM's model file
 sam_pair_files = onnx_runtime_tests.sam_pair_files  # the fixture SAM's model file and its ONNX pair
 naip_crop = onnx_runtime_tests.naip_crop  # a 400 x 300 crop of the real NAIP tile: six SAM windows
 MASK_TOLERANCE, SCORE_TOLERANCE = onnx_runtime_tests.MASK_TOLERANCE, onnx_runtime_tests.SCORE_TOLERANCE
