@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from models.promptable.conftest import tiny_config  # the fixture model's config (tests/ is on the path)
 from rsvit.cli.export import add_export_arguments, run_export
+from rsvit.export import export_model
 from rsvit.export.promptable import check_sam, decoder_inputs, load_sam_graph, sam_check_image, sam_paths
 from rsvit.models import ModelSpec, build_model, save_model
 from rsvit.models.promptable import convert_official_sam_state_dict
@@ -77,3 +78,15 @@ def test_decoder_takes_any_number_of_prompts_and_points(exported, sam_file):
         assert masks.shape == (prompts, 4, 44, 44)
         torch.testing.assert_close(masks, want, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(iou, want_iou, atol=1e-5, rtol=1e-4)
+
+
+def test_window_other_than_img_size_is_refused(sam_file, tmp_path, capsys):
+    source, _ = sam_file
+    with pytest.raises(ValueError, match=r"--window 64 96 does not apply.*img_size square \(176 x 176\)"):
+        export_model(source, tmp_path / "a.onnx", window=(64, 96))
+    assert export(source, tmp_path / "b.pt2", "--format", "exported-program", "--window", 128, 128) == 2
+    assert "does not apply to a promptable (SAM) model" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    # the img_size itself is what the export uses anyway
+    written = export_model(source, tmp_path / "c.pt2", format="exported-program", window=(176, 176))[1]
+    assert {meta.window for meta in written.values()} == {(176, 176)}

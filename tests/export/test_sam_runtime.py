@@ -39,8 +39,8 @@ SCORE_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def sam_pair_files(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The tiny official SAM (fixture weights): its rsvit model file and its two exported ONNX graphs."""
+def sam_model_file(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny official SAM (fixture weights) as an rsvit model file, and the folder it lies in."""
     fixtures = reference_dir / "fixtures"
     config = tiny_config(json.loads((fixtures / "sam_tiny_config.json").read_text())).to_dict()
     spec = ModelSpec("promptable", "sam_vit_b", head_kwargs=config)
@@ -51,6 +51,13 @@ def sam_pair_files(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory
     save_model(
         source, model.eval(), spec, WeightsMetadata(mean=config["pixel_mean"], std=config["pixel_std"])
     )
+    return source, folder
+
+
+@pytest.fixture(scope="module")
+def sam_pair_files(sam_model_file):
+    """The tiny official SAM (fixture weights): its rsvit model file and its two exported ONNX graphs."""
+    source, folder = sam_model_file
     export_model(source, folder / "sam.onnx", format="onnx")
     return source, folder
 
@@ -115,12 +122,10 @@ def test_either_file_or_the_stem_names_the_pair(sam_pair_files, name: str) -> No
     }
 
 
-def test_segment_raster_on_onnxruntime_matches_pytorch(
-    sam_pair_files, naip_crop: Path, tmp_path: Path
-) -> None:
-    source, folder = sam_pair_files
+def assert_segments_match(source, exported, naip_crop: Path, tmp_path: Path) -> None:
+    """segment-raster with an exported pair against the PyTorch model file (one criterion for all)."""
     want, want_features, want_scores = _run(source, naip_crop, tmp_path / "torch.tif")
-    got, got_features, got_scores = _run(folder / "sam.encoder.onnx", naip_crop, tmp_path / "ort.tif")
+    got, got_features, got_scores = _run(exported, naip_crop, tmp_path / "exported.tif")
     assert len(want_scores) == len(got_scores) == 7
     np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=SCORE_TOLERANCE)
     assert len(np.unique(want)) > 3, "the tiny model should claim pixels for several prompts"
@@ -132,12 +137,19 @@ def test_segment_raster_on_onnxruntime_matches_pytorch(
         assert got_props[pid]["value"] == props["value"]
         # scores are rounded to 4 decimals in the file
         assert abs(got_props[pid]["score"] - props["score"]) <= SCORE_TOLERANCE + 1e-9, pid
-    with rasterio.open(tmp_path / "torch.tif") as a, rasterio.open(tmp_path / "ort.tif") as b:
+    with rasterio.open(tmp_path / "torch.tif") as a, rasterio.open(tmp_path / "exported.tif") as b:
         assert (a.crs, a.transform, a.dtypes, a.nodata) == (b.crs, b.transform, b.dtypes, b.nodata)
 
 
-def test_cli_runtime_option(sam_pair_files, naip_crop: Path, tmp_path: Path, capsys) -> None:
-    _, folder = sam_pair_files
+def test_segment_raster_on_onnxruntime_matches_pytorch(
+    sam_pair_files, naip_crop: Path, tmp_path: Path
+) -> None:
+    source, folder = sam_pair_files
+    assert_segments_match(source, folder / "sam.encoder.onnx", naip_crop, tmp_path)
+
+
+def segment_cli(naip_crop: Path, tmp_path: Path):
+    """`rsvit segment-raster` with one point prompt on the crop; the returned call adds the other options."""
     prompts = tmp_path / "prompts.geojson"
     prompts.write_text(json.dumps(collection(point(naip_crop, 50, 60, "a"))))
     base = ["--input", str(naip_crop), "--bands", "1,2,3", "--prompts", str(prompts), "--quiet"]
@@ -146,6 +158,12 @@ def test_cli_runtime_option(sam_pair_files, naip_crop: Path, tmp_path: Path, cap
         parser = add_segment_raster_arguments(argparse.ArgumentParser())
         return run_segment_raster(parser.parse_args([*base, *argv]))
 
+    return cli
+
+
+def test_cli_runtime_option(sam_pair_files, naip_crop: Path, tmp_path: Path, capsys) -> None:
+    _, folder = sam_pair_files
+    cli = segment_cli(naip_crop, tmp_path)
     stem = str(folder / "sam")
     assert cli("--model", stem, "--runtime", "onnxruntime", "--output", str(tmp_path / "a.tif")) == 0
     assert json.loads(capsys.readouterr().out)["prompts"] == 1
@@ -174,30 +192,21 @@ def test_cli_runtime_option(sam_pair_files, naip_crop: Path, tmp_path: Path, cap
     assert "exported graphs run in float32" in capsys.readouterr().err
     parser = add_segment_raster_arguments(argparse.ArgumentParser())
     text = ["--model", stem, "--input", str(naip_crop), "--output", str(tmp_path / "e.tif"), "--text", "roof"]
-    text += ["--clip-model", str(tmp_path / "clip.pt")]  # never opened: the runtime is refused first
+    text += ["--clip-model", str(tmp_path / "clip.pt")]  # missing: --text runs on the graphs, CLIP is checked
     assert run_segment_raster(parser.parse_args([*text, "--runtime", "onnxruntime"])) == 2
-    assert "--text runs PyTorch models only" in capsys.readouterr().err
+    assert "CLIP checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "c.tif").exists() and not (tmp_path / "d.tif").exists()
     assert not (tmp_path / "e.tif").exists()
 
 
-def test_masks_raster_on_onnxruntime_matches_pytorch(
-    sam_pair_files, naip_crop: Path, tmp_path: Path, capsys
-) -> None:
-    source, folder = sam_pair_files
+def assert_masks_raster_cli_matches(source, exported, naip_crop: Path, tmp_path: Path, capsys) -> None:
+    """`rsvit masks-raster` on an exported pair against masks_raster on the PyTorch model file."""
     # thresholds off: the tiny fixture model's masks are neither confident nor stable
     settings = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     want = masks_raster(
         source, naip_crop, tmp_path / "torch.tif", bands=(1, 2, 3), progress=False, **settings
     )
-    argv = [
-        "--model",
-        str(folder / "sam.onnx"),
-        "--input",
-        str(naip_crop),
-        "--output",
-        str(tmp_path / "o.tif"),
-    ]
+    argv = ["--model", str(exported), "--input", str(naip_crop), "--output", str(tmp_path / "o.tif")]
     argv += [
         "--bands",
         "1,2,3",
@@ -215,6 +224,13 @@ def test_masks_raster_on_onnxruntime_matches_pytorch(
     with rasterio.open(tmp_path / "torch.tif") as a, rasterio.open(tmp_path / "o.tif") as b:
         differ = a.read(1) != b.read(1)
     assert differ.mean() <= MASK_TOLERANCE, f"{differ.sum()} of {differ.size} pixels differ"
+
+
+def test_masks_raster_on_onnxruntime_matches_pytorch(
+    sam_pair_files, naip_crop: Path, tmp_path: Path, capsys
+) -> None:
+    source, folder = sam_pair_files
+    assert_masks_raster_cli_matches(source, folder / "sam.onnx", naip_crop, tmp_path, capsys)
 
 
 def test_files_without_metadata_or_of_another_role_are_refused(sam_pair_files, tmp_path: Path) -> None:

@@ -75,18 +75,20 @@ def _check(args: argparse.Namespace, model, meta, batches):
 
 
 def _report_sam(args: argparse.Namespace, model) -> int:
-    """Prints SAM's two graph files and their check against eager SAM (a real crop, else random pixels)."""
+    """Prints SAM's two graph files and their check against eager SAM (a real crop, else random pixels).
+
+    With ``--int8 Q.onnx`` it then writes the int8 pair (``Q.encoder.onnx``, ``Q.decoder.onnx``) and reports,
+    per prompt case of the check, how its masks and scores differ from the fp32 pair's.
+    """
     from rsvit.export.promptable import check_sam, sam_check_image, sam_paths
 
     paths = sam_paths(args.out, args.format)
     for role, path in paths.items():
         print(f"wrote {path} ({role})")
-    if args.int8:
-        print(
-            "rsvit export: --int8 takes single-graph models; quantise a SAM graph with "
-            "rsvit.export.quantize_int8(path, out)",
-            file=sys.stderr,
-        )
+    int8_paths = sam_paths(args.int8, "onnx") if args.int8 else {}
+    existing = [str(p) for p in int8_paths.values() if p.exists()]
+    if existing and not args.overwrite:
+        print(f"rsvit export: {', '.join(existing)} exist(s); pass --overwrite to replace", file=sys.stderr)
         return 2
     if args.check_data:
         image = sam_check_image(args.check_data, model.img_size, model.pixel_mean.shape[0])
@@ -98,7 +100,22 @@ def _report_sam(args: argparse.Namespace, model) -> int:
     results = check_sam(model, paths, image)
     for name, result in results.items():
         print(f"check of the {name} against eager SAM on {source}: {result}")
-    return 0 if all(r.ok for r in results.values()) else 1
+    if not all(r.ok for r in results.values()):
+        return 1
+    if args.int8:
+        from rsvit.export.promptable import compare_sam_pairs
+        from rsvit.export.quantize import quantize_sam_int8
+        from rsvit.export.sam_runtime import OnnxSam
+
+        written = quantize_sam_int8(args.out, args.int8, overwrite=args.overwrite)
+        for role, path in written.items():
+            print(f"wrote {path} ({role}, int8)")
+        threads = torch.get_num_threads()
+        fp32 = OnnxSam(*paths.values(), threads=threads)
+        int8 = OnnxSam(*written.values(), threads=threads)
+        for agreement in compare_sam_pairs(fp32, int8, image):
+            print(f"int8 against fp32 on {source}, {agreement}")
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:

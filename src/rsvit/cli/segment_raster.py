@@ -31,7 +31,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     from rsvit.inference.vector import VECTOR_CRS
 
     parser.add_argument(
-        "--model", required=True, help="promptable model: an rsvit model file or an official SAM .pth"
+        "--model",
+        required=True,
+        help="promptable model: an rsvit model file, an official SAM .pth or the SAM graphs of rsvit export",
     )
     parser.add_argument("--input", required=True, help="the raster (GeoTIFF or anything GDAL opens)")
     parser.add_argument("--output", required=True, help="the mask GeoTIFF to write (COG)")
@@ -56,8 +58,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         choices=("torch", "onnxruntime"),
-        help="run the model with PyTorch or ONNX Runtime (CPU; the two SAM graphs of `rsvit export`, given "
-        "as OUT.encoder.onnx, OUT.decoder.onnx or OUT); default: onnxruntime for .onnx files",
+        help="run the model with PyTorch or ONNX Runtime. The two SAM graphs of `rsvit export` (CPU) are "
+        "given as OUT.encoder.onnx|pt2, OUT.decoder.onnx|pt2, OUT.onnx|pt2 or OUT; .pt2 graphs run in "
+        "PyTorch. Default: onnxruntime for .onnx files, else torch",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -252,6 +255,7 @@ def _run_text(args: argparse.Namespace) -> dict:
         cache_size=args.cache_size,
         mode=args.mode,
         overlap=args.overlap,
+        runtime=args.runtime,
         automatic=_automatic(args),
         **_shared(args),
     )
@@ -264,8 +268,6 @@ def run_segment_raster(args: argparse.Namespace) -> int:
     def call() -> dict:
         _check_prompt_source(args)
         if args.text is not None:
-            if args.runtime is not None:
-                raise ValueError("--runtime applies to --prompts; --text runs PyTorch models only")
             return _run_text(args)
         return segment_raster(
             args.model,

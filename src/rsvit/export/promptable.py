@@ -22,6 +22,7 @@ deployment runs the two at different times and the export keeps them apart:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ from rsvit.export.tracing import capture_failure
 from rsvit.utils.atomic import atomic_path
 
 __all__ = [
+    "SamAgreement",
     "SamImageEncoderGraph",
     "SamPromptDecoderGraph",
     "check_sam",
+    "check_sam_window",
+    "compare_sam_pairs",
     "decoder_inputs",
     "export_sam",
     "load_sam_graph",
@@ -183,12 +187,15 @@ def export_sam(
     format: str,
     opset: int,
     overwrite: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> dict[str, ExportMetadata]:
     """Writes SAM's encoder and decoder graphs to :func:`sam_paths` ``(out, format)``; returns their metadata.
 
     The encoder keeps height and width dynamic when the captured graph holds at a second size (up to
     ``img_size``; longer sides are refused by the graph), else it is fixed at ``img_size`` square.
+    ``window`` (the export's ``--window``) must be ``img_size`` square or absent (:func:`check_sam_window`).
     """
+    check_sam_window(model, metadata, window)
     paths = sam_paths(out, format)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
@@ -214,6 +221,29 @@ def export_sam(
                 torch.export.save(program, tmp, extra_files={f"{METADATA_KEY}.json": meta.to_json()})
         written[role] = meta
     return written
+
+
+def check_sam_window(model: Any, metadata: ExportMetadata, window: tuple[int, int] | None = None) -> None:
+    """Refuses an export window other than SAM's ``img_size`` square, instead of ignoring it.
+
+    SAM's encoder resizes every image so its longer side is ``img_size`` and pads it to a square, so there
+    is no other size to trace at; the raster commands choose their windows with their own ``--window``.
+    Without ``window``, the one in ``metadata`` counts when it differs from the model file's default
+    (its ``input_size``, else :data:`rsvit.export.api.DEFAULT_WINDOW`), i.e. when it was asked for.
+    """
+    from rsvit.export.api import DEFAULT_WINDOW
+
+    size = (int(model.img_size), int(model.img_size))
+    if window is None:
+        input_size = metadata.weights.input_size
+        default = tuple(input_size[-2:]) if input_size else DEFAULT_WINDOW
+        window = None if tuple(metadata.window) == tuple(default) else metadata.window
+    if window is not None and tuple(window) != size:
+        raise ValueError(
+            f"--window {window[0]} {window[1]} does not apply to a promptable (SAM) model: its image encoder "
+            f"takes the model's img_size square ({size[0]} x {size[1]}) and resizes every image to it. Leave "
+            "--window out (or give the img_size); the raster commands tile a scene with their own --window"
+        )
 
 
 def _attention_in_4d(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -354,3 +384,63 @@ def check_sam(
         "masks": compare(torch.cat(refs["masks"]), torch.cat(outs["masks"]), tolerance),
         "iou": compare(torch.cat(refs["iou"]), torch.cat(outs["iou"]), tolerance),
     }
+
+
+_CASE_NAMES = ("point", "point set", "box", "box with points", "two boxes")
+
+
+@dataclass(frozen=True)
+class SamAgreement:
+    """How a candidate SAM (an int8 export, say) answers one prompt case compared with a reference.
+
+    ``iou`` and ``equal`` compare the binary masks each model keeps (for a single point the candidate of
+    highest predicted IoU, else the single-mask output) at the image's pixels; ``max_score_diff`` is the
+    largest difference of the predicted IoUs of every output.
+    """
+
+    case: str
+    iou: float
+    equal: float
+    max_score_diff: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.case}: mask IoU {self.iou:.4f}, {self.equal:.3%} of pixels equal, "
+            f"max score difference {self.max_score_diff:.2g}"
+        )
+
+
+def compare_sam_pairs(reference: Any, candidate: Any, image: Tensor) -> list[SamAgreement]:
+    """Both models (a :class:`Sam` or :class:`~rsvit.export.sam_runtime.ExportedSam`) on the check prompts.
+
+    ``image`` is a resized 0-255 crop ``(1, C, h, w)`` (:func:`sam_check_image`); the prompts are those of
+    :func:`check_sam`, answered through :class:`~rsvit.models.promptable.SamPredictor` as inference does.
+    """
+    from rsvit.models.promptable.predictor import SamPredictor
+
+    pixels = image[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    answers = []
+    for model in (reference, candidate):
+        predictor = SamPredictor(model)
+        predictor.set_image(pixels)
+        found = []
+        for case in _check_prompts(tuple(image.shape[-2:])):
+            points, boxes = case.get("points"), case.get("boxes")
+            coords, labels = points if points is not None else (None, None)
+            multimask = boxes is None and coords is not None and coords.shape[1] == 1
+            masks, iou, _ = predictor.predict_torch(coords, labels, boxes, multimask_output=multimask)
+            best = iou.argmax(dim=1)
+            found.append((masks[torch.arange(len(best)), best], iou))
+        answers.append(found)
+    results = []
+    for name, (want, want_iou), (got, got_iou) in zip(_CASE_NAMES, *answers, strict=True):
+        union = (want | got).sum().item()
+        results.append(
+            SamAgreement(
+                name,
+                iou=(want & got).sum().item() / union if union else 1.0,
+                equal=(want == got).float().mean().item(),
+                max_score_diff=(want_iou - got_iou).abs().max().item(),
+            )
+        )
+    return results

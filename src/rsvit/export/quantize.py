@@ -1,7 +1,8 @@
 """Int8 dynamic quantisation of an exported ONNX model, for CPU inference.
 
 Weights of the quantised operators become int8; activations are quantised on the fly, so no
-calibration data is needed. The accuracy change is measured by :func:`rsvit.export.check.argmax_agreement`.
+calibration data is needed. The accuracy change is measured by :func:`rsvit.export.check.argmax_agreement`
+(SAM: :func:`rsvit.export.promptable.compare_sam_pairs`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import onnx
 from rsvit.export.onnx import read_onnx_metadata, write_onnx_metadata
 from rsvit.utils.atomic import atomic_path
 
-__all__ = ["quantize_int8"]
+__all__ = ["quantize_int8", "quantize_sam_int8"]
 
 
 def quantize_int8(
@@ -46,3 +47,22 @@ def quantize_int8(
         write_onnx_metadata(proto, metadata.with_changes(quantization="int8-dynamic"))
         onnx.save(proto, str(tmp))
     return out
+
+
+def quantize_sam_int8(
+    source: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Writes int8 copies of both graphs of the SAM export ``source`` (``OUT.onnx`` names the pair).
+
+    ``Q.onnx`` receives ``Q.encoder.onnx`` and ``Q.decoder.onnx``
+    (:func:`~rsvit.export.promptable.sam_paths`), each quantised by :func:`quantize_int8` with its
+    metadata kept (``quantization="int8-dynamic"``).
+    Nothing is written when either target exists and ``overwrite`` is false.
+    """
+    from rsvit.export.promptable import sam_paths
+
+    sources, targets = sam_paths(source, "onnx"), sam_paths(out, "onnx")
+    existing = [str(p) for p in targets.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite (overwrite=True) to replace")
+    return {role: quantize_int8(sources[role], targets[role], overwrite=overwrite) for role in targets}

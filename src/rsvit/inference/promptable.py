@@ -48,23 +48,32 @@ Window = tuple[int, int, int, int]  # x0, y0, width, height (pixels)
 
 
 def load_promptable_model(model: str | os.PathLike[str] | Sam, runtime: str = "torch") -> Sam:
-    """A :class:`Sam` from an rsvit model file (``save_model``) or an official SAM checkpoint.
+    """A :class:`Sam` from an rsvit model file (``save_model``), an official SAM checkpoint or an export.
 
-    With ``runtime="onnxruntime"``, ``model`` names the two graphs of ``rsvit export`` (``OUT.encoder.onnx``,
-    ``OUT.decoder.onnx``, ``OUT.onnx`` or ``OUT``, see :mod:`rsvit.export.sam_runtime`), which then stand
-    in for the model (CPU only).
+    The two graphs of ``rsvit export`` stand in for the model (CPU only, see
+    :mod:`rsvit.export.sam_runtime`): with ``runtime="onnxruntime"``, ``model`` names the ``.onnx`` pair
+    (``OUT.encoder.onnx``, ``OUT.decoder.onnx``, ``OUT.onnx`` or ``OUT``); with ``runtime="torch"``, a
+    ``.pt2`` path or an ``OUT`` whose ``OUT.encoder.pt2`` exists names the ``.pt2`` pair.
     """
+    from rsvit.export.sam_runtime import pair_format, sam_pair
+
     if runtime == "onnxruntime":
-        return _onnx_sam(model)
+        return _exported_sam(model, "onnx")
     if isinstance(model, Sam):
         return model.eval()
     path = Path(model)
-    if path.suffix.lower() == ".onnx":
+    if pair_format(path) == "onnx":
         raise ValueError(
             f"{path} is an ONNX file: run it with the onnxruntime runtime (--runtime onnxruntime)"
         )
+    if pair_format(path) == "exported-program":
+        return _exported_sam(path, "exported-program")
     if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
+        if sam_pair(path, "exported-program")["sam-image-encoder"].is_file():
+            return _exported_sam(path, "exported-program")
+        onnx_encoder = sam_pair(path, "onnx")["sam-image-encoder"]
+        hint = f" ({onnx_encoder.name} exists: add --runtime onnxruntime)" if onnx_encoder.is_file() else ""
+        raise FileNotFoundError(f"model file not found: {path}{hint}")
     from rsvit.models.promptable.checkpoint import load_official_sam
     from rsvit.models.spec import load_model
 
@@ -94,28 +103,40 @@ def open_promptable_model(
     device: str | torch.device | None,
 ) -> Sam:
     """The model of a raster command on its device; ``runtime`` defaults to ONNX Runtime for ``.onnx``."""
+    from rsvit.export.sam_runtime import ExportedSam
     from rsvit.inference.model import choose_runtime
 
     runtime = choose_runtime(model, runtime)
-    if runtime == "onnxruntime" and encoder_dtype not in (None, torch.float32):
+    if runtime == "onnxruntime":
+        _refuse_dtype(encoder_dtype)
+    sam = load_promptable_model(model, runtime)
+    if isinstance(sam, ExportedSam):
+        _refuse_dtype(encoder_dtype)
+    return sam if device is None else sam.to(device)
+
+
+def _refuse_dtype(encoder_dtype: torch.dtype | None) -> None:
+    if encoder_dtype not in (None, torch.float32):
         raise ValueError(
             f"--encoder-dtype {str(encoder_dtype).removeprefix('torch.')} applies to PyTorch models; the "
             "exported graphs run in float32 (leave it out, or run the PyTorch model)"
         )
-    sam = load_promptable_model(model, runtime)
-    return sam if device is None else sam.to(device)
 
 
-def _onnx_sam(model: Any) -> Any:
+def _exported_sam(model: Any, format: str) -> Any:
     if isinstance(model, torch.nn.Module):
         raise ValueError(
             "runtime onnxruntime runs the graphs of `rsvit export`: pass OUT.encoder.onnx (or the pair's "
             "OUT), not a module"
         )
-    from rsvit.export.sam_runtime import load_onnx_sam
+    from rsvit.export.sam_runtime import load_exported_sam, pair_format
 
+    if format == "onnx" and pair_format(model) == "exported-program":
+        raise ValueError(
+            f"{model} is a torch.export archive: it runs in PyTorch (--runtime torch, the default for .pt2)"
+        )
     # as many ONNX Runtime threads as PyTorch uses, so OMP_NUM_THREADS and torch.set_num_threads hold
-    return load_onnx_sam(model, threads=torch.get_num_threads())
+    return load_exported_sam(model, format, threads=torch.get_num_threads())
 
 
 def check_outputs(outputs: Sequence[Path | None], input_path: Path, overwrite: bool) -> None:

@@ -42,7 +42,7 @@ from rsvit.inference.promptable import (
     RasterSamPredictor,
     check_outputs,
     commit_outputs,
-    load_promptable_model,
+    open_promptable_model,
     progress_bar,
     to_uint8,
 )
@@ -308,6 +308,7 @@ def text_segment_raster(
     batch_size: int = 32,
     encoder_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    runtime: str | None = None,
     vector_crs: str = "EPSG:4326",
     simplify: float = 1.0,
     overwrite: bool = False,
@@ -317,7 +318,8 @@ def text_segment_raster(
     """Finds the regions of a raster that match a text query; writes a mask COG and optionally polygons.
 
     Args:
-        model: the SAM model (a :class:`Sam`, an rsvit model file or an official checkpoint).
+        model: the SAM model (a :class:`Sam`, an rsvit model file, an official checkpoint or the two graphs
+            of ``rsvit export``, named as in :func:`~rsvit.inference.promptable.load_promptable_model`).
         clip: a :class:`LoadedClip` or a CLIP checkpoint file (loaded safely with ``clip_model``).
         input: the raster.
         text: the query, e.g. ``"swimming pool"``.
@@ -348,6 +350,8 @@ def text_segment_raster(
         batch_size: crops CLIP encodes together.
         encoder_dtype: autocast dtype of SAM's image encoder.
         device: where both models run (default where they were loaded).
+        runtime: SAM's runtime, ``"torch"`` or ``"onnxruntime"``, as in
+            :func:`~rsvit.inference.promptable.segment_raster` (CLIP runs in PyTorch).
         vector_crs: ``"EPSG:4326"``, ``"raster"`` or ``"pixel"``.
         simplify: polygon tolerance in pixels (0 disables).
         overwrite: replace existing outputs.
@@ -386,9 +390,7 @@ def text_segment_raster(
             "the probability score needs negative prompts to compare the text with; give some, or use "
             "score='cosine' (--score cosine)"
         )
-    sam = load_promptable_model(model)
-    if device is not None:
-        sam = sam.to(device)
+    sam = open_promptable_model(model, runtime, encoder_dtype, device)
     reader = SceneReader(input_path, bands=bands, expected_bands=int(sam.pixel_mean.shape[0]), scale=scale)
     clip_reader = None
     try:
