@@ -86,6 +86,8 @@ def test_window_other_than_img_size_is_refused(sam_file, tmp_path, capsys):
         export_model(source, tmp_path / "a.onnx", window=(64, 96))
     assert export(source, tmp_path / "b.pt2", "--format", "exported-program", "--window", 128, 128) == 2
     assert "does not apply to a promptable (SAM) model" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"--window 256 256 does not apply"):  # the default window too
+        export_model(source, tmp_path / "d.onnx", window=(256, 256))
     assert not list(tmp_path.iterdir())
     # the img_size itself is what the export uses anyway
     written = export_model(source, tmp_path / "c.pt2", format="exported-program", window=(176, 176))[1]

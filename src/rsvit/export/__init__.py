@@ -1,7 +1,8 @@
 """Export of rsvit models to ONNX and ``torch.export`` archives, checked against eager PyTorch.
 
 Dense models (classification, segmentation, change, height) export to one graph; detectors to one
-``.pt2`` graph per image (:mod:`rsvit.export.detection`); SAM to an encoder and a prompt-decoder graph
+graph per image (:mod:`rsvit.export.detection`; in ONNX it stops before the rotated NMS, which
+:class:`OnnxRuntimeModel` applies); SAM to an encoder and a prompt-decoder graph
 (:mod:`rsvit.export.promptable`, run as a pair by :mod:`rsvit.export.sam_runtime`). ``docs/export.md``
 describes the files, metadata and runtimes.
 
@@ -24,9 +25,9 @@ from rsvit.export.errors import ExportError, MissingMetadataError
 from rsvit.export.exported_program import ExportedProgramModel, export_program, load_program
 from rsvit.export.metadata import ExportMetadata
 from rsvit.export.onnx import export_onnx, read_onnx_metadata
-from rsvit.export.quantize import quantize_int8
+from rsvit.export.quantize import quantize_int8, quantize_sam_int8
 from rsvit.export.runtime import OnnxRuntimeModel, load_onnx_model
-from rsvit.export.sam_runtime import OnnxSam, load_onnx_sam
+from rsvit.export.sam_runtime import ExportedSam, OnnxSam, ProgramSam, load_exported_sam, load_onnx_sam
 
 __all__ = [
     "FORMATS",
@@ -35,9 +36,11 @@ __all__ = [
     "ExportError",
     "ExportMetadata",
     "ExportedProgramModel",
+    "ExportedSam",
     "MissingMetadataError",
     "OnnxRuntimeModel",
     "OnnxSam",
+    "ProgramSam",
     "argmax_agreement",
     "compare",
     "compare_detections",
@@ -45,10 +48,12 @@ __all__ = [
     "export_model",
     "export_onnx",
     "export_program",
+    "load_exported_sam",
     "load_onnx_model",
     "load_onnx_sam",
     "load_program",
     "quantize_int8",
+    "quantize_sam_int8",
     "read_onnx_metadata",
     "real_inputs",
 ]

@@ -44,9 +44,10 @@ def export_model(
 ) -> tuple[nn.Module, ExportMetadata | dict[str, ExportMetadata]]:
     """Exports the model file ``source`` to ``out``; returns the eager model and the metadata written.
 
-    Detectors go to one graph of one image; their ONNX graph stops before the per-class rotated NMS, which
-    ONNX lacks and the runner applies (:mod:`rsvit.export.detection`). Promptable (SAM) models go to two graphs, the files of
-    :func:`rsvit.export.promptable.sam_paths`, and the metadata is a dict by graph role.
+    Detectors go to one graph of one image; their ONNX graph stops before the per-class rotated NMS,
+    which ONNX lacks and the runner applies (:mod:`rsvit.export.detection`). Promptable (SAM) models go
+    to two graphs, the files of :func:`rsvit.export.promptable.sam_paths`, and the metadata is a dict by
+    graph role.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -59,7 +60,10 @@ def export_model(
     if metadata.spec.task == "promptable":
         from rsvit.export.promptable import export_sam
 
-        return model, export_sam(model, metadata, out, format=format, opset=opset, overwrite=overwrite)
+        written = export_sam(
+            model, metadata, out, format=format, opset=opset, overwrite=overwrite, window=window
+        )
+        return model, written
     if metadata.spec.task == "detection":
         from rsvit.export.detection import export_detection_onnx, export_detection_program
 

@@ -195,7 +195,7 @@ def export_sam(
     ``img_size``; longer sides are refused by the graph), else it is fixed at ``img_size`` square.
     ``window`` (the export's ``--window``) must be ``img_size`` square or absent (:func:`check_sam_window`).
     """
-    check_sam_window(model, metadata, window)
+    check_sam_window(model, window)
     paths = sam_paths(out, format)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
@@ -223,21 +223,13 @@ def export_sam(
     return written
 
 
-def check_sam_window(model: Any, metadata: ExportMetadata, window: tuple[int, int] | None = None) -> None:
+def check_sam_window(model: Any, window: tuple[int, int] | None = None) -> None:
     """Refuses an export window other than SAM's ``img_size`` square, instead of ignoring it.
 
     SAM's encoder resizes every image so its longer side is ``img_size`` and pads it to a square, so there
     is no other size to trace at; the raster commands choose their windows with their own ``--window``.
-    Without ``window``, the one in ``metadata`` counts when it differs from the model file's default
-    (its ``input_size``, else :data:`rsvit.export.api.DEFAULT_WINDOW`), i.e. when it was asked for.
     """
-    from rsvit.export.api import DEFAULT_WINDOW
-
     size = (int(model.img_size), int(model.img_size))
-    if window is None:
-        input_size = metadata.weights.input_size
-        default = tuple(input_size[-2:]) if input_size else DEFAULT_WINDOW
-        window = None if tuple(metadata.window) == tuple(default) else metadata.window
     if window is not None and tuple(window) != size:
         raise ValueError(
             f"--window {window[0]} {window[1]} does not apply to a promptable (SAM) model: its image encoder "
