@@ -148,17 +148,25 @@ def test_int8_detector_is_compared_with_fp32(detector, data_dir, tmp_path, capsy
     assert len(OnnxRuntimeModel(int8)(torch.zeros(1, 3, WINDOW, WINDOW))) == 1
 
 
-def test_predict_raster_runs_the_program_like_the_model_file(detector, naip_crop, tmp_path):
+def _boxes(model, crop, out) -> tuple[int, list[dict]]:
+    """predict-raster's windows and GeoJSON features for ``model`` on ``crop``."""
+    run = predict_raster(model, crop, out, window=WINDOW, bands="1,2,3", progress=False)
+    return run.windows, json.loads(out.read_text())["features"]
+
+
+@pytest.fixture(scope="module")
+def eager_boxes(detector, naip_crop, tmp_path_factory) -> tuple[int, list[dict]]:
+    source, _ = detector
+    return _boxes(source, naip_crop, tmp_path_factory.mktemp("eager") / "eager.geojson")
+
+
+def test_predict_raster_runs_the_program_like_the_model_file(detector, eager_boxes, naip_crop, tmp_path):
     source, target = detector
     if not target.exists():
         export_model(source, target, format="exported-program")
-    crop = naip_crop
-    common = {"window": WINDOW, "bands": "1,2,3", "progress": False}
-    eager = predict_raster(source, crop, tmp_path / "eager.geojson", **common)
-    program = predict_raster(target, crop, tmp_path / "program.geojson", **common)
-    assert program.windows == eager.windows > 1
-    want = json.loads((tmp_path / "eager.geojson").read_text())["features"]
-    got = json.loads((tmp_path / "program.geojson").read_text())["features"]
+    windows, want = eager_boxes
+    program_windows, got = _boxes(target, naip_crop, tmp_path / "program.geojson")
+    assert program_windows == windows > 1
     assert len(want) > 0 and len(got) == len(want)
     # the program runs the same kernels, but fused differently: values agree to float rounding
     for a, b in zip(want, got, strict=True):
@@ -184,14 +192,11 @@ def _reproduced(want: list[dict], got: list[dict], tolerance: float = 1e-3) -> i
     return found
 
 
-def test_predict_raster_runs_the_onnx_graph_like_the_model_file(detector, onnx_detector, naip_crop, tmp_path):
-    source, _ = detector
-    target = onnx_detector
-    common = {"window": WINDOW, "bands": "1,2,3", "progress": False}
-    eager = predict_raster(source, naip_crop, tmp_path / "eager.geojson", **common)
-    graph = predict_raster(target, naip_crop, tmp_path / "onnx.geojson", **common)
-    assert graph.windows == eager.windows > 1
-    want = json.loads((tmp_path / "eager.geojson").read_text())["features"]
-    got = json.loads((tmp_path / "onnx.geojson").read_text())["features"]
+def test_predict_raster_runs_the_onnx_graph_like_the_model_file(
+    eager_boxes, onnx_detector, naip_crop, tmp_path
+):
+    windows, want = eager_boxes
+    graph_windows, got = _boxes(onnx_detector, naip_crop, tmp_path / "onnx.geojson")
+    assert graph_windows == windows > 1
     assert len(want) > 20
     assert _reproduced(want, got) >= 0.99 * max(len(want), len(got))
