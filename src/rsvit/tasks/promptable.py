@@ -10,10 +10,19 @@
   ``train_prompts`` (``box``, ``noisy_box``, ``point``: one foreground point, ``points``: the positive
   and negative points); a single point asks for the three candidate masks and only the best is trained
   (:mod:`rsvit.tasks.promptable_losses`). Logits are upsampled to the input frame for the loss.
+* Interactive rounds (``correction_rounds``, ``mask_only_rounds``; off by default): as in the SAM paper's
+  training, each first prediction is followed by rounds that feed the previous low-res logits back as
+  the mask prompt and add a click drawn from the error region
+  (:mod:`rsvit.data.promptable.corrections`), or only the mask. The image is embedded once; only the
+  prompt encoder and decoder run per round, and what a round takes from the previous one is detached.
+  The loss is the mean over rounds.
 * Evaluation: every target is prompted with every kind of ``eval_prompts`` (the seeded prompts of the
   DataModule), the mask kept as at inference (for one point, the candidate of highest predicted IoU),
   and prompted mIoU is reported per kind (``mIoU_box`` ...) and as their mean (``mIoU``), beside the
   mIoU of two masks that need no model (``reference``: the filled tight box, the whole image).
+  With ``interactive_eval`` (on by default with rounds), each target is also prompted with
+  ``interactive_prompt`` followed by seeded correction clicks, and the mIoU after each listed number of
+  clicks is reported (``mIoU_interactive_<n>``).
 * Before/after: at the start of fit the validation set is evaluated once with the starting weights
   (``evaluation["before"]``); :class:`PromptableReport` writes it beside the last validation and their
   difference (``fine_tuning`` in ``metrics.json``).
@@ -24,6 +33,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -36,6 +46,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from rsvit.data.promptable.corrections import error_region_points, round_schedule
 from rsvit.metrics.promptable import PromptedIoU, mask_iou
 from rsvit.models.spec import ModelSpec
 from rsvit.tasks.base import BaseTask, CommandLine, Evaluation, Link, json_safe
@@ -71,6 +82,14 @@ class PromptableTask(BaseTask):
         schedule, warmup_iters: learning rate per step: linear warm-up, then ``cosine``, ``poly`` or
             ``constant`` (:class:`~rsvit.tasks.optim.WarmupDecay`).
         class_names: linked from the data (written in the report).
+        correction_rounds: training rounds after the first prediction that add a click from the error
+            region (SAM: 8); 0 trains on the first prediction only.
+        mask_only_rounds: rounds that only feed the previous mask back (SAM: 2; one is the last round,
+            the others take random places); needs ``correction_rounds >= 1``.
+        interactive_eval: numbers of correction clicks after which validation reports mIoU
+            (``None``: ``[1, 3, 5]`` with rounds on, none without).
+        interactive_prompt: the first prompt of the interactive evaluation.
+        interactive_seed: seed of the evaluation clicks (drawn per image from the seed and its path).
     """
 
     family = "promptable"
@@ -100,8 +119,16 @@ class PromptableTask(BaseTask):
         schedule: ScheduleName = "cosine",
         warmup_iters: int = 0,
         class_names: list[str] | None = None,
+        correction_rounds: int = 0,
+        mask_only_rounds: int = 0,
+        interactive_eval: list[int] | None = None,
+        interactive_prompt: str = "point",
+        interactive_seed: int = 0,
     ) -> None:
         super().__init__()
+        self.interactive_clicks = _check_rounds(
+            correction_rounds, mask_only_rounds, interactive_eval, interactive_prompt
+        )
         for kind in [*train_prompts, *eval_prompts]:
             if kind not in PROMPT_KINDS:
                 raise ValueError(f"unknown prompt kind {kind!r}; choose from {', '.join(PROMPT_KINDS)}")
@@ -125,8 +152,11 @@ class PromptableTask(BaseTask):
         self.class_names = list(class_names) if class_names else []
         self.train_kinds = list(train_prompts)
         self.eval_kinds = list(eval_prompts)
+        self.interactive_names = [f"interactive_{n}" for n in self.interactive_clicks]
         for stage in ("val", "test", "before"):
-            setattr(self, f"{stage}_iou", PromptedIoU([*self.eval_kinds, *REFERENCES]))
+            setattr(
+                self, f"{stage}_iou", PromptedIoU([*self.eval_kinds, *self.interactive_names, *REFERENCES])
+            )
         self.evaluation: dict[str, dict[str, Any]] = {}
         self.examples: list[dict[str, Any]] = []
 
@@ -155,20 +185,69 @@ class PromptableTask(BaseTask):
         with nullcontext() if self.encoder_trains() and torch.is_grad_enabled() else torch.no_grad():
             return self.model.image_encoder(x)
 
-    def decode(self, embedding: Tensor, batch: dict[str, Any], i: int, kind: str) -> tuple[Tensor, Tensor]:
-        """Logits ``(N, K, S, S)`` and IoU predictions ``(N, K)`` for the targets of image ``i``."""
-        points = boxes = None
+    @staticmethod
+    def prompts(
+        batch: dict[str, Any], i: int, kind: str
+    ) -> tuple[tuple[Tensor, Tensor] | None, Tensor | None]:
+        """The points and boxes of ``kind`` for the targets of image ``i``."""
         if kind in ("box", "noisy_box"):
-            boxes = batch["boxes" if kind == "box" else "noisy_boxes"][i].float()
-        else:
-            coords, labels = batch["point_coords"][i].float(), batch["point_labels"][i]
-            points = (coords[:, :1], labels[:, :1]) if kind == "point" else (coords, labels)
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes)
+            return None, batch["boxes" if kind == "box" else "noisy_boxes"][i].float()
+        coords, labels = batch["point_coords"][i].float(), batch["point_labels"][i]
+        return ((coords[:, :1], labels[:, :1]) if kind == "point" else (coords, labels)), None
+
+    def decode_prompts(
+        self,
+        embedding: Tensor,
+        points: tuple[Tensor, Tensor] | None,
+        boxes: Tensor | None,
+        masks: Tensor | None = None,
+        multimask: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits ``(N, K, S, S)``, IoU predictions ``(N, K)`` and low-res logits ``(N, K, L, L)``."""
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
         low_res, iou = self.model.mask_decoder(
-            embedding, self.model.prompt_encoder.get_dense_pe(), sparse, dense, kind == "point"
+            embedding, self.model.prompt_encoder.get_dense_pe(), sparse, dense, multimask
         )
         logits = F.interpolate(low_res, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        return logits, iou, low_res
+
+    def decode(self, embedding: Tensor, batch: dict[str, Any], i: int, kind: str) -> tuple[Tensor, Tensor]:
+        """Logits ``(N, K, S, S)`` and IoU predictions ``(N, K)`` for the targets of image ``i``."""
+        points, boxes = self.prompts(batch, i, kind)
+        logits, iou, _ = self.decode_prompts(embedding, points, boxes, None, kind == "point")
         return logits, iou
+
+    def next_round(
+        self,
+        embedding: Tensor,
+        state: tuple[Tensor, Tensor, Tensor],
+        points: tuple[Tensor, Tensor] | None,
+        boxes: Tensor | None,
+        target: Tensor,
+        valid: Tensor,
+        click: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor] | None]:
+        """One interactive round after ``state`` = (logits, IoU predictions, low-res logits).
+
+        The candidate of highest predicted IoU is the previous mask (as the paper does): its low-res
+        logits become the mask prompt and, when ``click``, a point from its error region joins the
+        points. Both are taken without gradient. Returns the new state and the points now in use.
+        """
+        logits, iou, low_res = state
+        with torch.no_grad():
+            best = iou.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            previous = low_res[rows, best][:, None].detach()
+            if click:
+                pred = logits[rows, best].detach() > self.model.mask_threshold
+                coords, labels = error_region_points(pred, target, valid, generator)
+                labels = labels.to(target.device)
+                if points is not None:
+                    coords = torch.cat([points[0], coords], dim=1)
+                    labels = torch.cat([points[1].to(labels.dtype), labels], dim=1)
+                points = (coords, labels)
+        return self.decode_prompts(embedding, points, boxes, previous, False), points
 
     def predict_masks(self, embedding: Tensor, batch: dict[str, Any], i: int, kind: str) -> Tensor:
         """Boolean masks ``(N, S, S)`` of image ``i`` (of several candidates, the highest predicted IoU)."""
@@ -199,15 +278,42 @@ class PromptableTask(BaseTask):
             if len(target) == 0:
                 continue
             kind = self.train_kinds[int(torch.randint(len(self.train_kinds), (1,)))]
-            logits, iou = self.decode(embeddings[i : i + 1], batch, i, kind)
             valid = batch["labels"][i] != hp.ignore_index
-            loss, part = sam_loss(logits, iou, target, valid, hp.focal_weight, hp.dice_weight, hp.iou_weight)
+            if hp.correction_rounds:
+                loss, part = self.rounds_loss(embeddings[i : i + 1], batch, i, kind, target, valid)
+            else:
+                logits, iou = self.decode(embeddings[i : i + 1], batch, i, kind)
+                loss, part = sam_loss(
+                    logits, iou, target, valid, hp.focal_weight, hp.dice_weight, hp.iou_weight
+                )
             losses.append(loss)
             for name, value in part.items():
                 parts[name].append(value.detach())
         if not losses:
             return None
         return torch.cat(losses).mean(), {k: torch.cat(v).mean() for k, v in parts.items()}
+
+    def rounds_loss(
+        self, embedding: Tensor, batch: dict[str, Any], i: int, kind: str, target: Tensor, valid: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """SAM loss per target ``(N,)`` averaged over the first prediction and the interactive rounds.
+
+        The mean (not the sum) keeps the loss, and so the learning rate that suits it, on the scale of a
+        run without rounds. Clicks and the schedule come from torch's global generator
+        (``seed_everything``).
+        """
+        hp = self.hparams
+        weights = (hp.focal_weight, hp.dice_weight, hp.iou_weight)
+        points, boxes = self.prompts(batch, i, kind)
+        state = self.decode_prompts(embedding, points, boxes, None, kind == "point")
+        losses, parts = [], []
+        for click in [None, *round_schedule(hp.correction_rounds, hp.mask_only_rounds)]:
+            if click is not None:
+                state, points = self.next_round(embedding, state, points, boxes, target, valid, click)
+            loss, part = sam_loss(state[0], state[1], target, valid, *weights)
+            losses.append(loss)
+            parts.append(part)
+        return torch.stack(losses).mean(0), {k: torch.stack([p[k] for p in parts]).mean(0) for k in parts[0]}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         result = self.training_loss(batch)
@@ -234,8 +340,43 @@ class PromptableTask(BaseTask):
             for kind in self.eval_kinds:
                 pred = self.predict_masks(embeddings[i : i + 1], batch, i, kind)
                 metric.update(kind, mask_iou(pred, target, valid))
+            if self.interactive_clicks:
+                generator = self.click_generator(batch, i)
+                for clicks, ious in self.interactive_ious(embeddings[i : i + 1], batch, i, generator).items():
+                    metric.update(f"interactive_{clicks}", ious)
             metric.update("box_fill", mask_iou(_filled_boxes(batch["boxes"][i], valid.shape), target, valid))
             metric.update("whole_image", mask_iou(valid.expand_as(target), target, valid))
+
+    def click_generator(self, batch: dict[str, Any], i: int) -> torch.Generator:
+        """The generator of image ``i``'s evaluation clicks, seeded by ``interactive_seed`` and the path.
+
+        So every evaluation (before and after, any batch order) clicks the same way for the same masks.
+        """
+        name = str(batch["path"][i]) if "path" in batch else str(i)
+        seed = zlib.crc32(f"{self.hparams.interactive_seed}:{name}".encode())
+        return torch.Generator().manual_seed(seed)
+
+    def interactive_ious(
+        self, embedding: Tensor, batch: dict[str, Any], i: int, generator: torch.Generator
+    ) -> dict[int, Tensor]:
+        """IoU per target of image ``i`` after each number of clicks in ``interactive_eval``."""
+        kind = self.hparams.interactive_prompt
+        target = batch["masks"][i]
+        valid = batch["labels"][i] != self.hparams.ignore_index
+        points, boxes = self.prompts(batch, i, kind)
+        state = self.decode_prompts(embedding, points, boxes, None, kind == "point")
+        out: dict[int, Tensor] = {}
+        for clicks in range(max(self.interactive_clicks) + 1):
+            if clicks:
+                state, points = self.next_round(
+                    embedding, state, points, boxes, target, valid, True, generator
+                )
+            if clicks in self.interactive_clicks:
+                logits, iou, _ = state
+                best = iou.argmax(dim=1)
+                pred = logits[torch.arange(len(best), device=best.device), best] > self.model.mask_threshold
+                out[clicks] = mask_iou(pred, target, valid)
+        return out
 
     def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         self.evaluate_batch(batch, getattr(self, f"{stage}_iou"))
@@ -246,6 +387,8 @@ class PromptableTask(BaseTask):
         for kind in self.eval_kinds:
             entry[f"mIoU_{kind}"] = result[kind]
             entry[f"prompts_{kind}"] = int(result[f"n_{kind}"])
+        for name in self.interactive_names:
+            entry[f"mIoU_{name}"] = result[name]
         entry["reference"] = {name: result[name] for name in REFERENCES}
         return entry
 
@@ -362,6 +505,32 @@ class PromptableTask(BaseTask):
         )
 
 
+def _check_rounds(
+    correction_rounds: int, mask_only_rounds: int, interactive_eval: list[int] | None, interactive_prompt: str
+) -> list[int]:
+    """Checks the interactive options; returns the click counts evaluated."""
+    for name, value in (("correction_rounds", correction_rounds), ("mask_only_rounds", mask_only_rounds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (SAM trains with 8 and 2), got {value!r}")
+    if mask_only_rounds and not correction_rounds:
+        raise ValueError(
+            f"mask_only_rounds={mask_only_rounds} needs correction_rounds >= 1; correction_rounds=0 "
+            "means no interactive rounds"
+        )
+    if interactive_prompt not in PROMPT_KINDS:
+        raise ValueError(
+            f"unknown interactive_prompt {interactive_prompt!r}; choose from {', '.join(PROMPT_KINDS)}"
+        )
+    if interactive_eval is None:
+        return [1, 3, 5] if correction_rounds else []
+    clicks = list(interactive_eval)
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in clicks):
+        raise ValueError(f"interactive_eval takes click counts (integers >= 0), got {interactive_eval!r}")
+    if len(set(clicks)) != len(clicks):
+        raise ValueError(f"interactive_eval lists a click count twice: {interactive_eval!r}")
+    return sorted(clicks)
+
+
 def _filled_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     """``(N, H, W)`` masks of the pixels whose centres lie in each box."""
     ys = torch.arange(size[0], device=boxes.device)[None, :, None]
@@ -405,7 +574,11 @@ class PromptableReport(RunReport):
             "classes": list(getattr(pl_module, "class_names", [])),
             "trainable": {"mode": hp.get("trainable"), "parameters": trained, "of": total},
             "before": before,
-            "fine_tuning": _comparison(before, self.last.get("val"), getattr(pl_module, "eval_kinds", [])),
+            "fine_tuning": _comparison(
+                before,
+                self.last.get("val"),
+                [*getattr(pl_module, "eval_kinds", []), *getattr(pl_module, "interactive_names", [])],
+            ),
         }
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
