@@ -83,3 +83,31 @@ def test_a_missing_metric_stops_after_the_first_run(data_dir: Path, tmp_path: Pa
         repeat_runs([str(QUICK)], [0, 1], _short(data_dir, tmp_path / "runs"), tmp_path / "rep", "top1")
     assert [p.name for p in (tmp_path / "runs" / "levir_quick").iterdir()] == ["version_0"]
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_distillation_config_tabulates_the_agreement(data_dir: Path, tmp_path: Path) -> None:
+    from rsvit.models.spec import ModelSpec, build_model, save_model
+
+    spec = ModelSpec("classification", "resnet18", num_classes=7)
+    teacher = tmp_path / "teacher.safetensors"
+    save_model(teacher, build_model(spec), spec)
+    overrides = [
+        f"--model.teacher={teacher}",
+        f"--data.root={data_dir / 'rsscn7-dev'}",
+        "--data.input_size=32",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]
+    config = REPO / "configs" / "distillation" / "rsscn7_quick.yaml"
+    result = repeat_runs([str(config)], [0, 1], overrides, tmp_path / "rep")
+    assert result["metric"] == "agreement"
+    for row in result["runs"]:
+        report = json.loads((Path(row["run"]) / "metrics.json").read_text())
+        assert row["last_agreement"] == report["val"]["agreement"]
+        assert row["best_agreement"] == report["best_val"]["agreement"]
+    assert "| seed | last agreement | best agreement | best step | run |" in result["table"]

@@ -46,7 +46,7 @@ from rsvit.tasks.distillation_losses import (
 )
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport
-from rsvit.tasks.schedules import check_step_schedule, step_schedule
+from rsvit.tasks.schedules import check_step_schedule, task_step_schedule
 
 __all__ = [
     "ChangeDistillationTask",
@@ -349,14 +349,7 @@ class DistillationTask(BaseTask):
         if self.projector is not None:
             modules["projector"] = self.projector
         optimizer = self.make_optimizer(weight_decay_groups(modules, (), skip_norms_and_biases=True))
-        hp = self.hparams
-        return step_schedule(
-            optimizer,
-            lambda: self.trainer.estimated_stepping_batches,
-            hp.scheduler,
-            hp.warmup_steps,
-            hp.min_lr,
-        )
+        return task_step_schedule(self, optimizer)
 
     def default_preprocessing(self) -> dict[str, Any]:
         """The DataModule's preprocessing, else the teacher's (the student sees the same inputs)."""

@@ -48,7 +48,7 @@ from rsvit.tasks.base import BaseTask, CommandLine, Evaluation
 from rsvit.tasks.distillation_cache import TeacherCache, file_digest
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport
-from rsvit.tasks.schedules import check_step_schedule, step_schedule
+from rsvit.tasks.schedules import check_step_schedule, task_step_schedule
 from rsvit.weights import CheckpointFormatError, WeightsMismatchError
 from rsvit.weights.model_file import DESCRIPTION_KEY, read_header
 
@@ -427,14 +427,7 @@ class PromptableEncoderDistillationTask(BaseTask):
     def configure_optimizers(self) -> Any:
         encoder = nn.ModuleDict({"image_encoder": self.model.image_encoder})
         optimizer = self.make_optimizer(weight_decay_groups(encoder, (), skip_norms_and_biases=True))
-        hp = self.hparams
-        return step_schedule(
-            optimizer,
-            lambda: self.trainer.estimated_stepping_batches,
-            hp.scheduler,
-            hp.warmup_steps,
-            hp.min_lr,
-        )
+        return task_step_schedule(self, optimizer)
 
     def default_preprocessing(self) -> dict[str, Any]:
         """The DataModule's preprocessing, else SAM's input size and normalisation in [0, 1] units."""

@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from rsvit.tasks.optim import WarmupDecay
 
-__all__ = ["STEP_SCHEDULERS", "check_step_schedule", "step_schedule"]
+__all__ = ["STEP_SCHEDULERS", "check_step_schedule", "step_schedule", "task_step_schedule"]
 
 STEP_SCHEDULERS = ("cosine", "constant")
 
@@ -73,3 +73,14 @@ def step_schedule(
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": LambdaLR(optimizer, factors), "interval": "step"},
     }
+
+
+def task_step_schedule(task: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """:func:`step_schedule` from a task's ``scheduler`` / ``warmup_steps`` / ``min_lr`` hyper-parameters.
+
+    The run length is the task's trainer's ``estimated_stepping_batches``, read only when a schedule is made.
+    """
+    hp = task.hparams
+    return step_schedule(
+        optimizer, lambda: task.trainer.estimated_stepping_batches, hp.scheduler, hp.warmup_steps, hp.min_lr
+    )
