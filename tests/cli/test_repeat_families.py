@@ -1,4 +1,4 @@
-"""``rsvit repeat`` on a change-detection config: any run report's metrics, mean ± std, clear errors."""
+"""``rsvit repeat`` on change and distillation configs: any run report's metrics, mean ± std, errors."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rsvit.cli.repeat import add_repeat_arguments, available_metrics, repeat_runs, run_repeat, tabulate_runs
+from tasks.test_distillation_task import _rsscn7_short  # tests/ is on the path
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "change" / "levir_quick.yaml"
@@ -93,14 +94,7 @@ def test_a_distillation_config_tabulates_the_agreement(data_dir: Path, tmp_path:
     save_model(teacher, build_model(spec), spec)
     overrides = [
         f"--model.teacher={teacher}",
-        f"--data.root={data_dir / 'rsscn7-dev'}",
-        "--data.input_size=32",
-        "--data.batch_size=8",
-        "--data.num_workers=0",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false",
+        *_rsscn7_short(data_dir),  # 2 batches of 8 images at 32 px, then 2 validated
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
     ]
     config = REPO / "configs" / "distillation" / "rsscn7_quick.yaml"
