@@ -186,8 +186,7 @@ class PromptableEncoderDistillationTask(BaseTask):
         optimizer: optimiser factory; default AdamW lr 1e-3, weight decay 0.05.
         scheduler, warmup_steps, min_lr: lr per optimiser step (:func:`rsvit.tasks.schedules.step_schedule`):
             linear warm-up over ``warmup_steps``, then ``"cosine"`` decay to ``min_lr`` at the end of the run
-            (the MobileSAM recipe) or ``"constant"``. The default (constant, no warm-up) keeps the
-            optimiser's lr throughout.
+            or ``"constant"``. The default (constant, no warm-up) keeps the optimiser's lr throughout.
     """
 
     family = "promptable"

@@ -1,10 +1,10 @@
 """Per-step learning-rate schedule of the distillation tasks: linear warm-up, then cosine or constant.
 
-Distillation recipes (MobileSAM's encoder distillation among them) warm up linearly and decay the lr
-along a cosine over the run. The factor itself is :class:`rsvit.tasks.optim.WarmupDecay`, the one the
-promptable and regression tasks use; this module only turns the tasks' ``scheduler`` / ``warmup_steps`` /
-``min_lr`` arguments into Lightning's optimiser configuration, with ``min_lr`` an absolute lr (each
-parameter group's floor is ``min_lr / its lr``).
+Distillation recipes (TinyViT's, for example) commonly warm up linearly and then decay the lr along a
+cosine over the run. The factor itself is :class:`rsvit.tasks.optim.WarmupDecay`, the one the promptable
+and regression tasks use; this module only turns the tasks' ``scheduler`` / ``warmup_steps`` / ``min_lr``
+arguments into Lightning's optimiser configuration. ``min_lr`` is an absolute lr, the same floor for every
+parameter group (a group's factor ends at ``min_lr / its lr``).
 """
 
 from __future__ import annotations
