@@ -416,6 +416,9 @@ def test_upernet_vitaev2_s_config_builds_with_its_teacher_and_trains_a_step(
     assert isinstance(task, SegmentationDistillationTask) and task.teacher_spec == teacher
     # The two deepest ResNet-18 stages (256, 512 channels) are projected onto ViTAEv2-S's (256, 512).
     assert [(c.in_channels, c.out_channels) for c in task.projector.convs] == [(256, 256), (512, 512)]
+    assert (task.hparams.scheduler, task.hparams.warmup_steps) == ("cosine", 1500)
+    # the step below runs without a trainer, so without the run-length schedule
+    task.hparams.scheduler, task.hparams.warmup_steps = "constant", 0
     batch = _batch(data_dir, size=64, count=2)
     batch["mask"] = torch.randint(0, 6, (2, 64, 64))
     history = _losses_during_training(task, batch, steps=1)

@@ -241,3 +241,39 @@ def test_backbone_weights_start_the_student_encoder(teacher_file: Path, tmp_path
     }
     with pytest.raises(ValueError, match="backbone_weights apply to an encoder built from an rsvit backbone"):
         PromptableEncoderDistillationTask(str(teacher_file), model=vit_student, backbone_weights=str(path))
+
+
+def test_a_short_fit_follows_the_warm_up_and_cosine_schedule(
+    teacher_file: Path, naip_crop: Path, tmp_path: Path
+) -> None:
+    import math
+
+    task = PromptableEncoderDistillationTask(
+        str(teacher_file), model=STUDENT, prompts_per_image=0, scheduler="cosine", warmup_steps=2, min_lr=1e-5
+    )
+    data = UnlabelledDataModule(str(naip_crop), input_size=176, train_windows=4, val_windows=1, batch_size=1)
+    seen: list[float] = []
+
+    class Recorder(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=[Recorder()],
+    )
+    trainer.fit(task, datamodule=data)
+    base, floor, total, warmup = 1e-3, 1e-5, 4, 2
+    expected = [base * (s + 1) / warmup for s in range(warmup)] + [
+        floor + (base - floor) * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))) / 2
+        for s in range(warmup, total)
+    ]
+    assert seen == pytest.approx(expected, rel=1e-9)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(floor, rel=1e-9)

@@ -46,6 +46,7 @@ from rsvit.tasks.distillation_losses import (
 )
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport
+from rsvit.tasks.schedules import check_step_schedule, task_step_schedule
 
 __all__ = [
     "ChangeDistillationTask",
@@ -86,6 +87,9 @@ class DistillationTask(BaseTask):
         ignore_index: label value without a loss (dense tasks).
         cache_dir: keep teacher logits there between epochs (deterministic training data only).
         optimizer: optimiser factory; default AdamW lr 1e-3, weight decay 0.05.
+        scheduler, warmup_steps, min_lr: lr per optimiser step (:func:`rsvit.tasks.schedules.step_schedule`):
+            linear warm-up over ``warmup_steps``, then ``"cosine"`` decay to ``min_lr`` at the end of the run
+            or ``"constant"``. The default (constant, no warm-up) keeps the optimiser's lr throughout.
     """
 
     default_backbone = "resnet18"
@@ -109,8 +113,12 @@ class DistillationTask(BaseTask):
         ignore_index: int = 255,
         cache_dir: str | None = None,
         optimizer: OptimizerCallable | None = None,
+        scheduler: str = "constant",
+        warmup_steps: int = 0,
+        min_lr: float = 0.0,
     ) -> None:
         super().__init__()
+        check_step_schedule(scheduler, warmup_steps, min_lr)
         if not self.family:
             raise TypeError(
                 "use a family subclass: ClassificationDistillationTask, SegmentationDistillation..."
@@ -340,7 +348,8 @@ class DistillationTask(BaseTask):
         modules = nn.ModuleDict({"model": self.model})
         if self.projector is not None:
             modules["projector"] = self.projector
-        return self.make_optimizer(weight_decay_groups(modules, (), skip_norms_and_biases=True))
+        optimizer = self.make_optimizer(weight_decay_groups(modules, (), skip_norms_and_biases=True))
+        return task_step_schedule(self, optimizer)
 
     def default_preprocessing(self) -> dict[str, Any]:
         """The DataModule's preprocessing, else the teacher's (the student sees the same inputs)."""

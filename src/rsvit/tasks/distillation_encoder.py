@@ -48,6 +48,7 @@ from rsvit.tasks.base import BaseTask, CommandLine, Evaluation
 from rsvit.tasks.distillation_cache import TeacherCache, file_digest
 from rsvit.tasks.optim import weight_decay_groups
 from rsvit.tasks.reports import RunReport
+from rsvit.tasks.schedules import check_step_schedule, task_step_schedule
 from rsvit.weights import CheckpointFormatError, WeightsMismatchError
 from rsvit.weights.model_file import DESCRIPTION_KEY, read_header
 
@@ -183,6 +184,9 @@ class PromptableEncoderDistillationTask(BaseTask):
             each point with a non-empty teacher mask also gives a box prompt.
         prompt_seed: seed of the validation prompts (the same points every validation).
         optimizer: optimiser factory; default AdamW lr 1e-3, weight decay 0.05.
+        scheduler, warmup_steps, min_lr: lr per optimiser step (:func:`rsvit.tasks.schedules.step_schedule`):
+            linear warm-up over ``warmup_steps``, then ``"cosine"`` decay to ``min_lr`` at the end of the run
+            or ``"constant"``. The default (constant, no warm-up) keeps the optimiser's lr throughout.
     """
 
     family = "promptable"
@@ -201,8 +205,12 @@ class PromptableEncoderDistillationTask(BaseTask):
         prompts_per_image: int = 4,
         prompt_seed: int = 0,
         optimizer: OptimizerCallable | None = None,
+        scheduler: str = "constant",
+        warmup_steps: int = 0,
+        min_lr: float = 0.0,
     ) -> None:
         super().__init__()
+        check_step_schedule(scheduler, warmup_steps, min_lr)
         if prompts_per_image < 0:
             raise ValueError(f"prompts_per_image must be 0 or more, got {prompts_per_image}")
         self.spec = task_spec(model, self.family, self.default_backbone, type(self).__name__)
@@ -417,7 +425,8 @@ class PromptableEncoderDistillationTask(BaseTask):
 
     def configure_optimizers(self) -> Any:
         encoder = nn.ModuleDict({"image_encoder": self.model.image_encoder})
-        return self.make_optimizer(weight_decay_groups(encoder, (), skip_norms_and_biases=True))
+        optimizer = self.make_optimizer(weight_decay_groups(encoder, (), skip_norms_and_biases=True))
+        return task_step_schedule(self, optimizer)
 
     def default_preprocessing(self) -> dict[str, Any]:
         """The DataModule's preprocessing, else SAM's input size and normalisation in [0, 1] units."""
