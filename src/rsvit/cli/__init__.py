@@ -93,7 +93,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "repeat",
-        "fit one scene config with N seeds and tabulate mean ± std",
+        "fit one config with N seeds and tabulate mean ± std of its headline metric",
         "rsvit.cli.repeat:add_repeat_arguments",
         "rsvit.cli.repeat:run_repeat",
     ),
