@@ -106,3 +106,4 @@ def test_full_demo_trains_maps_and_previews(tmp_path, capsys):
     # ... and the next commands name the model just trained.
     assert f"rsvit predict-raster --model {run / 'model.safetensors'}" in out
     assert "rsvit fit --config" in out and f"rsvit export-backbone {run}" in out
+    assert f"rsvit export {run / 'model.safetensors'} model.onnx" in out

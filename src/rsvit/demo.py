@@ -107,6 +107,7 @@ def _print_next_steps(run: Path) -> None:
         "  rsvit fit --config configs/segmentation/dubai_quick.yaml --data.root /path/to/dubai   # full set"
     )
     print(f"  rsvit export-backbone {run} backbone.safetensors   # the trained backbone, for other tasks")
+    print(f"  rsvit export {model} model.onnx   # for deployment: predict-raster runs it on ONNX Runtime")
     print("  rsvit --help; README.md and docs/ for the guides")
 
 
