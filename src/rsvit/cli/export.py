@@ -50,28 +50,22 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def _exported_runner(args: argparse.Namespace):
+    """The written file, callable like the eager model (detectors return detection dicts)."""
     if args.format == "onnx":
         from rsvit.export.runtime import OnnxRuntimeModel
 
         return OnnxRuntimeModel(args.out)
-    from rsvit.export.exported_program import load_program
+    from rsvit.export.exported_program import ExportedProgramModel
 
-    return load_program(args.out)[0].module()
+    return ExportedProgramModel(args.out)
 
 
 def _check(args: argparse.Namespace, model, meta, batches):
     """The exported graph against the eager model: outputs for dense models, detections for detectors."""
     from rsvit.export.check import compare_detections, compare_models
 
-    if meta.spec.task == "detection":
-        if args.format == "onnx":
-            from rsvit.export.runtime import OnnxRuntimeModel
-
-            return compare_detections(model, OnnxRuntimeModel(args.out), batches)
-        from rsvit.export.exported_program import ExportedProgramModel
-
-        return compare_detections(model, ExportedProgramModel(args.out), batches)
-    return compare_models(model, _exported_runner(args), batches)
+    compare = compare_detections if meta.spec.task == "detection" else compare_models
+    return compare(model, _exported_runner(args), batches)
 
 
 def _report_sam(args: argparse.Namespace, model) -> int:
