@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from rasterio.windows import Window
 
+from raster_crops import write_crop
 from rsvit.models import ModelSpec, build_model, save_model
 from rsvit.weights import WeightsMetadata
 
@@ -52,18 +54,6 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def naip_crop(data_dir, tmp_path_factory) -> Path:
     """A 200 x 160 crop of the real NAIP scene (4 bands, UTM), georeferenced like the original."""
-    import rasterio
-    from rasterio.windows import Window
-
     source = data_dir / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
     path = tmp_path_factory.mktemp("naip") / "crop.tif"
-    with rasterio.open(source) as src:
-        window = Window(300, 200, 200, 160)
-        profile = src.profile | {"width": 200, "height": 160, "transform": src.window_transform(window)}
-        profile["tiled"] = False
-        profile.pop("blockxsize", None)
-        profile.pop("blockysize", None)
-        data = src.read(window=window)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+    return write_crop(source, path, Window(300, 200, 200, 160), nodata=0, compress="deflate")

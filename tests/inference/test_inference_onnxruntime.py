@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from raster_crops import write_crop
 from rsvit.export import MissingMetadataError, export_model
 from rsvit.inference.cli import main as predict_raster_main
 from rsvit.inference.engine import predict_raster
@@ -40,21 +41,7 @@ def naip_crop(data_dir, tmp_path_factory):
     """A 150 x 180 crop of the NAIP scene, georeferenced like the original."""
     source = data_dir / "geotiff" / "naip" / "m_4709963_se_14_1_20200831.tif"
     path = tmp_path_factory.mktemp("naip") / "crop.tif"
-    with rasterio.open(source) as src:
-        window = Window(300, 200, 180, 150)
-        profile = src.profile | {
-            "width": 180,
-            "height": 150,
-            "transform": src.window_transform(window),
-            "tiled": False,
-            "compress": "deflate",
-        }
-        profile.pop("blockxsize", None)
-        profile.pop("blockysize", None)
-        data = src.read(window=window)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+    return write_crop(source, path, Window(300, 200, 180, 150), nodata=0, compress="deflate")
 
 
 @pytest.fixture(scope="module")
